@@ -1,0 +1,16 @@
+"""canu-plugin: camera-invariant unsupervised person re-ID (CANU-ReID, ACAN) for fast-reid.
+
+``import canu_plugin`` first makes fastreid 1.4.0 work on this Python / torch / device
+(:mod:`canu_plugin.compat`), then imports the modules that register the plugin's datasets,
+meta-architectures, heads, discriminators and hooks into fast-reid's registries.
+"""
+from canu_plugin import compat as _compat
+
+_compat.apply()
+
+from canu_plugin.config import add_canu_config  # noqa: E402
+from canu_plugin.errors import CanuError  # noqa: E402
+from canu_plugin import data  # noqa: E402,F401  (registers datasets)
+
+__version__ = "0.1.0"
+__all__ = ["add_canu_config", "CanuError", "__version__"]

@@ -1,0 +1,115 @@
+"""Checkpoint I/O for fastreid's ``Checkpointer``: atomic writes, ``weights_only`` reads, and a
+clear error for a checkpoint of another architecture.
+
+Installed into ``fastreid.utils.checkpoint.Checkpointer`` by :mod:`canu_plugin.compat`.
+"""
+import logging
+import os
+import pickle
+import tempfile
+
+import numpy as np
+import torch
+from fastreid.utils.checkpoint import Checkpointer
+
+from canu_plugin.errors import CanuError
+
+logger = logging.getLogger(__name__)
+
+# numpy objects found in fast-reid model-zoo files; safe to rebuild under weights_only=True
+try:
+    from numpy._core.multiarray import _reconstruct, scalar
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct, scalar
+_NUMPY_SAFE = [np.ndarray, np.dtype, _reconstruct, scalar] + [
+    type(np.dtype(t)) for t in ("f2", "f4", "f8", "i8", "i4", "i2", "u1", "b1")]
+
+
+def atomic_write(path, write_fn, mode="wb"):
+    """Write a file atomically: ``write_fn(fileobj)`` fills a temporary file in the same folder,
+    which is fsync'ed and renamed over ``path``. A kill at any moment leaves either the old file or
+    the new one, never a torn one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_save(self, name, **kwargs):
+    """``Checkpointer.save`` that writes ``<save_dir>/<name>.pth`` atomically, then tags it."""
+    if not self.save_dir or not self.save_to_disk:
+        return
+    data = {"model": self.model.state_dict()}
+    for key, obj in self.checkpointables.items():
+        data[key] = obj.state_dict()
+    data.update(kwargs)
+    basename = "{}.pth".format(name)
+    save_file = os.path.join(self.save_dir, basename)
+    self.logger.info("Saving checkpoint to {}".format(save_file))
+    atomic_write(save_file, lambda f: torch.save(data, f))
+    self.tag_last_checkpoint(basename)
+
+
+def atomic_tag_last_checkpoint(self, last_filename_basename):
+    """``Checkpointer.tag_last_checkpoint`` with an atomic write of ``last_checkpoint``."""
+    save_file = os.path.join(self.save_dir, "last_checkpoint")
+    atomic_write(save_file, lambda f: f.write(last_filename_basename), mode="w")
+
+
+def safe_load_file(self, f):
+    """Load a checkpoint with ``torch.load(weights_only=True)`` (numpy arrays allowed).
+
+    Raises:
+        CanuError: the file is torn / not a checkpoint, or holds arbitrary Python objects.
+    """
+    try:
+        with torch.serialization.safe_globals(_NUMPY_SAFE):
+            return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CanuError(
+            f"checkpoint {f!r} holds Python objects that torch.load(weights_only=True) refuses "
+            f"({str(e).splitlines()[0]}). If you trust the file, convert it once: "
+            "sd = torch.load(path, weights_only=False); torch.save({'model': sd['model']}, new_path)"
+        ) from e
+    except (RuntimeError, EOFError) as e:
+        raise CanuError(f"checkpoint {f!r} is not a readable torch file ({e}). It may be truncated: "
+                        "use an earlier checkpoint from the same folder.") from e
+
+
+def checked_load_model(self, checkpoint):
+    """``Checkpointer._load_model`` that refuses a checkpoint whose *backbone* does not match.
+
+    Heads may differ (a source model's classifier has another number of classes: it is skipped
+    with a warning, as fast-reid does); a backbone with missing or mis-shaped weights means the
+    checkpoint is of another architecture, which fast-reid would load silently half-initialised.
+    """
+    if "model" not in checkpoint:
+        raise CanuError("checkpoint has no 'model' entry: it was not written by fast-reid's "
+                        "Checkpointer. Save it as {'model': state_dict}.")
+    state = {k[len("module."):] if k.startswith("module.") else k: v
+             for k, v in checkpoint["model"].items()}
+    model_state = self.model.state_dict()
+    backbone = [k for k in model_state if k.startswith("backbone.")]
+    bad = [k for k in backbone if k not in state or tuple(state[k].shape) != tuple(model_state[k].shape)]
+    if backbone and len(bad) > 0:
+        examples = ", ".join(bad[:3])
+        raise CanuError(
+            f"checkpoint does not match this model's backbone: {len(bad)} of {len(backbone)} backbone "
+            f"tensors are missing or have another shape (e.g. {examples}). It was trained with another "
+            "MODEL.BACKBONE (NAME/DEPTH/WITH_IBN) or input: use the same backbone settings as the run "
+            "that wrote it, or point MODEL.WEIGHTS at a matching checkpoint.")
+    return _ORIGINAL_LOAD_MODEL(self, checkpoint)
+
+
+_ORIGINAL_LOAD_MODEL = Checkpointer._load_model
+for _fn in (atomic_save, atomic_tag_last_checkpoint, safe_load_file, checked_load_model):
+    _fn._canu_compat = True

@@ -1,0 +1,55 @@
+"""Process-group start-up for fastreid's ``launch`` on machines without CUDA.
+
+fastreid's ``_distributed_worker`` asserts CUDA and always uses NCCL. The wrapper built here uses
+it unchanged when CUDA devices are present, and otherwise starts the same process group with the
+gloo backend (what torch.distributed uses for CPU tensors), so ``--num-gpus N`` runs N CPU
+processes and ``--num-machines``/``--dist-url`` keep their meaning.
+"""
+import importlib
+import logging
+
+import torch
+import torch.distributed as dist
+from fastreid.utils import comm
+
+
+def _gloo_worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args):
+    global_rank = machine_rank * num_gpus_per_machine + local_rank
+    try:
+        dist.init_process_group(backend="gloo", init_method=dist_url,
+                                world_size=world_size, rank=global_rank)
+    except Exception:
+        logging.getLogger(__name__).error("Process group URL: {}".format(dist_url))
+        raise
+    comm.synchronize()
+    num_machines = world_size // num_gpus_per_machine
+    for i in range(num_machines):
+        ranks_on_i = list(range(i * num_gpus_per_machine, (i + 1) * num_gpus_per_machine))
+        pg = dist.new_group(ranks_on_i)
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = pg
+    main_func(*args)
+
+
+_ORIGINAL = {}
+
+
+def _worker(local_rank, *rest):
+    """Drop-in for fastreid's ``_distributed_worker``: NCCL with CUDA, gloo without."""
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return _ORIGINAL["worker"](local_rank, *rest)
+    return _gloo_worker(local_rank, *rest)
+
+
+def install():
+    """Replace ``fastreid.engine.launch._distributed_worker`` by :func:`_worker` (idempotent).
+
+    Returns:
+        bool: True when the replacement was made by this call.
+    """
+    launch_mod = importlib.import_module("fastreid.engine.launch")  # the package shadows it
+    if launch_mod._distributed_worker is _worker:
+        return False
+    _ORIGINAL["worker"] = launch_mod._distributed_worker
+    launch_mod._distributed_worker = _worker
+    return True

@@ -1,0 +1,99 @@
+"""Each compat fix, exercised through fast-reid's own code path."""
+import os
+import pickle
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import canu_plugin
+from canu_plugin import compat
+from canu_plugin.errors import CanuError
+
+
+def test_apply_is_idempotent():
+    assert compat.apply() == []
+    assert "torch._six" in compat.applied() or hasattr(torch, "_six")
+
+
+def test_fast_batch_collator_uses_six_and_mapping():
+    from fastreid.data.build import fast_batch_collator
+    batch = [{"images": torch.ones(3, 2, 2), "targets": 1, "img_paths": "a.jpg"},
+             {"images": torch.zeros(3, 2, 2), "targets": 2, "img_paths": "b.jpg"}]
+    out = fast_batch_collator(batch)
+    assert out["images"].shape == (2, 3, 2, 2)
+    assert out["targets"].tolist() == [1, 2]
+    assert out["img_paths"] == ["a.jpg", "b.jpg"]
+
+
+def test_train_loader_runs_without_cuda(tiny_items):
+    from fastreid.data import build_reid_train_loader
+    from fastreid.data.common import CommDataset
+    from fastreid.data.samplers import NaiveIdentitySampler
+    from fastreid.data.transforms import build_transforms
+    from fastreid.config import get_cfg
+    cfg = get_cfg()
+    cfg.INPUT.SIZE_TRAIN = [32, 16]
+    ds = CommDataset(tiny_items, build_transforms(cfg, is_train=True), relabel=True)
+    loader = build_reid_train_loader(train_set=ds, sampler=NaiveIdentitySampler(ds.img_items, 4, 2),
+                                     total_batch_size=4, num_workers=0)
+    batch = next(iter(loader))
+    assert batch["images"].shape == (4, 3, 32, 16)
+    assert batch["images"].device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    loader.shutdown()
+
+
+def test_reid_evaluator_needs_no_compiler(monkeypatch):
+    from fastreid.config import get_cfg
+    from fastreid.evaluation import ReidEvaluator
+
+    def no_make(*a, **k):
+        raise AssertionError("fast-reid tried to compile at run time")
+    monkeypatch.setattr(subprocess, "run", no_make)
+    evaluator = ReidEvaluator(get_cfg(), num_query=4)
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(16, 8, generator=g)  # 4 queries, 12 gallery (fast-reid needs >= 10)
+    pids = torch.tensor([0, 1, 2, 3] * 4)
+    cams = torch.tensor([0] * 4 + [1] * 12)
+    evaluator.process({"targets": pids, "camids": cams}, feats + 3 * torch.nn.functional.one_hot(pids, 8))
+    res = evaluator.evaluate()
+    assert res["Rank-1"] == pytest.approx(100.0) and 0 < res["mAP"] <= 100
+
+
+def _ddp_worker(out_dir):
+    import torch.distributed as dist
+    from fastreid.engine import defaults
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = defaults.DistributedDataParallel(torch.nn.Linear(4, 1), device_ids=[rank],
+                                             broadcast_buffers=False)
+    x = torch.full((2, 4), float(rank + 1))
+    model(x).sum().backward()
+    grad = model.module.weight.grad.clone()
+    torch.save({"rank": rank, "world": dist.get_world_size(), "backend": dist.get_backend(),
+                "grad": grad}, os.path.join(out_dir, f"r{rank}.pt"))
+
+
+@pytest.mark.timeout(120)
+def test_launch_two_cpu_processes_with_ddp(tmp_path):
+    from fastreid.engine import launch
+    if torch.cuda.is_available():
+        pytest.skip("this test covers the CPU (gloo) path")
+    launch(_ddp_worker, 2, dist_url="auto", args=(str(tmp_path),))
+    res = [torch.load(tmp_path / f"r{r}.pt") for r in range(2)]
+    assert [r["rank"] for r in res] == [0, 1] and all(r["world"] == 2 for r in res)
+    assert res[0]["backend"] == "gloo"
+    # DDP all-reduced the gradients: both ranks see the mean of (2*1) and (2*2) per weight
+    assert torch.allclose(res[0]["grad"], res[1]["grad"])
+    assert torch.allclose(res[0]["grad"], torch.full((1, 4), 3.0))
+
+
+def test_corrupt_image_names_the_file(tmp_path, tiny_items):
+    from fastreid.data.common import CommDataset
+    bad = tmp_path / "0001_c1s1_000999_00.jpg"
+    bad.write_bytes(b"not a jpeg")
+    ds = CommDataset(tiny_items + [(str(bad), 1, 0)], None, relabel=True)
+    with pytest.raises(CanuError, match="0001_c1s1_000999_00.jpg.*corrupt"):
+        ds[len(ds) - 1]
+    assert canu_plugin.CanuError is CanuError
