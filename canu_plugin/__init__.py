@@ -10,7 +10,7 @@ _compat.apply()
 
 from canu_plugin.config import add_canu_config  # noqa: E402
 from canu_plugin.errors import CanuError  # noqa: E402
-from canu_plugin import data  # noqa: E402,F401  (registers datasets)
+from canu_plugin import data, modeling  # noqa: E402,F401  (register into fast-reid)
 
 __version__ = "0.1.0"
 __all__ = ["add_canu_config", "CanuError", "__version__"]

@@ -13,12 +13,14 @@ and each fix is applied only where the breakage is present (a fixed fast-reid is
 | evaluator cython build   | ``fastreid/evaluation/reid_evaluation.py``   | runs ``make`` inside site-packages at run time   |
 | ``launch`` on CPU        | ``fastreid/engine/launch.py``                | asserts CUDA, hard-codes the NCCL backend        |
 | DDP on CPU               | ``fastreid/engine/defaults.py``              | passes ``device_ids=[rank]`` for a CPU model     |
+| ``zero_grad``            | ``fastreid/solver/build.py`` (``utils/params.py``) | torch 2.0 sets the flat grad buffer to None: no update |
 | ``torch.load``           | ``fastreid/utils/checkpoint.py``             | ``weights_only=True`` default since torch 2.6    |
 | atomic checkpoints       | ``fastreid/utils/checkpoint.py``             | files written in place: a kill leaves a torn file|
 | unreadable image         | ``fastreid/data/common.py``                  | PIL error deep in a loader worker                |
 """
 import collections
 import collections.abc
+import functools
 import importlib
 import logging
 import sys
@@ -174,15 +176,52 @@ def _fix_read_image():
     return True
 
 
+
+
+def _fix_contiguous_zero_grad():
+    """fastreid's default optimizer runs on a flat copy of the parameters (``ContiguousParams``)
+    whose ``.grad`` is a shared buffer; ``SimpleTrainer`` calls ``optimizer.zero_grad()``, which
+    since torch 2.0 sets that ``.grad`` to None, so ``optimizer.step()`` skips every parameter and
+    the model silently never trains. Zero the buffer in place instead."""
+    import fastreid.engine.defaults as defaults
+    import fastreid.solver as solver
+    import fastreid.solver.build as solver_build
+    from fastreid.utils.params import ContiguousParams
+
+    original = solver_build.build_optimizer
+    if getattr(original, "_canu_compat", False):
+        return False
+
+    def build_optimizer(cfg, model, contiguous=True):
+        optimizer, params = original(cfg, model, contiguous=contiguous)
+        if isinstance(params, ContiguousParams):
+            optimizer.zero_grad = functools.partial(type(optimizer).zero_grad, optimizer, set_to_none=False)
+        return optimizer, params
+
+    build_optimizer._canu_compat = True
+    for module in (solver_build, solver, defaults):
+        module.build_optimizer = build_optimizer
+    return True
+
+
+def _quiet_typed_storage_warning():
+    """fastreid/data/transforms/functional.py builds tensors through ``torch.ByteStorage``, which
+    torch 2.x deprecates with a warning per image batch; behaviour is unchanged, so silence it."""
+    warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
+    return False
+
+
 _FIXES = (
     ("torch._six", _fix_torch_six),
     ("collections aliases", _fix_collections_aliases),
     ("DataLoaderX without CUDA", _fix_dataloaderx),
     ("evaluator without cython build", _fix_evaluator_cython),
+    ("optimizer zero_grad with contiguous params", _fix_contiguous_zero_grad),
     ("launch with gloo on CPU", _fix_launch),
     ("DDP on CPU", _fix_ddp_on_cpu),
     ("atomic, weights_only checkpoints", _fix_checkpointer),
     ("readable errors for bad images", _fix_read_image),
+    ("quiet TypedStorage deprecation", _quiet_typed_storage_warning),
 )
 
 

@@ -9,24 +9,62 @@ from fastreid.config import CfgNode as CN
 def _add_clustering_config(cfg):
     _C = cfg
     _C.CLUSTERING = CN()
-    _C.CLUSTERING.METHOD = "dbscan"        # "dbscan" (CANU, SpCL, Cluster-Contrast) or "kmeans" (MMT's original)
-    _C.CLUSTERING.KNN_BACKEND = "auto"     # "auto" (faiss-gpu if CUDA and faiss has GPUs, else faiss-cpu), "faiss-gpu", "faiss-cpu"
-    _C.CLUSTERING.KNN_CHUNK = 8192         # queries per faiss search call: bounds k-NN memory
-    _C.CLUSTERING.K1 = 30                  # k-reciprocal neighbourhood size (Zhong et al. re-ranking)
-    _C.CLUSTERING.K2 = 6                   # query-expansion neighbourhood size
-    _C.CLUSTERING.EPS = 0.6                # DBSCAN radius on the Jaccard distance (used when EPS_RULE == "fixed")
-    _C.CLUSTERING.EPS_RULE = "fixed"       # "fixed" or "quantile" (MMT/SSG: eps = mean of the rho-quantile smallest distances)
-    _C.CLUSTERING.RHO = 1.6e-3             # quantile for EPS_RULE == "quantile" (SSG/MMT value)
-    _C.CLUSTERING.MIN_SAMPLES = 4          # DBSCAN min_samples
+    _C.CLUSTERING.METHOD = "dbscan"        # "dbscan" (Jaccard + DBSCAN: CANU, SpCL) or "kmeans" (MMT's original)
+    _C.CLUSTERING.KNN_BACKEND = "auto"     # "auto" (GPU faiss if torch sees CUDA), "faiss-gpu", "faiss-cpu"
+    _C.CLUSTERING.KNN_CHUNK = 8192         # queries per faiss search call: bounds the k-NN's extra memory
+    _C.CLUSTERING.K1 = 30                  # k-reciprocal neighbourhood size (re-ranking); at most the sample count
+    _C.CLUSTERING.K2 = 6                   # query-expansion neighbourhood size (<= K1; 1 = no expansion)
+    _C.CLUSTERING.EPS = 0.6                # DBSCAN radius on the Jaccard distance, in (0, 1) (EPS_RULE "fixed")
+    _C.CLUSTERING.EPS_RULE = "fixed"       # "fixed" (EPS) or "quantile" (MMT/SSG: mean of the smallest RHO-fraction)
+    _C.CLUSTERING.RHO = 1.6e-3             # fraction for EPS_RULE "quantile" (MMT/SSG; some MSMT17 scripts: 7e-4)
+    _C.CLUSTERING.MIN_SAMPLES = 4          # DBSCAN min_samples (the point itself counts)
     _C.CLUSTERING.NUM_CLUSTERS = 500       # k for k-means
+    _C.CLUSTERING.KMEANS_ITERS = 100       # faiss k-means iterations (MMT: sklearn KMeans, max_iter=300)
+    _C.CLUSTERING.SEED = 0                 # k-means initialisation seed
+    _C.CLUSTERING.NORM_CENTROIDS = False   # unit-normalise the centroids (False: plain means of the unit features)
+    _C.CLUSTERING.MAX_PAIRS = 2097152      # Jaccard stage: pairs materialised at once per worker (~25 B each)
+    _C.CLUSTERING.WORKERS = 0              # threads of the Jaccard stage; 0 = min(4, CPU cores)
     _C.CLUSTERING.PERIOD = 1               # re-cluster every PERIOD epochs
+
+
+def _add_pseudo_config(cfg):
+    _C = cfg
+    _C.PSEUDO = CN()
+    _C.PSEUDO.ENABLED = False              # train on cluster pseudo-labels of DATASETS.NAMES (their labels are never used)
+    _C.PSEUDO.ITERS_PER_EPOCH = 0          # iterations per epoch; 0 = len(target train set) // SOLVER.IMS_PER_BATCH (MMT: 400)
+    _C.PSEUDO.SEED = 0                     # epoch e re-seeds the RNGs and the sampler with SEED + e (a resumed run repeats the
+                                           # uninterrupted one); -1 = fast-reid's random seeding
+    _C.PSEUDO.ON_FAILURE = "keep"          # fewer than P clusters: "keep" the last epoch's labels and warn, or "error"
+    _C.PSEUDO.GT_DIAGNOSTICS = True        # log NMI/ARI/purity/lost ids against the dataset's labels (diagnostics only)
+    _C.PSEUDO.LOG_FILE = "pseudo_labels.jsonl"  # per-epoch diagnostics, one JSON object a line, in OUTPUT_DIR
+
+
+def _add_adversarial_config(cfg):
+    _C = cfg
+    _C.MODEL.CANU = CN()
+    _C.MODEL.CANU.ENABLED = False          # camera-adversarial training on the pseudo-label loop (CANU-ReID)
+    _C.MODEL.CANU.CONDITIONAL = True       # True: D conditioned on the pseudo-identity centroid (+CANU); False: +Adv ablation
+    _C.MODEL.CANU.MU = 0.1                 # weight of the adversarial term, L_ID - mu * L_C-CAM (0.1 MMT, 0.05 SSG)
+    _C.MODEL.CANU.HIDDEN_DIM = 1024        # width of the discriminator's FC layers (paper: 1024)
+    _C.MODEL.CANU.MERGE = "add"            # how the ID and camera branches merge: "add", "mul" or "concat" (paper silent)
+    _C.MODEL.CANU.SCHEME = "minmax"        # "minmax": alternating D / encoder updates (paper); "grl": one pass, gradient reversal
+    _C.MODEL.CANU.D_LR = 3.5e-4            # discriminator learning rate (Adam; constant)
+    _C.MODEL.ACAN = CN()
+    _C.MODEL.ACAN.ENABLED = False          # ACAN: per-camera triplet + multi-camera adversarial learning
+    _C.MODEL.ACAN.SCHEME = "oce"           # "none" (triplet only), "grl", "oce" (Eq. 9) or "ace" (uniform target)
+    _C.MODEL.ACAN.LAMBDA = 1.0             # weight of the adversarial term (paper: 1)
+    _C.MODEL.ACAN.HIDDEN_DIM = 128         # the discriminator's FC layer (paper: 128)
+    _C.MODEL.ACAN.D_LR = 0.01              # discriminator learning rate (SGD; the paper's rate for new layers)
 
 
 def _add_eval_config(cfg):
     _C = cfg
     _C.TEST.CANU = CN()
-    _C.TEST.CANU.ENABLED = True            # use canu-plugin's chunked exact evaluator (same numbers as fast-reid's)
-    _C.TEST.CANU.QUERY_CHUNK = 1024        # queries scored at once: bounds evaluation memory
+    _C.TEST.CANU.ENABLED = True            # canu-plugin's chunked exact evaluator (fast-reid's numbers); False = fast-reid's
+    _C.TEST.CANU.QUERY_CHUNK = 512         # queries scored at once: memory ~ 24 bytes x QUERY_CHUNK x gallery size
+    _C.TEST.CANU.DEVICE = "auto"           # "auto" (CUDA when torch sees it, else CPU), "cpu", "cuda", "cuda:1", ...
+    _C.TEST.CANU.MAX_RANK = 50             # length of the CMC curve computed (Rank-1/5/10 are reported)
+    _C.TEST.CANU.RERANK_SPARSE = True      # TEST.RERANK with the sparse k-reciprocal Jaccard; False = fast-reid's dense one
 
 
 def add_canu_config(cfg):
@@ -38,5 +76,7 @@ def add_canu_config(cfg):
         the same cfg, for chaining.
     """
     _add_clustering_config(cfg)
+    _add_pseudo_config(cfg)
+    _add_adversarial_config(cfg)
     _add_eval_config(cfg)
     return cfg

@@ -21,3 +21,26 @@ def tiny_items(tmp_path):
             Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(path)
             items.append((str(path), pid, cam))
     return items
+
+TINY_DOMAIN = dict(num_train_ids=16, num_test_ids=12, images_per_camera=(2, 4), num_distractors=4,
+                   image_size=(32, 16))
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """Tiny SynthA and SynthB domains (Market layout, 32x16 images) shared by the whole session."""
+    from canu_plugin.data.synthetic import generate_all
+    root = tmp_path_factory.mktemp("datasets")
+    generate_all(str(root), seed=0, **TINY_DOMAIN)
+    return str(root)
+
+
+@pytest.fixture
+def use_synth_root(synth_root, monkeypatch):
+    """Point fast-reid's loaders at the tiny domains for this test."""
+    from canu_plugin.engine import set_datasets_root
+    import fastreid.data.build as build
+    monkeypatch.setattr(build, "_root", build._root)
+    monkeypatch.setenv("FASTREID_DATASETS", synth_root)
+    set_datasets_root(synth_root)
+    return synth_root

@@ -97,3 +97,23 @@ def test_corrupt_image_names_the_file(tmp_path, tiny_items):
     with pytest.raises(CanuError, match="0001_c1s1_000999_00.jpg.*corrupt"):
         ds[len(ds) - 1]
     assert canu_plugin.CanuError is CanuError
+
+
+def test_default_optimizer_updates_the_model():
+    """fast-reid's contiguous-parameter optimizer must move the weights after zero_grad/backward/step."""
+    from fastreid.config import get_cfg
+    from fastreid.solver import build_optimizer
+    from fastreid.utils.params import ContiguousParams
+    cfg = get_cfg()
+    cfg.SOLVER.OPT = "SGD"
+    cfg.SOLVER.BASE_LR = 0.1
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    optimizer, params = build_optimizer(cfg, model)
+    assert isinstance(params, ContiguousParams)
+    before = model[0].weight.detach().clone()
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(torch.ones(4, 3)).sum().backward()
+        optimizer.step()
+        params.assert_buffer_is_valid()
+    assert not torch.allclose(before, model[0].weight)

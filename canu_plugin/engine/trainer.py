@@ -6,19 +6,52 @@ loop, hooks, checkpointing and ``launch`` are fast-reid's own.
 import logging
 import os
 
-from fastreid.data.build import _root as FASTREID_ROOT
+import fastreid.data.build as fastreid_build
+from fastreid.data import build_reid_test_loader
+from fastreid.data.common import CommDataset
+from fastreid.data.datasets import DATASET_REGISTRY
+from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer
+from fastreid.engine import defaults as fastreid_defaults
 from fastreid.evaluation import ReidEvaluator
+from fastreid.solver import build_optimizer
+from fastreid.utils import comm
 from fastreid.utils.checkpoint import Checkpointer
 
-from canu_plugin.errors import CanuError
+from canu_plugin.engine import pseudo
+from canu_plugin.engine.adversarial import install_adversarial
+from canu_plugin.engine.hooks import ClusteringHook
+from canu_plugin.errors import CanuError, find_canu_error
 
 logger = logging.getLogger(__name__)
 
 
+class _QuietUserErrors(logging.Filter):
+    """fast-reid's training loop logs every exception with its traceback before re-raising it;
+    for a CanuError (bad input, reported in one line by the tools) drop that traceback."""
+
+    def filter(self, record):
+        if record.exc_info and find_canu_error(record.exc_info[1]) is not None:
+            return False
+        return True
+
+
+logging.getLogger("fastreid.engine.train_loop").addFilter(_QuietUserErrors())
+
+
 def datasets_root():
-    """The dataset root fast-reid reads (``$FASTREID_DATASETS``, default ``datasets``)."""
-    return os.getenv("FASTREID_DATASETS", FASTREID_ROOT)
+    """The dataset root fast-reid's loaders read (``$FASTREID_DATASETS`` at import, default ``datasets``)."""
+    return fastreid_build._root
+
+
+def set_datasets_root(path):
+    """Point fast-reid's loaders (and child processes, via ``$FASTREID_DATASETS``) at ``path``.
+
+    fast-reid reads the variable once, when ``fastreid.data.build`` is imported.
+    """
+    path = os.path.abspath(path)
+    os.environ["FASTREID_DATASETS"] = path
+    fastreid_build._root = path
 
 
 def check_datasets(names):
@@ -29,7 +62,28 @@ def check_datasets(names):
 
 
 class Trainer(DefaultTrainer):
-    """fast-reid's DefaultTrainer + dataset checks + canu-plugin's chunked exact evaluator."""
+    """fast-reid's DefaultTrainer + dataset checks + canu-plugin's chunked exact evaluator.
+
+    With ``PSEUDO.ENABLED`` it trains on cluster pseudo-labels of the (unlabelled) datasets in
+    ``DATASETS.NAMES``: a :class:`ClusteringHook` re-clusters them every epoch and calls
+    :meth:`set_pseudo_labels`.
+    """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.PSEUDO.ENABLED and cfg.PSEUDO.ITERS_PER_EPOCH > 0:
+            self.iters_per_epoch = cfg.PSEUDO.ITERS_PER_EPOCH
+            self.max_iter = self.max_epoch * self.iters_per_epoch
+        install_adversarial(self, cfg, self._num_cameras())
+
+    def _num_cameras(self):
+        target = getattr(self.data_loader, "canu_target", None)
+        return int(target.camids.max()) + 1 if target is not None else self.data_loader.dataset.num_cameras
+
+    @property
+    def unwrapped_model(self):
+        """The model without its DistributedDataParallel wrapper."""
+        return getattr(self.model, "module", self.model)
 
     @classmethod
     def build_model(cls, cfg):
@@ -46,12 +100,67 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         check_datasets(cfg.DATASETS.NAMES)
-        return super().build_train_loader(cfg)
+        if not cfg.PSEUDO.ENABLED:
+            return super().build_train_loader(cfg)
+        target = pseudo.TargetSet.from_config(cfg, datasets_root())
+        loader = pseudo.placeholder_loader(cfg, target)
+        loader.canu_target = target
+        return loader
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        if not cfg.PSEUDO.ENABLED:
+            return super().build_optimizer(cfg, model)
+        # the classifier is replaced every epoch: no contiguous parameter buffer
+        return build_optimizer(cfg, model, contiguous=False)
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        if self.cfg.PSEUDO.ENABLED:
+            hook = ClusteringHook(self.cfg, self.data_loader.canu_target)
+            self.checkpointer.checkpointables["pseudo_labels"] = hook
+            hooks.insert(0, hook)
+        return hooks
+
+    def set_pseudo_labels(self, target, labels, centroids, seed, classifier_init=None):
+        """Install an epoch's pseudo-labels: rebuild the loader; with ``classifier_init`` (K, D)
+        re-size the classifier, reset its optimizer state and initialise it.
+
+        Args:
+            target: :class:`pseudo.TargetSet` of N samples.
+            labels: (N,) int64 pseudo-labels, -1 = outlier.
+            centroids: (K, D) centroids, kept by the model for conditioning.
+            seed: sampler seed for this epoch.
+        """
+        old_loader = self._trainer.data_loader
+        if hasattr(old_loader, "shutdown"):
+            old_loader.shutdown()
+        loader = pseudo.pseudo_loader(self.cfg, target, labels, seed)
+        loader.canu_target = target
+        self._trainer.data_loader = loader
+        self._trainer._data_loader_iter = iter(loader)
+        module = self.unwrapped_model
+        if classifier_init is None:
+            module.centroids = centroids.to(module.device)
+            return
+        old, new = module.set_pseudo_labels(centroids)
+        if classifier_init is not centroids:
+            new.data.copy_(classifier_init.to(new.device))
+        pseudo.swap_parameter(self.optimizer, old, new, keep_state=classifier_init is not centroids)
+        if comm.get_world_size() > 1:  # DDP must see the new parameter
+            self._trainer.model = fastreid_defaults.DistributedDataParallel(
+                module, device_ids=[comm.get_local_rank()], broadcast_buffers=False)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        """fast-reid's test loader, with ``DATALOADER.NUM_WORKERS`` workers (fast-reid fixes 4)."""
         check_datasets([dataset_name])
-        return super().build_test_loader(cfg, dataset_name)
+        data = DATASET_REGISTRY.get(dataset_name)(root=datasets_root())
+        if comm.is_main_process():
+            data.show_test()
+        test_set = CommDataset(data.query + data.gallery, build_transforms(cfg, is_train=False), relabel=False)
+        return build_reid_test_loader(test_set=test_set, test_batch_size=cfg.TEST.IMS_PER_BATCH,
+                                      num_query=len(data.query), num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):

@@ -1,0 +1,159 @@
+"""Camera-adversarial training inside fast-reid's trainer (CANU-ReID and ACAN).
+
+:class:`AdversarialTrainer` replaces fast-reid's ``SimpleTrainer`` step. The model returns its
+loss dict and one ``(features (B, D), condition (B, D) or None)`` pair per discriminator
+(``model(data, return_adv_inputs=True)``); the discriminators predict ``data["camids"]``.
+
+Schemes (``scheme``):
+- ``"minmax"`` (CANU-ReID, Eq. 4/8): alternating updates. (1) each discriminator minimises the
+  camera cross-entropy on *detached* features; (2) the encoder and ID classifiers minimise
+  ``L_ID - w * L_CAM`` against the updated discriminators, whose parameters get no update from
+  this term. The condition (centroid) never receives an adversarial gradient.
+- ``"oce"`` / ``"ace"`` (ACAN): as minmax, the encoder term being ``w * OCE`` (probability mass on
+  the other cameras, Eq. 9) or ``w * ACE`` (uniform over all cameras).
+- ``"grl"``: one pass through a gradient-reversal layer (Ganin & Lempitsky): the discriminator
+  minimises the camera cross-entropy and the encoder receives ``-w`` times its gradient. For CANU
+  this is the documented single-pass variant of the min-max; for ACAN it is the paper's GRL scheme.
+"""
+import time
+
+import torch
+from fastreid.engine import defaults as fastreid_defaults
+from fastreid.engine.train_loop import SimpleTrainer
+from fastreid.utils import comm
+from fastreid.utils.events import get_event_storage
+from torch.func import functional_call
+
+from canu_plugin.errors import CanuError
+from canu_plugin.modeling import losses as L
+from canu_plugin.modeling.discriminators import build_discriminator
+from canu_plugin.modeling.layers import grad_reverse
+
+SCHEMES = ("minmax", "oce", "ace", "grl")
+
+
+def encoder_adversarial_loss(scheme, logits, camids):
+    """The encoder's adversarial term for one discriminator's logits (B, C) and cameras (B,)."""
+    if scheme == "minmax":
+        return -L.camera_cross_entropy(logits, camids)
+    if scheme == "oce":
+        return L.other_camera_equiprobability(logits, camids)
+    if scheme == "ace":
+        return L.all_camera_equiprobability(logits)
+    raise ValueError(f"unknown adversarial scheme {scheme!r}; expected one of {SCHEMES}")
+
+
+def _frozen(module):
+    """Call ``module`` with detached copies of its parameters and buffers (no update, no grad)."""
+    module = getattr(module, "module", module)
+    state = {k: v.detach().clone() if k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+             else v.detach() for k, v in list(module.named_parameters()) + list(module.named_buffers())}
+    return lambda *args: functional_call(module, state, args)
+
+
+class AdversarialTrainer(SimpleTrainer):
+    """``SimpleTrainer`` + camera discriminators with their own optimizer (see module docstring)."""
+
+    def __init__(self, model, data_loader, optimizer, param_wrapper, discriminators, d_optimizer,
+                 scheme="minmax", weight=0.1):
+        super().__init__(model, data_loader, optimizer, param_wrapper)
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown adversarial scheme {scheme!r}; expected one of {SCHEMES}")
+        self.discriminators = discriminators  # list of modules (DDP-wrapped when distributed)
+        self.d_optimizer = d_optimizer
+        self.scheme = scheme
+        self.weight = float(weight)
+
+    def run_step(self):
+        assert self.model.training, "[AdversarialTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        loss_dict, pairs = self.model(data, return_adv_inputs=True)
+        if len(pairs) != len(self.discriminators):
+            raise RuntimeError(f"model gave {len(pairs)} adversarial inputs for {len(self.discriminators)} discriminators")
+        camids = data["camids"].to(pairs[0][0].device)
+        if self.scheme == "grl":
+            disc_loss, logits = self._grl_terms(pairs, camids, loss_dict)
+        else:
+            disc_loss, logits = self._discriminator_step(pairs, camids)
+            adv = [encoder_adversarial_loss(self.scheme, _frozen(d)(f, c), camids)
+                   for d, (f, c) in zip(self.discriminators, pairs)]
+            loss_dict["loss_cam_adv"] = self.weight * sum(adv)
+        losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        losses.backward()
+        self._write_metrics(loss_dict, data_time)
+        self._write_discriminator_metrics(disc_loss, logits, camids)
+        self.optimizer.step()
+        if self.scheme == "grl":
+            self.d_optimizer.step()
+
+    def _discriminator_step(self, pairs, camids):
+        """Minimise the camera cross-entropy of every discriminator on detached inputs."""
+        logits = [d(f.detach(), None if c is None else c.detach()) for d, (f, c) in zip(self.discriminators, pairs)]
+        disc_loss = sum(L.camera_cross_entropy(lg, camids) for lg in logits)
+        self.d_optimizer.zero_grad()
+        disc_loss.backward()
+        self.d_optimizer.step()
+        return disc_loss.detach(), [lg.detach() for lg in logits]
+
+    def _grl_terms(self, pairs, camids, loss_dict):
+        """One pass: D's loss through a gradient reversal (the encoder gets -weight x the gradient)."""
+        self.d_optimizer.zero_grad()
+        logits = [d(grad_reverse(f, self.weight), None if c is None else c.detach())
+                  for d, (f, c) in zip(self.discriminators, pairs)]
+        disc_loss = sum(L.camera_cross_entropy(lg, camids) for lg in logits)
+        loss_dict["loss_cam_grl"] = disc_loss
+        return disc_loss.detach(), [lg.detach() for lg in logits]
+
+    def _write_discriminator_metrics(self, disc_loss, logits, camids):
+        acc = torch.stack([(lg.argmax(1) == camids).float().mean() for lg in logits]).mean()
+        values = comm.gather({"cam_disc_loss": disc_loss.item(), "cam_disc_acc": acc.item()})
+        if comm.is_main_process():
+            storage = get_event_storage()
+            for k in values[0]:
+                storage.put_scalar(k, sum(v[k] for v in values) / len(values))
+
+
+def adversarial_settings(cfg):
+    """(discriminator name, scheme, weight, optimizer factory) of the enabled method, or None."""
+    if cfg.MODEL.CANU.ENABLED and cfg.MODEL.ACAN.ENABLED:
+        raise CanuError("MODEL.CANU.ENABLED and MODEL.ACAN.ENABLED are exclusive: enable one")
+    if cfg.MODEL.CANU.ENABLED:
+        c = cfg.MODEL.CANU
+        name = "ConditionalCameraDiscriminator" if c.CONDITIONAL else "CameraDiscriminator"
+        return name, c.SCHEME, c.MU, lambda params: torch.optim.Adam(params, lr=c.D_LR)
+    if cfg.MODEL.ACAN.ENABLED and cfg.MODEL.ACAN.SCHEME != "none":
+        a = cfg.MODEL.ACAN
+        return "ACANDiscriminator", a.SCHEME, a.LAMBDA, lambda params: torch.optim.SGD(params, lr=a.D_LR, momentum=0.9)
+    return None
+
+
+def install_adversarial(trainer, cfg, num_cameras):
+    """Give a fast-reid ``DefaultTrainer`` camera discriminators and the adversarial step.
+
+    Builds one discriminator per entry of ``model.adversarial_dims``, their optimizer, wraps them
+    for DDP, swaps ``trainer._trainer`` for an :class:`AdversarialTrainer` and registers both with
+    the checkpointer (so ``--resume`` restores them).
+    """
+    settings = adversarial_settings(cfg)
+    if settings is None:
+        return
+    name, scheme, weight, make_optimizer = settings
+    if num_cameras < 2:
+        raise CanuError(f"the training set has {num_cameras} camera: a camera discriminator has nothing to learn. "
+                        "Use a dataset with several cameras, or disable MODEL.CANU.ENABLED / MODEL.ACAN.ENABLED.")
+    model = trainer.unwrapped_model
+    discs = torch.nn.ModuleList(build_discriminator(name, cfg, f, num_cameras, c)
+                                for f, c in model.adversarial_dims).to(model.device)
+    d_optimizer = make_optimizer(discs.parameters())
+    run = list(discs)
+    if comm.get_world_size() > 1:
+        run = [fastreid_defaults.DistributedDataParallel(d, device_ids=[comm.get_local_rank()],
+                                                         broadcast_buffers=False) for d in discs]
+    old = trainer._trainer
+    trainer._trainer = AdversarialTrainer(old.model, old.data_loader, old.optimizer, old.param_wrapper,
+                                          run, d_optimizer, scheme=scheme, weight=weight)
+    trainer.checkpointer.checkpointables.update(discriminators=discs, d_optimizer=d_optimizer)
+    trainer.discriminators = discs

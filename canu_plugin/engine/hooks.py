@@ -1,0 +1,132 @@
+"""``ClusteringHook``: re-computes the pseudo-labels of the unlabelled target set every epoch."""
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from fastreid.engine.train_loop import HookBase
+from fastreid.utils import comm
+from fastreid.utils.env import seed_all_rng
+
+from canu_plugin.errors import CanuError
+from canu_plugin.evaluation.diagnostics import cluster_report
+
+logger = logging.getLogger(__name__)
+
+
+def _broadcast(obj):
+    """Rank 0's ``obj`` on every rank (torch.distributed's object broadcast)."""
+    if comm.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class ClusteringHook(HookBase):
+    """At the start of every ``CLUSTERING.PERIOD``-th epoch: extract L2-normalised eval-mode
+    features of the target set (all ranks), cluster them on rank 0, broadcast labels and centroids,
+    and hand them to the trainer (:meth:`Trainer.set_pseudo_labels`), which rebuilds the loader,
+    re-sizes the classifier, resets its optimizer state and initialises it from the centroids.
+
+    Its state (pseudo-labels, centroids, classifier, epoch) is saved in fast-reid's checkpoint,
+    so ``--resume`` continues with the pseudo-labels of the interrupted run.
+    """
+
+    def __init__(self, cfg, target):
+        self.cfg = cfg
+        self.target = target
+        self.period = max(int(cfg.CLUSTERING.PERIOD), 1)
+        self.labels = None        # (N,) int64, -1 = outlier
+        self.centroids = None     # (K, D) float32
+        self.epoch = -1           # epoch of the labels above
+        self._restored_classifier = None
+        self.log_path = os.path.join(cfg.OUTPUT_DIR, cfg.PSEUDO.LOG_FILE) if cfg.PSEUDO.LOG_FILE else ""
+
+    # ---- the hook ----------------------------------------------------------------------------
+    def before_epoch(self):
+        epoch = self.trainer.epoch
+        if self.cfg.PSEUDO.SEED >= 0:
+            seed_all_rng(self.cfg.PSEUDO.SEED + epoch)
+        init = None  # classifier rows to install; None keeps the current classifier
+        if self.labels is None or epoch % self.period == 0:
+            if self._recluster(epoch):
+                init = self.centroids
+        elif self._restored_classifier is not None:
+            init = self._restored_classifier
+            logger.info(f"epoch {epoch}: pseudo-labels of epoch {self.epoch} restored from the checkpoint")
+        self._restored_classifier = None
+        # the loader is rebuilt every epoch (seeded by epoch), so a resumed run repeats the batches
+        self.trainer.set_pseudo_labels(self.target, self.labels, self.centroids,
+                                       seed=max(self.cfg.PSEUDO.SEED, 0) + epoch, classifier_init=init)
+
+    def _recluster(self, epoch):
+        """Cluster this epoch's features; returns False when the last labels were kept."""
+        from canu_plugin.clustering import cluster
+        from canu_plugin.engine.features import extract_features
+        t0 = time.perf_counter()
+        feats = extract_features(self.trainer.model, self.target.items(), self.cfg)
+        t1 = time.perf_counter()
+        result = None
+        if comm.is_main_process():
+            labels, centroids, info = cluster(feats, self.cfg, return_info=True)
+            info = {k: v for k, v in info.items() if k.endswith("_s") or k == "eps"}
+            result = (np.asarray(labels, dtype=np.int64), torch.as_tensor(centroids, dtype=torch.float32), info)
+        labels, centroids, info = _broadcast(result)
+        t2 = time.perf_counter()
+        report = cluster_report(labels, self.target.camids,
+                                self.target.gt if self.cfg.PSEUDO.GT_DIAGNOSTICS else None)
+        report.update(epoch=epoch, extract_s=round(t1 - t0, 3), cluster_s=round(t2 - t1, 3),
+                      **{f"clustering_{k}": round(float(v), 4) for k, v in info.items()})
+        accepted = self._accept(labels, report)
+        if accepted:
+            self.labels, self.centroids, self.epoch = labels, centroids, epoch
+        report["kept_previous"] = not accepted
+        self._log(report)
+        return accepted
+
+    def _accept(self, labels, report):
+        """Enough clusters for a P x K batch? Otherwise keep the last labels (or raise)."""
+        need = max(self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size() // self.cfg.DATALOADER.NUM_INSTANCE, 2)
+        if report["num_clusters"] >= need:
+            return True
+        msg = (f"clustering found {report['num_clusters']} clusters ({report['num_outliers']} of {len(labels)} "
+               f"samples are outliers); a P x K batch needs {need}")
+        if self.labels is None or self.cfg.PSEUDO.ON_FAILURE == "error":
+            raise CanuError(msg + ". Raise CLUSTERING.EPS or lower CLUSTERING.MIN_SAMPLES, start from a "
+                                  "better model (MODEL.WEIGHTS from source training), or lower SOLVER.IMS_PER_BATCH.")
+        logger.warning(msg + f"; keeping the pseudo-labels of epoch {self.epoch}")
+        return False
+
+    def _log(self, report):
+        logger.info("pseudo-labels: " + ", ".join(f"{k}={v}" for k, v in report.items()))
+        storage = self.trainer.storage
+        for k, v in report.items():
+            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                storage.put_scalar(f"pseudo/{k}", v, smoothing_hint=False)
+        if self.log_path and comm.is_main_process():
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(report) + "\n")
+
+    # ---- checkpointing (fast-reid's Checkpointer calls these) ---------------------------------
+    def state_dict(self):
+        """Tensors and ints only: loadable with ``torch.load(weights_only=True)``."""
+        if self.labels is None:
+            return {"epoch": -1}
+        head = self.trainer.unwrapped_model.heads
+        return {"epoch": int(self.epoch), "labels": torch.from_numpy(self.labels),
+                "centroids": self.centroids, "classifier": head.weight.detach().cpu()}
+
+    def load_state_dict(self, state):
+        self.epoch = int(state.get("epoch", -1))
+        if self.epoch < 0:
+            return
+        self.labels = state["labels"].numpy().astype(np.int64)
+        self.centroids = state["centroids"]
+        self._restored_classifier = state["classifier"]
+        if len(self.labels) != len(self.target):
+            raise CanuError(f"checkpoint has pseudo-labels for {len(self.labels)} images but the target set has "
+                            f"{len(self.target)}: it was written for another DATASETS.NAMES; use a new OUTPUT_DIR")

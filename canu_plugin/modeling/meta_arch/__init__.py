@@ -1,0 +1,2 @@
+"""Meta-architectures registered in fast-reid's META_ARCH_REGISTRY."""
+from canu_plugin.modeling.meta_arch.pseudo_baseline import PseudoBaseline  # noqa: F401

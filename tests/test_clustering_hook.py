@@ -1,0 +1,136 @@
+"""ClusteringHook inside a real (tiny) fast-reid trainer on CPU: update order, classifier
+re-sizing, diagnostics log, kill-and-resume, 2-process DDP, and the failure modes."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from canu_plugin.engine import Trainer, set_datasets_root, setup_cfg
+from canu_plugin.engine.hooks import ClusteringHook
+from canu_plugin.errors import CanuError
+from fastreid.engine.train_loop import HookBase
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = os.path.join(REPO, "configs", "synthetic", "quick_pseudo.yml")
+FAST = ["CLUSTERING.K1", "10", "CLUSTERING.K2", "3", "TEST.EVAL_PERIOD", "100", "TEST.CANU.ENABLED", "False"]
+
+
+def make_trainer(out, *opts):
+    cfg = setup_cfg(QUICK, FAST + list(opts) + ["OUTPUT_DIR", str(out)])
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    return Trainer(cfg)
+
+
+class Probe(HookBase):
+    """Registered after the ClusteringHook: records what the trainer looks like before step 0."""
+
+    def __init__(self):
+        self.seen = []
+
+    def before_epoch(self):
+        t = self.trainer
+        hook = next(h for h in t._hooks if isinstance(h, ClusteringHook))
+        head = t.unwrapped_model.heads
+        items = t.data_loader.dataset.img_items
+        by_path = dict(zip(hook.target.paths, hook.labels))
+        self.seen.append({
+            "labels": hook.labels.copy(),
+            "loader_matches": all(by_path[p] == lab and lab >= 0 for p, lab, _ in items),
+            "loader_size": len(items),
+            "head_rows": head.weight.shape[0],
+            "head_is_centroids": torch.allclose(head.weight.detach(), F.normalize(hook.centroids, dim=1), atol=1e-6),
+            "in_optimizer": any(p is head.weight for g in t.optimizer.param_groups for p in g["params"]),
+            "fresh_state": head.weight not in t.optimizer.state,
+            "model_centroids": torch.equal(t.unwrapped_model.centroids, hook.centroids),
+        })
+
+
+@pytest.fixture
+def root(use_synth_root):
+    return use_synth_root
+
+
+def test_hook_installs_labels_loader_classifier_and_optimizer_in_order(root, tmp_path):
+    trainer = make_trainer(tmp_path)
+    probe = Probe()
+    trainer.register_hooks([probe])
+    trainer.train()
+    assert len(probe.seen) == 2
+    for s in probe.seen:
+        k = len(set(s["labels"][s["labels"] >= 0].tolist()))
+        assert s["head_rows"] == k and s["loader_size"] == int((s["labels"] >= 0).sum())
+        assert s["loader_matches"] and s["head_is_centroids"] and s["in_optimizer"] and s["fresh_state"]
+        assert s["model_centroids"]
+    with open(tmp_path / "pseudo_labels.jsonl") as f:
+        log = [json.loads(line) for line in f]
+    assert [r["epoch"] for r in log] == [0, 1]
+    assert {"num_clusters", "mi_cam", "nmi_gt", "lost_ids", "purity", "clustering_knn_s"} <= set(log[0])
+    assert log[0]["num_clusters"] == probe.seen[0]["head_rows"]
+
+
+def test_resume_repeats_the_uninterrupted_pseudo_labels(root, tmp_path):
+    full = tmp_path / "full"
+    make_trainer(full).train()
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    (cut / "last_checkpoint").write_text("model_0000.pth")  # killed during epoch 1
+    resumed = make_trainer(cut)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_epoch == 1
+    resumed.train()
+    a = torch.load(full / "model_final.pth", weights_only=True)
+    b = torch.load(cut / "model_final.pth", weights_only=True)
+    assert torch.equal(a["pseudo_labels"]["labels"], b["pseudo_labels"]["labels"])
+    assert a["pseudo_labels"]["epoch"] == 1
+    for k in ("backbone.conv1.weight", "heads.weight"):
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
+
+
+def test_zero_clusters_at_the_start_is_a_clear_error(root, tmp_path):
+    trainer = make_trainer(tmp_path, "CLUSTERING.EPS", "0.01")
+    with pytest.raises(CanuError, match=r"found [01] clusters.*outliers.*CLUSTERING.EPS"):
+        trainer.train()
+
+
+def test_later_failure_keeps_the_last_labels(root, tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path)
+    import canu_plugin.clustering as clustering
+    real = clustering.cluster
+    calls = []
+
+    def flaky(feats, cfg, return_info=False):
+        calls.append(1)
+        labels, centroids, info = real(feats, cfg, return_info=True)
+        if len(calls) == 2:  # second epoch: everything is an outlier
+            labels, centroids = np.full_like(labels, -1), centroids[:0]
+        return labels, centroids, info
+    monkeypatch.setattr(clustering, "cluster", flaky)
+    probe = Probe()
+    trainer.register_hooks([probe])
+    trainer.train()
+    assert np.array_equal(probe.seen[0]["labels"], probe.seen[1]["labels"])
+    with open(tmp_path / "pseudo_labels.jsonl") as f:
+        assert [json.loads(line)["kept_previous"] for line in f] == [False, True]
+
+
+def _ddp_run(out, root):
+    set_datasets_root(root)
+    trainer = make_trainer(out, "SOLVER.MAX_EPOCH", "1")
+    trainer.train()
+    hook = next(h for h in trainer._hooks if isinstance(h, ClusteringHook))
+    rank = torch.distributed.get_rank()
+    torch.save({"labels": torch.from_numpy(hook.labels), "centroids": hook.centroids,
+                "iters": trainer.iter}, os.path.join(out, f"rank{rank}.pt"))
+
+
+@pytest.mark.timeout(300)
+def test_two_processes_share_the_same_pseudo_labels(synth_root, tmp_path):
+    from fastreid.engine import launch
+    launch(_ddp_run, 2, dist_url="auto", args=(str(tmp_path), synth_root))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert torch.equal(r0["labels"], r1["labels"]) and torch.equal(r0["centroids"], r1["centroids"])
+    assert (r0["labels"] >= 0).sum() > 0 and r0["iters"] == r1["iters"] == 3

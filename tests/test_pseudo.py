@@ -1,0 +1,63 @@
+"""engine/pseudo.py: target set, pseudo-labelled loader, optimizer swap."""
+import numpy as np
+import pytest
+import torch
+
+import canu_plugin  # noqa: F401
+from canu_plugin.config import add_canu_config
+from canu_plugin.engine import pseudo
+from canu_plugin.errors import CanuError
+from fastreid.config import get_cfg
+
+
+def _cfg(**over):
+    cfg = add_canu_config(get_cfg())
+    cfg.merge_from_list(["INPUT.SIZE_TRAIN", "[32, 16]", "SOLVER.IMS_PER_BATCH", "4",
+                         "DATALOADER.NUM_INSTANCE", "2", "DATALOADER.NUM_WORKERS", "0"])
+    return cfg
+
+
+def test_target_set_indexes_cameras_and_ids(tiny_items):
+    items = [(p, f"synth_{pid}", f"synth_{cam}") for p, pid, cam in tiny_items]
+    target = pseudo.TargetSet(items)
+    assert len(target) == 8
+    assert target.camids.tolist() == [0, 1] * 4 and target.gt.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    with pytest.raises(CanuError, match="empty"):
+        pseudo.TargetSet([])
+
+
+def test_pseudo_loader_drops_outliers_and_uses_labels(tiny_items):
+    target = pseudo.TargetSet(tiny_items)
+    labels = np.array([0, 0, 1, 1, -1, -1, 2, 2])
+    loader = pseudo.pseudo_loader(_cfg(), target, labels, seed=3)
+    assert len(loader.dataset) == 6
+    batch = next(iter(loader))
+    assert batch["images"].shape == (4, 3, 32, 16)
+    paths = np.array(target.paths)
+    for path, t in zip(batch["img_paths"], batch["targets"].tolist()):
+        assert labels[list(paths).index(path)] == t
+    # P x K: 2 identities x 2 images
+    assert sorted(np.unique(batch["targets"].numpy(), return_counts=True)[1].tolist()) == [2, 2]
+
+
+def test_pseudo_loader_refuses_too_few_clusters(tiny_items):
+    target = pseudo.TargetSet(tiny_items)
+    with pytest.raises(CanuError, match="only 1 clusters"):
+        pseudo.pseudo_loader(_cfg(), target, np.array([0] * 8), seed=0)
+
+
+def test_swap_parameter_resets_or_moves_state():
+    old = torch.nn.Parameter(torch.ones(3, 2))
+    other = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.Adam([{"params": [old]}, {"params": [other]}], lr=0.1)
+    (old.sum() + other.sum()).backward()
+    opt.step()
+    new = torch.nn.Parameter(torch.zeros(5, 2))
+    pseudo.swap_parameter(opt, old, new)
+    assert opt.param_groups[0]["params"][0] is new and new not in opt.state and old not in opt.state
+    assert other in opt.state
+    same = torch.nn.Parameter(torch.zeros(2))
+    pseudo.swap_parameter(opt, other, same, keep_state=True)
+    assert same in opt.state and opt.state[same]["exp_avg"].shape == (2,)
+    with pytest.raises(ValueError):
+        pseudo.swap_parameter(opt, old, new)
