@@ -61,9 +61,10 @@ def _add_eval_config(cfg):
     _C = cfg
     _C.TEST.CANU = CN()
     _C.TEST.CANU.ENABLED = True            # canu-plugin's chunked exact evaluator (fast-reid's numbers); False = fast-reid's
-    _C.TEST.CANU.QUERY_CHUNK = 512         # queries scored at once: memory ~ 24 bytes x QUERY_CHUNK x gallery size
+    _C.TEST.CANU.QUERY_CHUNK = 512         # queries scored at once: memory <~ 40 bytes x QUERY_CHUNK x gallery size
     _C.TEST.CANU.DEVICE = "auto"           # "auto" (CUDA when torch sees it, else CPU), "cpu", "cuda", "cuda:1", ...
     _C.TEST.CANU.MAX_RANK = 50             # length of the CMC curve computed (Rank-1/5/10 are reported)
+    _C.TEST.CANU.THREADS = 1               # CPU threads for the ranking ops (0 = torch's); distances use torch's threads
     _C.TEST.CANU.RERANK_SPARSE = True      # TEST.RERANK with the sparse k-reciprocal Jaccard; False = fast-reid's dense one
 
 

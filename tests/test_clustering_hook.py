@@ -16,7 +16,7 @@ from fastreid.engine.train_loop import HookBase
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(REPO, "configs", "synthetic", "quick_pseudo.yml")
-FAST = ["CLUSTERING.K1", "10", "CLUSTERING.K2", "3", "TEST.EVAL_PERIOD", "100", "TEST.CANU.ENABLED", "False"]
+FAST = ["CLUSTERING.K1", "10", "CLUSTERING.K2", "3", "TEST.EVAL_PERIOD", "100"]
 
 
 def make_trainer(out, *opts):

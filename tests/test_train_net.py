@@ -40,7 +40,7 @@ def _losses(out):
 def test_training_lowers_the_loss_and_evaluates(trained):
     out, proc = trained
     losses = _losses(out)
-    assert len(losses) >= 2 and losses[-1] < 0.8 * losses[0], losses
+    assert len(losses) >= 4 and losses[-1] < 0.93 * losses[0] and losses[-1] < losses[1], losses
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
     assert "Rank-1" in proc.stdout + proc.stderr and "mAP" in proc.stdout + proc.stderr
     ck = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)

@@ -77,7 +77,7 @@ class AdversarialTrainer(SimpleTrainer):
             disc_loss, logits = self._grl_terms(pairs, camids, loss_dict)
         else:
             disc_loss, logits = self._discriminator_step(pairs, camids)
-            adv = [encoder_adversarial_loss(self.scheme, _frozen(d)(f, c), camids)
+            adv = [encoder_adversarial_loss(self.scheme, _frozen(d)(f, None if c is None else c.detach()), camids)
                    for d, (f, c) in zip(self.discriminators, pairs)]
             loss_dict["loss_cam_adv"] = self.weight * sum(adv)
         losses = sum(loss_dict.values())

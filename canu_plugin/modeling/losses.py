@@ -45,14 +45,6 @@ def all_camera_equiprobability(logits):
     return -F.log_softmax(logits, dim=1).mean(1).mean()
 
 
-def _hard_mining(dist, same, valid):
-    """Batch-hard: largest positive and smallest negative distance per anchor, within ``valid``."""
-    inf = torch.finfo(dist.dtype).max
-    pos = torch.where(same & valid, dist, torch.full_like(dist, -inf)).max(1).values
-    neg = torch.where(~same & valid, dist, torch.full_like(dist, inf)).min(1).values
-    return pos, neg
-
-
 def per_camera_triplet(features, pids, camids, margin=0.3):
     """ACAN's intra-camera discrimination: batch-hard triplet loss where an anchor's positives and
     negatives come from its own camera only (labels are only meaningful within a camera).
@@ -64,15 +56,18 @@ def per_camera_triplet(features, pids, camids, margin=0.3):
         scalar tensor: mean over anchors that have a positive and a negative in their camera
         (0 when no anchor has both).
     """
-    dist = torch.cdist(features, features).clamp_min(1e-12)
+    dist = torch.cdist(features, features)
     same_cam = camids[:, None] == camids[None, :]
     same_id = pids[:, None] == pids[None, :]
     eye = torch.eye(len(pids), dtype=torch.bool, device=features.device)
-    pos, neg = _hard_mining(dist, same_id & ~eye, same_cam)
-    ok = ((same_id & ~eye & same_cam).any(1)) & ((~same_id & same_cam).any(1))
+    pos_mask, neg_mask = same_cam & same_id & ~eye, same_cam & ~same_id
+    ok = pos_mask.any(1) & neg_mask.any(1)
     if not ok.any():
         return features.sum() * 0.0
-    return F.relu(pos[ok] - neg[ok] + margin).mean()
+    inf = torch.finfo(dist.dtype).max
+    hardest_pos = torch.where(pos_mask, dist, torch.full_like(dist, -inf)).max(1).values
+    hardest_neg = torch.where(neg_mask, dist, torch.full_like(dist, inf)).min(1).values
+    return F.relu(hardest_pos[ok] - hardest_neg[ok] + margin).mean()
 
 
 def soft_cross_entropy(logits, target_logits):
@@ -96,11 +91,10 @@ def soft_triplet(features, target_features, pids):
         scalar tensor.
     """
     same = pids[:, None] == pids[None, :]
-    valid = torch.ones_like(same)
     dist = torch.cdist(features, features)
     inf = torch.finfo(dist.dtype).max
     pos_idx = torch.where(same, dist, torch.full_like(dist, -inf)).argmax(1)
-    neg_idx = torch.where(~same & valid, dist, torch.full_like(dist, inf)).argmin(1)
+    neg_idx = torch.where(~same, dist, torch.full_like(dist, inf)).argmin(1)
     rows = torch.arange(len(pids), device=features.device)
     student = torch.stack([dist[rows, pos_idx], dist[rows, neg_idx]], 1)
     with torch.no_grad():

@@ -1,0 +1,2 @@
+"""Datasets (registered in fast-reid's DATASET_REGISTRY on import) and the synthetic generator."""
+from canu_plugin.data import datasets  # noqa: F401  (registers SynthA, SynthB)
