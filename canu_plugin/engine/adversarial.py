@@ -1,8 +1,9 @@
 """Camera-adversarial training inside fast-reid's trainer (CANU-ReID and ACAN).
 
 :class:`AdversarialTrainer` replaces fast-reid's ``SimpleTrainer`` step. The model returns its
-loss dict and one ``(features (B, D), condition (B, D) or None)`` pair per discriminator
-(``model(data, return_adv_inputs=True)``); the discriminators predict ``data["camids"]``.
+loss dict and one ``(features (B', D), condition (B', D') or None[, camids (B',)])`` tuple per
+discriminator (``model(data, return_adv_inputs=True)``); the discriminators predict the tuple's
+camids, or ``data["camids"]`` when it has none (then B' = B).
 
 Schemes (``scheme``):
 - ``"minmax"`` (CANU-ReID, Eq. 4/8): alternating updates. (1) each discriminator minimises the
@@ -72,13 +73,14 @@ class AdversarialTrainer(SimpleTrainer):
         loss_dict, pairs = self.model(data, return_adv_inputs=True)
         if len(pairs) != len(self.discriminators):
             raise RuntimeError(f"model gave {len(pairs)} adversarial inputs for {len(self.discriminators)} discriminators")
-        camids = data["camids"].to(pairs[0][0].device)
+        camids = [(p[2] if len(p) > 2 else data["camids"]).to(p[0].device) for p in pairs]
+        pairs = [p[:2] for p in pairs]
         if self.scheme == "grl":
             disc_loss, logits = self._grl_terms(pairs, camids, loss_dict)
         else:
             disc_loss, logits = self._discriminator_step(pairs, camids)
-            adv = [encoder_adversarial_loss(self.scheme, _frozen(d)(f, None if c is None else c.detach()), camids)
-                   for d, (f, c) in zip(self.discriminators, pairs)]
+            adv = [encoder_adversarial_loss(self.scheme, _frozen(d)(f, None if c is None else c.detach()), cams)
+                   for d, (f, c), cams in zip(self.discriminators, pairs, camids)]
             loss_dict["loss_cam_adv"] = self.weight * sum(adv)
         losses = sum(loss_dict.values())
         self.optimizer.zero_grad()
@@ -90,9 +92,13 @@ class AdversarialTrainer(SimpleTrainer):
             self.d_optimizer.step()
 
     def _discriminator_step(self, pairs, camids):
-        """Minimise the camera cross-entropy of every discriminator on detached inputs."""
+        """Minimise the camera cross-entropy of every discriminator on detached inputs.
+
+        Args:
+            pairs: [(features, condition or None)]; camids: one (B',) tensor per pair.
+        """
         logits = [d(f.detach(), None if c is None else c.detach()) for d, (f, c) in zip(self.discriminators, pairs)]
-        disc_loss = sum(L.camera_cross_entropy(lg, camids) for lg in logits)
+        disc_loss = sum(L.camera_cross_entropy(lg, cams) for lg, cams in zip(logits, camids))
         self.d_optimizer.zero_grad()
         disc_loss.backward()
         self.d_optimizer.step()
@@ -103,12 +109,12 @@ class AdversarialTrainer(SimpleTrainer):
         self.d_optimizer.zero_grad()
         logits = [d(grad_reverse(f, self.weight), None if c is None else c.detach())
                   for d, (f, c) in zip(self.discriminators, pairs)]
-        disc_loss = sum(L.camera_cross_entropy(lg, camids) for lg in logits)
+        disc_loss = sum(L.camera_cross_entropy(lg, cams) for lg, cams in zip(logits, camids))
         loss_dict["loss_cam_grl"] = disc_loss
         return disc_loss.detach(), [lg.detach() for lg in logits]
 
     def _write_discriminator_metrics(self, disc_loss, logits, camids):
-        acc = torch.stack([(lg.argmax(1) == camids).float().mean() for lg in logits]).mean()
+        acc = torch.stack([(lg.argmax(1) == cams).float().mean() for lg, cams in zip(logits, camids)]).mean()
         values = comm.gather({"cam_disc_loss": disc_loss.item(), "cam_disc_acc": acc.item()})
         if comm.is_main_process():
             storage = get_event_storage()

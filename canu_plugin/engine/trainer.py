@@ -100,6 +100,9 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         check_datasets(cfg.DATASETS.NAMES)
+        if cfg.MODEL.ACAN.ENABLED:  # intra-camera labels only
+            from canu_plugin.data.intra_camera import build_acan_train_loader
+            return build_acan_train_loader(cfg, datasets_root())
         if not cfg.PSEUDO.ENABLED:
             return super().build_train_loader(cfg)
         target = pseudo.TargetSet.from_config(cfg, datasets_root())
