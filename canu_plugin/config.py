@@ -57,11 +57,22 @@ def _add_adversarial_config(cfg):
     _C.MODEL.ACAN.D_LR = 0.01              # discriminator learning rate (SGD; the paper's rate for new layers)
 
 
+def _add_acan_extra_config(cfg):
+    _C = cfg
+    _C.MODEL.ACAN.PIDS_PER_GROUP = 32      # P: identities of one camera per triplet group (paper: 32; x K = NUM_INSTANCE)
+    _C.MODEL.ACAN.CAMERA_BATCH = 64        # camera-balanced part: floor(CAMERA_BATCH / C) images per camera (paper: 64)
+    _C.MODEL.ACAN.DROP_SMALL_CAMERAS = True  # drop cameras with < PIDS_PER_GROUP ids (paper: MSMT17 cam 2); False = error
+    _C.MODEL.ACAN.SAMPLER_SEED = -1        # seed of the ACAN samplers; -1 = fast-reid's shared random seed
+    _C.MODEL.ACAN.DIAG_IMAGES_PER_CAMERA = 64  # diagnostics hook: training images per camera for D's confusion matrix
+    _C.MODEL.ACAN.DIAG_NORMALIZE = True    # d_inter-camera on L2-normalised features (paper silent; its scale implies it)
+    _C.MODEL.ACAN.DIAG_FILE = "acan_diagnostics.jsonl"  # diagnostics hook: one JSON object per evaluation, in OUTPUT_DIR
+
+
 def _add_eval_config(cfg):
     _C = cfg
     _C.TEST.CANU = CN()
     _C.TEST.CANU.ENABLED = True            # canu-plugin's chunked exact evaluator (fast-reid's numbers); False = fast-reid's
-    _C.TEST.CANU.QUERY_CHUNK = 512         # queries scored at once: memory <~ 40 bytes x QUERY_CHUNK x gallery size
+    _C.TEST.CANU.QUERY_CHUNK = 256         # queries scored at once: memory <~ 40 bytes x QUERY_CHUNK x gallery size
     _C.TEST.CANU.DEVICE = "auto"           # "auto" (CUDA when torch sees it, else CPU), "cpu", "cuda", "cuda:1", ...
     _C.TEST.CANU.MAX_RANK = 50             # length of the CMC curve computed (Rank-1/5/10 are reported)
     _C.TEST.CANU.THREADS = 1               # CPU threads for the ranking ops (0 = torch's); distances use torch's threads
@@ -79,5 +90,6 @@ def add_canu_config(cfg):
     _add_clustering_config(cfg)
     _add_pseudo_config(cfg)
     _add_adversarial_config(cfg)
+    _add_acan_extra_config(cfg)
     _add_eval_config(cfg)
     return cfg

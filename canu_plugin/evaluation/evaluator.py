@@ -1,0 +1,261 @@
+"""Features -> re-ID metrics: :func:`evaluate` and ``CanuReidEvaluator``, fast-reid's
+``ReidEvaluator`` on canu-plugin's chunked exact metrics (:mod:`.metrics`).
+
+The evaluator has fast-reid's interface (reset / process / evaluate, gathered on rank 0), result
+keys (``Rank-1``, ``Rank-5``, ``Rank-10``, ``mAP``, ``mINP``, ``metric``, in percent) and numbers
+(see :mod:`.metrics` for the tie rule), without a dense (Q, G) matrix:
+
+* ``TEST.METRIC`` cosine / euclidean: fast-reid's ``build_dist`` per query block (:func:`feature_blocks`).
+* ``TEST.AQE``: fast-reid's alpha query expansion (same k, alpha, rounds), in row blocks, instead
+  of fast-reid's ``aqe`` which builds a dense (Q+G)^2 similarity (35 GiB at MSMT17 size).
+* ``TEST.RERANK``: k-reciprocal re-ranking ``(1 - lambda) * jaccard + lambda * dist`` with the
+  sparse Jaccard distance of :mod:`canu_plugin.clustering.jaccard` (no (Q+G)^2 matrix; fast-reid's
+  dense version also needs CUDA). Its Jaccard is fast-reid's (k1 nearest neighbours with self,
+  half sets of round(k1/2)+1, softmax of the squared distance of unit features, k2 expansion); with
+  ``TEST.METRIC euclidean`` fast-reid feeds raw features to it, here they are L2-normalised.
+  ``TEST.CANU.RERANK_SPARSE False`` falls back to fast-reid's dense path.
+* ``TEST.ROC`` needs every distance: it is delegated to fast-reid's evaluator (with a warning),
+  as is everything when ``TEST.CANU.ENABLED`` is False.
+"""
+import contextlib
+import copy
+import itertools
+import logging
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fastreid.evaluation.reid_evaluation import ReidEvaluator
+from fastreid.utils import comm
+
+from canu_plugin.errors import CanuError
+from canu_plugin.evaluation.metrics import rank_metrics, resolve_device
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("cosine", "euclidean")
+
+
+def prepare_features(q_feats, g_feats, q_pids, g_pids, device=None):
+    """Validate (Q, D) query and (G, D) gallery features (arrays or tensors) against their (Q,), (G,)
+    pids; return them as float32 tensors on ``resolve_device(device)``.
+
+    Raises:
+        CanuError: not 2-D, not real, NaN/inf, different dims, or label counts unlike the rows.
+    """
+    device, out = resolve_device(device), []
+    for x, name in ((q_feats, "query features"), (g_feats, "gallery features")):
+        t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        if t.ndim != 2 or t.dtype.is_complex or t.dtype == torch.bool:
+            raise CanuError(f"{name} must be a real 2-D (N, D) matrix, got {tuple(t.shape)} {t.dtype}")
+        t = t.to(device=device, dtype=torch.float32)
+        bad = (~torch.isfinite(t).all(1)).nonzero().view(-1)
+        if len(bad):
+            raise CanuError(f"{name} contain NaN or inf in {len(bad)} of {len(t)} rows (first: row {int(bad[0])}): "
+                            "the model diverged or the features are corrupt; check the model or restart "
+                            "from a good checkpoint (MODEL.WEIGHTS)")
+        out.append(t)
+    q, g = out
+    if q.shape[1] != g.shape[1]:
+        raise CanuError(f"query features have {q.shape[1]} dims but gallery features {g.shape[1]}: "
+                        "extract both with the same model")
+    if len(q_pids) != len(q) or len(g_pids) != len(g):
+        raise CanuError(f"{len(q)} query / {len(g)} gallery features but {len(q_pids)} / {len(g_pids)} "
+                        "pids: pass one pid and camid per feature row")
+    return q, g
+
+
+@contextlib.contextmanager
+def _ieee_matmul():
+    """Plain float32 matrix products (no TF32, even if the training script allows it), as fast-reid's."""
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def feature_blocks(q, g, metric="cosine"):
+    """Distance-block function for :func:`rank_metrics`, with fast-reid's ``build_dist`` semantics.
+
+    Args:
+        q: (Q, D), g: (G, D) float32 tensors on the compute device.
+        metric: "cosine" (1 - <q/|q|, g/|g|>) or "euclidean" (squared: |q|^2 + |g|^2 - 2 <q, g>).
+    Returns: callable (start, stop) -> (stop - start, G) float32 distances.
+    """
+    if metric not in METRICS:
+        raise CanuError(f"unknown metric {metric!r}: set TEST.METRIC to one of {METRICS}")
+    if metric == "cosine":  # 1 - mm, bit for bit fast-reid's
+        qn, gt = F.normalize(q, dim=1), F.normalize(g, dim=1).t()
+    else:
+        q_sq, g_sq, gt = q.pow(2).sum(1), g.pow(2).sum(1), g.t()
+
+    def block(start, stop):
+        with _ieee_matmul():
+            if metric == "cosine":
+                return torch.mm(qn[start:stop], gt).neg_().add_(1.0)
+            return torch.addmm(q_sq[start:stop, None] + g_sq[None, :], q[start:stop], gt, alpha=-2.0)
+
+    return block
+
+
+def evaluate(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, metric="cosine", max_rank=50,
+             chunk=256, device=None, threads=1):
+    """Exact CMC, mAP and mINP of a query set against a gallery (Market-1501 protocol).
+
+    Args:
+        q_feats: (Q, D), g_feats: (G, D) features (tensors on any device, or arrays).
+        q_pids, q_camids: (Q,); g_pids, g_camids: (G,) person and camera labels.
+        metric: "cosine" or "euclidean" (fast-reid's ``TEST.METRIC``; euclidean is squared, as there).
+        max_rank: CMC length; chunk: queries per block (memory ~ 40 B x chunk x G + the features);
+        device: None = CUDA if available, else CPU; threads: see :func:`rank_metrics`.
+    Returns:
+        dict of :func:`rank_metrics`. Raises CanuError on empty/mismatched/NaN input or no valid query.
+    """
+    if metric not in METRICS:
+        raise CanuError(f"unknown metric {metric!r}: set TEST.METRIC to one of {METRICS}")
+    q, g = prepare_features(q_feats, g_feats, q_pids, g_pids, device)
+    return rank_metrics(feature_blocks(q, g, metric), q_pids, g_pids, q_camids, g_camids,
+                        max_rank=max_rank, chunk=chunk, device=q.device, threads=threads)
+
+
+def query_expansion(q, g, qe_times=1, qe_k=5, alpha=3.0, chunk=256):
+    """Alpha query expansion (fast-reid's ``aqe``), computed in row blocks.
+
+    Each round, every feature becomes the mean over its ``qe_k`` most similar features (cosine,
+    itself included) of ``feature * similarity ** alpha``.
+
+    Args:
+        q: (Q, D), g: (G, D) float32 tensors (same device).
+        qe_times, qe_k, alpha: ``TEST.AQE.QE_TIME``, ``QE_K``, ``ALPHA``; chunk: rows per block.
+    Returns:
+        (q', g'): (Q, D) and (G, D) expanded features (not normalised, as in fast-reid).
+    """
+    feats = torch.cat([q, g])
+    if not 1 <= int(qe_k) <= len(feats) or int(qe_times) < 0:
+        raise CanuError(f"TEST.AQE.QE_K={qe_k} must be in [1, {len(feats)}] (query + gallery size) and "
+                        f"TEST.AQE.QE_TIME={qe_times} >= 0")
+    for _ in range(int(qe_times)):
+        unit = F.normalize(feats, dim=1)
+        out = torch.empty_like(feats)
+        for start in range(0, len(feats), chunk):
+            with _ieee_matmul():
+                sims, idx = torch.mm(unit[start:start + chunk], unit.t()).topk(int(qe_k), dim=1)
+            out[start:start + chunk] = (feats[idx] * sims.pow(alpha)[..., None]).mean(1)
+        feats = out
+    return feats[:len(q)], feats[len(q):]
+
+
+def rerank_blocks(q, g, base_block, k1, k2, lambda_value, backend="auto"):
+    """Distance-block function for k-reciprocal re-ranking, from the sparse Jaccard distance.
+
+    Args:
+        q: (Q, D), g: (G, D) float32 tensors; base_block: callable (start, stop) -> (B, G) original
+            distances (:func:`feature_blocks`); k1, k2, lambda_value: ``TEST.RERANK.*``;
+        backend: k-NN backend (``CLUSTERING.KNN_BACKEND``).
+    Returns:
+        callable (start, stop) -> (B, G) float32 ``(1 - lambda) * jaccard + lambda * dist``.
+    """
+    from canu_plugin.clustering.jaccard import jaccard_distance
+    n_q = len(q)
+    if not 1 <= int(k2) <= int(k1) <= n_q + len(g):
+        raise CanuError(f"re-ranking needs 1 <= TEST.RERANK.K2 ({k2}) <= K1 ({k1}) <= query + gallery size "
+                        f"({n_q + len(g)}): lower TEST.RERANK.K1/K2 or disable TEST.RERANK")
+    jac = jaccard_distance(torch.cat([q, g]), k1=int(k1), k2=int(k2), backend=backend)  # absent = 1.0
+    q_to_g = jac[:n_q][:, n_q:].tocsr()
+    del jac
+
+    def block(start, stop):
+        dist = base_block(start, stop)
+        part = q_to_g[start:stop].tocoo()
+        jd = torch.ones_like(dist)
+        rows, cols = (torch.from_numpy(a.astype(np.int64)).to(dist.device) for a in (part.row, part.col))
+        jd[rows, cols] = torch.from_numpy(part.data).to(dist.device)
+        return jd.mul_(1 - lambda_value).add_(dist.mul_(lambda_value))
+
+    return block
+
+
+class CanuReidEvaluator(ReidEvaluator):
+    """fast-reid's re-ID evaluator with the chunked exact metrics of :mod:`.metrics`.
+
+    Args:
+        cfg: fast-reid config with canu-plugin's keys (``TEST.CANU.*``).
+        num_query: the first ``num_query`` processed samples are the queries, the rest the gallery.
+        output_dir: as fast-reid's (unused).
+    """
+
+    def _compile_dependencies(self):
+        """Our metrics need no compiled code; fast-reid's own path (the fallback) keeps its behaviour."""
+        if not self.cfg.TEST.CANU.ENABLED:
+            super()._compile_dependencies()
+
+    def evaluate(self):
+        """Metrics of the processed samples on the main process ({} on the others).
+
+        Returns:
+            OrderedDict: Rank-1, Rank-5, Rank-10, mAP, mINP, metric (= (mAP + Rank-1) / 2), in percent.
+        Raises:
+            CanuError: nothing processed, empty query or gallery, NaN features, no valid query.
+        """
+        cfg = self.cfg
+        if not cfg.TEST.CANU.ENABLED:
+            return super().evaluate()
+        if cfg.TEST.ROC.ENABLED or (cfg.TEST.RERANK.ENABLED and not cfg.TEST.CANU.RERANK_SPARSE):
+            logger.warning("TEST.ROC / dense TEST.RERANK need the whole (Q, G) distance matrix: using "
+                           "fast-reid's dense evaluator")
+            return super().evaluate()
+        gathered = self._gather()
+        if gathered is None:
+            return {}
+        res = self._rank_metrics(*gathered)
+        self._results = self._summary(res)
+        return copy.deepcopy(self._results)
+
+    def _gather(self):
+        """(features (N, D), pids (N,), camids (N,)) of all ranks on the main process, else None."""
+        predictions = self._predictions
+        if comm.get_world_size() > 1:
+            comm.synchronize()
+            predictions = list(itertools.chain(*comm.gather(predictions, dst=0)))
+            if not comm.is_main_process():
+                return None
+        if not predictions:
+            raise CanuError("the evaluator received no predictions: the test set is empty; check "
+                            "DATASETS.TESTS and the dataset's query/ and bounding_box_test/ folders")
+        return tuple(torch.cat([p[k] for p in predictions]) for k in ("feats", "pids", "camids"))
+
+    def _rank_metrics(self, feats, pids, camids):
+        """:func:`.metrics.rank_metrics` with the configured metric, AQE and re-ranking."""
+        cfg, n = self.cfg, self._num_query
+        if cfg.TEST.METRIC not in METRICS:
+            raise CanuError(f"TEST.METRIC={cfg.TEST.METRIC!r} is not supported: use one of {METRICS}")
+        device = resolve_device(cfg.TEST.CANU.DEVICE)
+        chunk = int(cfg.TEST.CANU.QUERY_CHUNK)
+        pids, camids = pids.numpy(), camids.numpy()
+        q, g = prepare_features(feats[:n], feats[n:], pids[:n], pids[n:], device)
+        if cfg.TEST.AQE.ENABLED:
+            q, g = query_expansion(q, g, cfg.TEST.AQE.QE_TIME, cfg.TEST.AQE.QE_K, cfg.TEST.AQE.ALPHA, chunk)
+        block = feature_blocks(q, g, cfg.TEST.METRIC)
+        if cfg.TEST.RERANK.ENABLED:
+            block = rerank_blocks(q, g, block, cfg.TEST.RERANK.K1, cfg.TEST.RERANK.K2, cfg.TEST.RERANK.LAMBDA,
+                                  cfg.CLUSTERING.KNN_BACKEND if "CLUSTERING" in cfg else "auto")
+        return rank_metrics(block, pids[:n], pids[n:], camids[:n], camids[n:],
+                            max_rank=cfg.TEST.CANU.MAX_RANK, chunk=chunk, device=device, threads=cfg.TEST.CANU.THREADS)
+
+    @staticmethod
+    def _summary(res):
+        """fast-reid's result dict (percent) from :func:`.metrics.rank_metrics`'s output."""
+        cmc, out = res["cmc"], OrderedDict()
+        for r in (1, 5, 10):
+            out[f"Rank-{r}"] = cmc[min(r, len(cmc)) - 1] * 100  # a gallery under r images saturates
+        out["mAP"] = np.float64(res["mAP"]) * 100
+        out["mINP"] = np.float64(res["mINP"]) * 100
+        out["metric"] = (np.float64(res["mAP"]) + cmc[0]) / 2 * 100
+        return out
+
+
+__all__ = ["METRICS", "CanuReidEvaluator", "evaluate", "prepare_features", "feature_blocks", "query_expansion",
+           "rerank_blocks"]

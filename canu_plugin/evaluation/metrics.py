@@ -1,0 +1,290 @@
+"""Exact re-ID retrieval metrics (CMC, mAP, mINP) from query blocks of distances, without a sort.
+
+Protocol of fast-reid's ``evaluate_rank`` (Market-1501): gallery items with the query's pid *and*
+camera are removed; a query with no remaining item of its pid is skipped. fast-reid argsorts the
+dense (Q, G) distance matrix; :func:`rank_metrics` takes the distances of ``chunk`` queries to the
+gallery at a time (from a callable: features -> distances is :mod:`.evaluator`'s ``evaluate``),
+so memory is <~ 40 bytes x chunk x G, on the GPU when torch sees one, and nothing is fully sorted:
+the metrics need only the rank of each valid positive among the valid items. Only negatives not
+farther than a query's last positive can precede one; when they are few (a trained model) they
+are sorted together with the positives (:func:`_ranks_sparse`), else every negative is bucketed
+among the sorted positives with ``searchsorted`` and counted (:func:`_ranks_dense`). Then, with
+rank_k the 0-based rank of the k-th positive: AP = mean_k (k + 1) / (rank_k + 1),
+CMC@r = [rank_0 <= r], INP = npos / (rank_last + 1), as fast-reid reads them off its sorted rows.
+
+Tie rule: equal distances are ordered by gallery index (a *stable* sort), via int64 keys of
+(distance bits, index). fast-reid uses ``np.argsort``'s default, unstable sort (SIMD-dispatched
+in numpy 2: the order of ties depends on the CPU), in its python and cython paths alike; float32
+distances of thousands of items do contain exact ties. Without ties the results equal fast-reid's;
+with ties they equal its python path with a stable argsort. Distances are evaluated as float32
+(fast-reid's ``build_dist`` output; its cython path casts to float32 too).
+"""
+import contextlib
+
+import numpy as np
+import torch
+
+from canu_plugin.errors import CanuError
+
+_INT64_MAX = torch.iinfo(torch.int64).max
+SPARSE_MAX_FRACTION = 0.25  # sort only the candidates when at most this fraction of a block is one
+
+
+def resolve_device(device=None):
+    """torch.device to compute on: ``device`` if given, else CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CanuError(f"evaluation device {device} asked for but torch sees no CUDA device: "
+                        "set TEST.CANU.DEVICE to 'auto' or 'cpu'")
+    return device
+
+
+def _labels(values, n, name):
+    """(n,) numpy array of labels (any dtype numpy can compare), or CanuError."""
+    arr = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
+    if arr.ndim != 1 or len(arr) != n:
+        raise CanuError(f"{name} has shape {arr.shape} but there are {n} rows (features / distances): "
+                        "pass one label per row (query labels for the queries, gallery for the gallery)")
+    return arr
+
+
+class LabelIndex:
+    """Labels as int64 codes on ``device`` (equal code = equal label): q_pid, q_cam (Q,), g_pid,
+    g_cam (G,); the gallery grouped by pid: order (G,) indices sorted by pid code, count (K,) and
+    start (K,) each pid's run length and offset in ``order``."""
+
+    def __init__(self, q_pids, g_pids, q_camids, g_camids, num_query, num_gallery, device):
+        q_pids, q_cams = _labels(q_pids, num_query, "q_pids"), _labels(q_camids, num_query, "q_camids")
+        g_pids, g_cams = _labels(g_pids, num_gallery, "g_pids"), _labels(g_camids, num_gallery, "g_camids")
+        pid_codes = np.unique(np.concatenate([q_pids, g_pids]), return_inverse=True)[1].ravel()
+        cam_codes = np.unique(np.concatenate([q_cams, g_cams]), return_inverse=True)[1].ravel()
+        g_code = pid_codes[num_query:]
+        count = np.bincount(g_code, minlength=int(pid_codes.max()) + 1)
+
+        def put(a):
+            return torch.as_tensor(np.ascontiguousarray(a, dtype=np.int64), device=device)
+
+        self.q_pid, self.g_pid = put(pid_codes[:num_query]), put(g_code)
+        self.q_cam, self.g_cam = put(cam_codes[:num_query]), put(cam_codes[num_query:])
+        self.count, self.start = put(count), put(np.cumsum(count) - count)
+        self.order = put(np.argsort(g_code, kind="stable"))
+
+
+def float_order(values):
+    """(...) int64 codes in [0, 2^32) that order float32 values: equal iff equal, smaller iff smaller.
+
+    The IEEE bits as int32, with the magnitude bits of negative numbers flipped, shifted by 2^31;
+    ``-0.0`` is first made ``+0.0`` (they compare equal). Values must not be NaN.
+    """
+    bits = (values + 0.0).contiguous().view(torch.int32)
+    key = bits >> 31
+    key &= 0x7FFFFFFF
+    key ^= bits
+    out = key.to(torch.int64)
+    out += 1 << 31
+    return out
+
+
+def sortable_keys(values, cols, num_gallery):
+    """(...) int64 keys strictly increasing in (value, col) for float32 values and int64 cols < G."""
+    out = float_order(values)
+    out *= num_gallery
+    out += cols
+    return out
+
+
+def _block_positives(dist, lab, start, stop):
+    """Valid positives of queries start:stop: (gidx, good, pos_dist), each (B, W), W = the largest
+    gallery count of a query pid in the block; good masks the real, other-camera entries."""
+    code, cam = lab.q_pid[start:stop], lab.q_cam[start:stop]
+    count = lab.count[code]
+    slot = torch.arange(max(int(count.max()), 1), device=dist.device)
+    gidx = lab.order[(lab.start[code][:, None] + slot).clamp_(max=dist.shape[1] - 1)]
+    good = (slot < count[:, None]) & (lab.g_cam[gidx] != cam[:, None])
+    return gidx, good, dist.gather(1, gidx)
+
+
+def _ranks_dense(dist, neg, gidx, good, pos_dist):
+    """Ranks by bucketing every flagged negative among the sorted positive keys (searchsorted) and
+    counting per bucket. Same arguments and result as :func:`_ranks_sparse`."""
+    num, num_gallery = dist.shape
+    width = gidx.shape[1]
+    pos_keys = sortable_keys(pos_dist, gidx, num_gallery).masked_fill_(~good, _INT64_MAX).sort(dim=1).values
+    keys = sortable_keys(dist, torch.arange(num_gallery, device=dist.device), num_gallery)
+    bucket = torch.searchsorted(pos_keys, keys.masked_fill_(~neg, _INT64_MAX))  # positives before it
+    del keys
+    bins = width + 1  # an unflagged item (INT64_MAX) lands in bin npos: it precedes no positive
+    bucket += (torch.arange(num, device=dist.device) * bins)[:, None]
+    hist = torch.bincount(bucket.view(-1), minlength=num * bins).view(num, bins)
+    return hist[:, :width].cumsum(1) + torch.arange(width, device=dist.device)
+
+
+def _ranks_sparse(dist, neg, gidx, good, pos_dist):
+    """Ranks by sorting only the flagged negatives and the positives, keyed by (row, value, col).
+
+    Args:
+        dist: (B, G) float32; neg: (B, G) bool, every negative that may precede a positive;
+        gidx, good, pos_dist: (B, W) from :func:`_block_positives`.
+    Returns:
+        (B, W) int64: entry [b, k] = 0-based rank of query b's k-th valid positive (k < npos[b]).
+    """
+    num, num_gallery = dist.shape
+    nr, nc = neg.nonzero(as_tuple=True)
+    pr, pk = good.nonzero(as_tuple=True)
+    rows, cols = torch.cat([nr, pr]), torch.cat([nc, gidx[pr, pk]])
+    col_bits = max(int(num_gallery - 1).bit_length(), 1)
+    key = float_order(torch.cat([dist[nr, nc], pos_dist[pr, pk]]))
+    key <<= col_bits
+    key |= cols
+    key |= rows << (32 + col_bits)
+    order = torch.argsort(key)
+    del key
+    rows_sorted, is_pos = rows[order], order >= len(nr)
+    per_row = torch.bincount(rows, minlength=num)
+    local = torch.arange(len(rows), device=dist.device) - (per_row.cumsum(0) - per_row)[rows_sorted]
+    p_rows, npos = rows_sorted[is_pos], good.sum(1)
+    kth = torch.arange(len(p_rows), device=dist.device) - (npos.cumsum(0) - npos)[p_rows]
+    ranks = torch.zeros(gidx.shape, dtype=torch.int64, device=dist.device)
+    ranks[p_rows, kth] = local[is_pos]  # everything ranked before a positive is in the sorted set
+    return ranks
+
+
+def positive_ranks(dist, lab, start, stop):
+    """0-based ranks of each query's valid positives among its valid gallery items (sorting the
+    candidates when they are at most ``SPARSE_MAX_FRACTION`` of the block, else bucketing them).
+
+    Args:
+        dist: (B, G) float32 distances of queries ``start:stop`` to the whole gallery.
+        lab: the :class:`LabelIndex`.
+    Returns:
+        (ranks, npos): (B, W) int64, ranks[b, k] = rank of the k-th nearest valid positive of
+        query b (entries k >= npos[b] are meaningless), and (B,) int64 valid positives per query.
+    """
+    gidx, good, pos_dist = _block_positives(dist, lab, start, stop)
+    last = pos_dist.masked_fill(~good, float("-inf")).amax(1)
+    neg = dist <= last[:, None]
+    neg &= lab.g_pid[None, :] != lab.q_pid[start:stop, None]
+    fits = int(dist.shape[0] - 1).bit_length() + 32 + int(dist.shape[1] - 1).bit_length() <= 63
+    sparse = fits and int(neg.sum()) <= SPARSE_MAX_FRACTION * neg.numel()
+    ranks = (_ranks_sparse if sparse else _ranks_dense)(dist, neg, gidx, good, pos_dist)
+    return ranks, good.sum(1)
+
+
+def query_scores(ranks, npos):
+    """(first, ap, inp), each (B,): int64 rank of the nearest positive, float64 AP and INP, from
+    :func:`positive_ranks`'s (B, W) ranks and (B,) npos; rows with npos == 0 are meaningless."""
+    slot = torch.arange(ranks.shape[1], device=ranks.device)
+    prec = (slot + 1).double() / (ranks + 1).double()
+    prec = prec.masked_fill_(slot[None, :] >= npos[:, None], 0.0)
+    n = npos.clamp(min=1)
+    ap = prec.sum(1) / n.double()
+    last = ranks.gather(1, (n - 1)[:, None]).squeeze(1)
+    inp = npos.double() / (last + 1).double()
+    return ranks[:, 0], ap, inp
+
+
+def _check_block(dist, start, stop, num_gallery):
+    """CanuError unless dist is a NaN-free (stop - start, G) block."""
+    if tuple(dist.shape) != (stop - start, num_gallery):
+        raise CanuError(f"distance block for queries {start}:{stop} has shape {tuple(dist.shape)}, "
+                        f"expected {(stop - start, num_gallery)}: the distance matrix must be (Q, G)")
+    nan_rows = torch.isnan(dist).any(1).nonzero().view(-1)
+    if len(nan_rows):
+        row = start + int(nan_rows[0])
+        raise CanuError(f"NaN distance for query {row}: the features or the distance matrix contain "
+                        "NaN/inf (diverged model?); check the model's output or restart from a good checkpoint")
+
+
+def _summarise(firsts, aps, inps, valid, max_rank, num_gallery):
+    """The result dict from the per-valid-query arrays (see :func:`rank_metrics`)."""
+    num_valid = int(valid.sum())
+    if num_valid == 0:
+        raise CanuError(f"none of the {len(valid)} queries has a gallery image of its person from "
+                        "another camera, so no rank metric is defined: check that query and gallery "
+                        "come from the same test set (DATASETS.TESTS) and that the pids/camids are right")
+    max_rank = min(int(max_rank), num_gallery)  # as fast-reid: curve length capped by the gallery
+    first = np.concatenate(firsts)
+    hits = np.cumsum(np.bincount(np.minimum(first, max_rank), minlength=max_rank + 1)[:max_rank])
+    cmc = hits.astype(np.float32) / np.float32(num_valid)
+    all_ap, all_inp = np.concatenate(aps), np.concatenate(inps)
+    return {"cmc": cmc, "mAP": float(np.mean(all_ap)), "mINP": float(np.mean(all_inp)),
+            "num_valid": num_valid, "num_query": len(valid), "valid": valid,
+            "all_AP": all_ap, "all_INP": all_inp, "first_rank": first}
+
+
+@contextlib.contextmanager
+def _cpu_threads(device, threads):
+    """Run the block's ranking ops with ``threads`` CPU threads (0: torch's setting), then restore."""
+    old = torch.get_num_threads()
+    change = device.type == "cpu" and int(threads) > 0 and int(threads) != old
+    if change:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        if change:
+            torch.set_num_threads(old)
+
+
+def rank_metrics(dist_block, q_pids, g_pids, q_camids, g_camids, *, max_rank=50, chunk=256, device=None,
+                 threads=1):
+    """CMC / mAP / mINP from a function giving distance blocks (the engine of ``evaluator.evaluate``).
+
+    Args:
+        dist_block: callable (start, stop) -> (stop - start, G) float32 distances on ``device`` of
+            queries start:stop to the gallery; q_pids, q_camids (Q,), g_pids, g_camids (G,) labels.
+        max_rank: CMC length (capped at G, as fast-reid); chunk: queries per block.
+        threads: CPU threads for the ranking ops (0: torch's setting; the distance blocks always use
+            torch's). Many small memory-bound ops gain little from threads and stall badly when
+            the cores are busy (OpenMP barriers), so 1 is the default.
+    Returns:
+        dict: cmc (max_rank,) float32; mAP, mINP floats in [0, 1]; num_valid, num_query ints;
+        valid (Q,) bool; all_AP, all_INP (num_valid,) float64 and first_rank (num_valid,) int64
+        (0-based rank of the first true match) of the valid queries, in query order.
+    """
+    if int(chunk) < 1 or int(max_rank) < 1:
+        raise CanuError(f"chunk={chunk} and max_rank={max_rank} must be >= 1 (TEST.CANU.QUERY_CHUNK)")
+    num_query, num_gallery = len(q_pids), len(g_pids)
+    if num_query == 0 or num_gallery == 0:
+        raise CanuError(f"cannot evaluate with {num_query} queries and {num_gallery} gallery images: "
+                        "the test set's query or gallery is empty; check the dataset folder (DATASETS.TESTS)")
+    lab = LabelIndex(q_pids, g_pids, q_camids, g_camids, num_query, num_gallery, resolve_device(device))
+    firsts, aps, inps, valid = [], [], [], np.zeros(num_query, bool)
+    for start in range(0, num_query, int(chunk)):
+        stop = min(start + int(chunk), num_query)
+        dist = dist_block(start, stop)
+        with _cpu_threads(dist.device, threads):
+            _check_block(dist, start, stop, num_gallery)
+            ranks, npos = positive_ranks(dist, lab, start, stop)
+            del dist
+            first, ap, inp = query_scores(ranks, npos)
+        ok = npos > 0
+        valid[start:stop] = ok.cpu().numpy()
+        firsts.append(first[ok].cpu().numpy())
+        aps.append(ap[ok].cpu().numpy())
+        inps.append(inp[ok].cpu().numpy())
+    return _summarise(firsts, aps, inps, valid, max_rank, num_gallery)
+
+
+def evaluate_dist(dist, q_pids, g_pids, q_camids, g_camids, *, max_rank=50, chunk=256, device=None, threads=1):
+    """The metrics of a (Q, G) distance matrix (array, memmap or tensor; read ``chunk`` rows at
+    a time, as float32). Returns the dict of :func:`rank_metrics`."""
+    device = resolve_device(device)
+    dist = dist if isinstance(dist, torch.Tensor) else np.asarray(dist)
+    if dist.ndim != 2 or tuple(dist.shape) != (len(q_pids), len(g_pids)):
+        raise CanuError(f"distance matrix has shape {tuple(dist.shape)} but there are {len(q_pids)} query and "
+                        f"{len(g_pids)} gallery labels: it must be (Q, G), one row per query")
+
+    def block(s, e):
+        rows = dist[s:e]
+        rows = rows if isinstance(rows, torch.Tensor) else torch.from_numpy(np.asarray(rows))
+        return rows.to(device=device, dtype=torch.float32)
+
+    return rank_metrics(block, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, chunk=chunk,
+                        device=device, threads=threads)
+
+
+__all__ = ["LabelIndex", "resolve_device", "float_order", "sortable_keys", "positive_ranks", "query_scores",
+           "rank_metrics", "evaluate_dist"]

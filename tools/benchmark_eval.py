@@ -1,0 +1,298 @@
+#!/usr/bin/env python
+"""Benchmark canu-plugin's chunked evaluator against fast-reid's dense ``evaluate_rank``.
+
+For each size QxG: re-ID-like features (``canu_plugin.clustering.synth``: identities seen by 2-4
+cameras, camera shifts, hard noise; one query per identity and camera, the rest gallery, so some
+gallery identities have no query and a few queries have no valid match) are written to a temporary
+.npy. Then, each in its own subprocess (peak resident memory = VmHWM, baseline = after imports):
+
+* ``ours``        ``canu_plugin.evaluation.evaluate`` (``--device``: CUDA when torch sees it, else CPU);
+* ``fastreid-cy`` fast-reid's ``build_dist`` + its Cython ``evaluate_cy``, compiled by this script
+  into a temporary folder from the ``rank_cy.pyx`` shipped in site-packages (needs a C compiler);
+* ``fastreid-py`` fast-reid's ``build_dist`` + ``evaluate_rank(..., use_cython=False)``.
+
+Times cover features -> metrics (distances included) for all three. The dense paths are skipped
+where their estimate (float32 distances + int64 argsort, 12 bytes x Q x G, plus the features)
+exceeds ``--max-dense-gib`` or the available memory. The numbers are compared with ours: per query
+(largest difference of AP, INP, CMC) and overall (R1, mAP, mINP). float32 distances of thousands
+of gallery items contain exact ties (some between a positive and a negative), which fast-reid's
+unstable ``np.argsort`` orders arbitrarily and ours by gallery index; so the cython worker also
+evaluates (untimed) the matrix of stable ranks of its own distances, which must equal ours.
+
+    python tools/benchmark_eval.py                          # Market 3368x19732, MSMT17 11659x82161
+    python tools/benchmark_eval.py --sizes 500x3000 --dim 256   # quick check
+    python tools/benchmark_eval.py --sizes 11659x82161 --methods ours
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+GIB = float(1 << 30)
+METHODS = ("ours", "fastreid-cy", "fastreid-py")
+_SETUP = """
+import numpy as np
+from setuptools import Extension, setup
+from Cython.Build import cythonize
+ext = Extension("rank_cy", ["rank_cy.pyx"], include_dirs=[np.get_include()])
+setup(name="rank_cy", ext_modules=cythonize([ext], quiet=True), script_args=["build_ext", "--inplace"])
+"""
+
+
+def _status_gib(field):
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field}:\s+(\d+)", f.read(), re.M).group(1)) / 2 ** 20
+
+
+def _mem_available_gib():
+    with open("/proc/meminfo") as f:
+        return int(re.search(r"MemAvailable:\s+(\d+)", f.read()).group(1)) / 2 ** 20
+
+
+def make_split(num_query, num_gallery, dim, num_cams, seed):
+    """Re-ID-like features split into query/gallery like Market-1501 (one query per id and camera).
+
+    Returns:
+        (x, pids, cams, is_query): (Q + G, dim) float32 unit rows, (Q + G,) int64 labels, (Q + G,) bool.
+    """
+    from canu_plugin.clustering.synth import clustered_features
+    n = num_query + num_gallery
+    x, pids, cams = clustered_features(n, dim, imgs_per_id=n / (num_query / 3.0), num_cams=num_cams, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    order = rng.permutation(n)
+    _, first = np.unique((pids * num_cams + cams)[order], return_index=True)  # one image per (id, cam)
+    pick = rng.permutation(order[first])[:num_query]
+    if len(pick) < num_query:  # more queries than (id, cam) pairs: add random others
+        rest = np.setdiff1d(np.arange(n), pick)
+        pick = np.concatenate([pick, rng.choice(rest, num_query - len(pick), replace=False)])
+    is_query = np.zeros(n, bool)
+    is_query[pick] = True
+    return x, pids, cams, is_query
+
+
+def _load(a):
+    data = np.load(a.labels)
+    q = data["is_query"]
+    return (np.load(a.features + ".q.npy"), np.load(a.features + ".g.npy"), data["pids"][q], data["pids"][~q],
+            data["cams"][q], data["cams"][~q])
+
+
+def _stable_ranks(dist):
+    """(Q, G) float32 ranks of a stable argsort of each row: a tie-free matrix ordered like ours."""
+    order = np.argsort(dist, axis=1, kind="stable")
+    ranks = np.empty(dist.shape, np.float32)
+    np.put_along_axis(ranks, order, np.arange(dist.shape[1], dtype=np.float32)[None, :], axis=1)
+    return ranks
+
+
+def _run_method(a, qf, gf, qp, gp, qc, gc):
+    """(cmc, all_AP, all_INP, dist or None, seconds spent on distances) of one method; the timed part."""
+    import torch
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    spent = [0.0]
+    if a.child == "ours":  # canu_plugin.evaluation.evaluate, with the distance blocks timed
+        from canu_plugin.evaluation import feature_blocks, prepare_features, rank_metrics
+        q, g = prepare_features(qf, gf, qp, gp, a.device)
+        blocks = feature_blocks(q, g, a.metric)
+
+        def timed(start, stop):
+            t0 = time.perf_counter()
+            out = blocks(start, stop)
+            sync()
+            spent[0] += time.perf_counter() - t0
+            return out
+
+        r = rank_metrics(timed, qp, gp, qc, gc, chunk=a.chunk, device=q.device)
+        sync()
+        return r["cmc"], r["all_AP"], r["all_INP"], None, spent[0]
+    from fastreid.evaluation.rank import evaluate_rank
+    from fastreid.utils.compute_dist import build_dist
+    t0 = time.perf_counter()
+    dist = build_dist(qf, gf, a.metric)
+    spent[0] = time.perf_counter() - t0
+    if a.child == "fastreid-cy":
+        from rank_cy import evaluate_cy
+        return (*evaluate_cy(dist, qp, gp, qc, gc, 50, False), dist, spent[0])
+    return (*evaluate_rank(dist, qp, gp, qc, gc, use_cython=False), dist, spent[0])
+
+
+def child(a):
+    """Subprocess body: generate the data, or run one evaluator and write its results."""
+    sys.path.insert(0, str(ROOT))
+    if a.child == "gen":
+        x, pids, cams, is_query = make_split(a.q, a.g, a.dim, a.cams, a.seed)
+        np.save(a.features + ".q.npy", x[is_query])
+        np.save(a.features + ".g.npy", x[~is_query])
+        np.savez(a.labels, pids=pids, cams=cams, is_query=is_query)
+        return
+    import torch
+    import canu_plugin  # noqa: F401  (fast-reid compat)
+    from canu_plugin.evaluation import resolve_device
+    import fastreid.evaluation.rank  # noqa: F401  (imported before the baseline, like ours)
+    import fastreid.utils.compute_dist  # noqa: F401
+    sys.path.insert(0, a.cy_dir)
+    base = _status_gib("VmRSS")
+    qf, gf, qp, gp, qc, gc = (torch.from_numpy(v) if i < 2 else v for i, v in enumerate(_load(a)))
+    t0 = time.perf_counter()
+    cmc, all_ap, all_inp, dist, dist_s = _run_method(a, qf, gf, qp, gp, qc, gc)
+    res = {"time_s": time.perf_counter() - t0, "dist_s": dist_s, "peak_gib": _status_gib("VmHWM"), "base_gib": base,
+           "device": str(resolve_device(a.device)) if a.child == "ours" else "cpu"}
+    if res["device"].startswith("cuda"):
+        res["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / GIB
+    arrays = dict(cmc=np.asarray(cmc), ap=np.asarray(all_ap), inp=np.asarray(all_inp))
+    if a.child == "fastreid-cy":  # untimed: the same evaluator on a tie-free, stably ordered matrix
+        from rank_cy import evaluate_cy
+        cmc, all_ap, all_inp = evaluate_cy(_stable_ranks(dist), qp, gp, qc, gc, 50, False)
+        arrays.update(stable_cmc=np.asarray(cmc), stable_ap=np.asarray(all_ap), stable_inp=np.asarray(all_inp))
+    np.savez(a.out + ".npz", **arrays)
+    Path(a.out).write_text(json.dumps(res))
+
+
+def _spawn(mode, a, q, g, tmp):
+    out = os.path.join(tmp, f"{mode}_{q}x{g}.json")
+    cmd = [sys.executable, __file__, "--child", mode, "--q", str(q), "--g", str(g), "--dim", str(a.dim),
+           "--cams", str(a.cams or (6 if g < 40000 else 15)), "--seed", str(a.seed), "--metric", a.metric,
+           "--chunk", str(a.chunk), "--device", a.device, "--features", os.path.join(tmp, "x"),
+           "--labels", os.path.join(tmp, "labels.npz"), "--out", out, "--cy-dir", os.path.join(tmp, "cy")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"skipped": f"failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"}
+    if mode == "gen":
+        return {}
+    res = json.loads(Path(out).read_text())
+    res.update(np.load(out + ".npz"))
+    return res
+
+
+def build_cython(tmp):
+    """Compile fast-reid's rank_cy.pyx into tmp/cy; returns None, or why it could not."""
+    if shutil.which(os.environ.get("CC", "cc")) is None and shutil.which("gcc") is None:
+        return "no C compiler"
+    import importlib.util
+    spec = importlib.util.find_spec("fastreid")
+    if spec is None:
+        return "fastreid not installed"
+    pyx = Path(spec.origin).parent / "evaluation" / "rank_cylib" / "rank_cy.pyx"
+    cy = Path(tmp) / "cy"
+    cy.mkdir()
+    shutil.copy(pyx, cy / "rank_cy.pyx")
+    proc = subprocess.run([sys.executable, "-c", _SETUP], cwd=cy, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return "cython build failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+    return None
+
+
+def dense_estimate_gib(q, g, dim):
+    """fast-reid's dense path: float32 distances + int64 argsort, the features, ~0.6 GiB of libraries."""
+    return (12.0 * q * g + 4.0 * (q + g) * dim) / GIB + 0.6
+
+
+def _agreement(ours, other, prefix=""):
+    """(largest |difference| of the CMC curve, per-query AP and INP; of R1, mAP, mINP), nan if shapes differ."""
+    o = {k: other[prefix + k] for k in ("cmc", "ap", "inp")}
+    if any(len(ours[k]) != len(o[k]) for k in o):
+        return float("nan"), float("nan")
+    per_query = max(np.abs(ours[k].astype(np.float64) - o[k]).max() for k in o)
+    means = max(abs(float(ours["cmc"][0]) - float(o["cmc"][0])), abs(ours["ap"].mean() - o["ap"].mean()),
+                abs(ours["inp"].mean() - o["inp"].mean()))
+    return float(per_query), float(means)
+
+
+def bench_size(a, q, g, tmp, cy_problem):
+    """Generate one size, run the chosen methods; returns {method: result or {'skipped': why}}."""
+    print(f"{q}x{g} D={a.dim}: generating ...", file=sys.stderr, flush=True)
+    _spawn("gen", a, q, g, tmp)
+    rows = {}
+    for mode in a.methods:
+        est = dense_estimate_gib(q, g, a.dim)
+        if mode != "ours" and est > min(a.max_dense_gib, _mem_available_gib() - 1.0):
+            rows[mode] = {"skipped": f"needs ~{est:.1f} GiB (limit {min(a.max_dense_gib, _mem_available_gib() - 1):.1f})"}
+        elif mode == "fastreid-cy" and cy_problem:
+            rows[mode] = {"skipped": cy_problem}
+        else:
+            print(f"{q}x{g}: {mode} ...", file=sys.stderr, flush=True)
+            rows[mode] = _spawn(mode, a, q, g, tmp)
+    if "ours" in rows and "cmc" in rows["ours"]:
+        for mode, r in rows.items():
+            if "cmc" in r and mode != "ours":
+                r["max_diff"], r["mean_diff"] = _agreement(rows["ours"], r)
+                if "stable_ap" in r:
+                    r["stable_max_diff"], r["stable_mean_diff"] = _agreement(rows["ours"], r, "stable_")
+    return rows
+
+
+def table(results):
+    """Markdown table: one line per (size, method); ratios relative to ours."""
+    out = ["| Q x G | method | device | time s | of which distances s | time / ours | ranking time / ours | peak RSS GiB | peak - baseline GiB | "
+           "R1 % | mAP % | mINP % | max abs diff vs ours: per query / R1, mAP, mINP | same, fast-reid with a stable "
+           "sort |", "|" + "---|" * 14]
+    for size, rows in results:
+        ours = rows.get("ours", {})
+        for mode, r in rows.items():
+            if "skipped" in r:
+                out.append(f"| {size} | {mode} | - | skipped: {r['skipped']} |" + " |" * 10)
+                continue
+            ratio = f"{r['time_s'] / ours['time_s']:.2f}" if "time_s" in ours else "-"
+            rank_ratio = (f"{(r['time_s'] - r['dist_s']) / (ours['time_s'] - ours['dist_s']):.2f}"
+                          if "time_s" in ours else "-")
+            gpu = f" (GPU peak {r['gpu_peak_gib']:.2f} GiB)" if "gpu_peak_gib" in r else ""
+            diff = f"{r['max_diff']:.1e} / {r['mean_diff']:.1e}" if "max_diff" in r else "-"
+            stable = f"{r['stable_max_diff']:.1e} / {r['stable_mean_diff']:.1e}" if "stable_max_diff" in r else "-"
+            out.append(f"| {size} | {mode} | {r['device']} | {r['time_s']:.2f} | {r['dist_s']:.2f} | {ratio} | {rank_ratio} | "
+                       f"{r['peak_gib']:.2f}{gpu} | "
+                       f"{r['peak_gib'] - r['base_gib']:.2f} | {100 * r['cmc'][0]:.2f} | {100 * r['ap'].mean():.2f} | "
+                       f"{100 * r['inp'].mean():.2f} | {diff} | {stable} |")
+    return "\n".join(out)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", nargs="+", default=["3368x19732", "11659x82161"], help="QxG pairs")
+    p.add_argument("--dim", type=int, default=2048)
+    p.add_argument("--cams", type=int, default=0, help="cameras; 0 = 6 below 40k gallery images, else 15")
+    p.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"])
+    p.add_argument("--chunk", type=int, default=256, help="our query chunk (TEST.CANU.QUERY_CHUNK)")
+    p.add_argument("--device", default="auto", help="ours: auto (CUDA if available), cpu, cuda")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--max-dense-gib", type=float, default=8.0, help="skip fast-reid's dense paths above this")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default="", help="also write the timings and summary numbers here")
+    p.add_argument("--child", choices=("gen",) + METHODS, help=argparse.SUPPRESS)
+    for hidden in ("--q", "--g"):
+        p.add_argument(hidden, type=int, help=argparse.SUPPRESS)
+    for hidden in ("--features", "--labels", "--out", "--cy-dir"):
+        p.add_argument(hidden, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a.child:
+        return child(a)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
+        cy_problem = build_cython(tmp) if "fastreid-cy" in a.methods else None
+        for size in a.sizes:
+            q, g = (int(v) for v in size.lower().split("x"))
+            results.append((size, bench_size(a, q, g, tmp, cy_problem)))
+    print(table(results))
+    if a.json:
+        keep = ("time_s", "dist_s", "peak_gib", "base_gib", "gpu_peak_gib", "device", "max_diff", "mean_diff", "stable_max_diff",
+                "stable_mean_diff", "skipped")
+        Path(a.json).write_text(json.dumps({s: {m: {k: v for k, v in r.items() if k in keep} for m, r in rows.items()}
+                                            for s, rows in results}, indent=1))
+    diffs = [r.get("stable_max_diff", 0.0) for _, rows in results for r in rows.values()]
+    return 0 if all(d <= 1e-6 for d in diffs) else 1  # every query's numbers agree to 1e-6 (same tie rule)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
