@@ -1,0 +1,36 @@
+"""Camera probe and PCA picture."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from canu_plugin.evaluation.probes import camera_probe_accuracy, pca_camera_pair
+
+
+def _data(shift):
+    rng = np.random.default_rng(0)
+    cams = np.repeat(np.arange(3), 60)
+    pids = np.tile(np.arange(20), 9)
+    x = rng.normal(size=(180, 8)) + rng.normal(size=(20, 8))[pids]
+    x[:, 0] += shift * cams
+    return x, cams, pids
+
+
+def test_probe_finds_a_camera_shift_and_not_its_absence():
+    acc, chance = camera_probe_accuracy(*_data(8.0)[:2])
+    assert acc > 0.9 and chance == pytest.approx(1 / 3)
+    acc0, _ = camera_probe_accuracy(*_data(0.0)[:2])
+    assert acc0 < 0.6
+
+
+def test_probe_bad_input():
+    x, c, _ = _data(1.0)
+    with pytest.raises(ValueError, match="two cameras"):
+        camera_probe_accuracy(x, np.zeros(len(c)))
+
+
+def test_pca_picture_is_written(tmp_path):
+    x, c, p = _data(4.0)
+    n = pca_camera_pair(x, c, p, 0, 2, tmp_path / "pca.png", title="test")
+    assert n == 120
+    img = Image.open(tmp_path / "pca.png")
+    assert img.size == (450, 450)
