@@ -5,7 +5,8 @@
 2. trains fast-reid's supervised Baseline on SynthA (configs/synthetic/sup_synthA.yml) and
    evaluates it on SynthA's test split and on SynthB (direct transfer): the cross-domain drop is
    the problem the unsupervised methods attack;
-3. adapts that model to SynthB with cluster pseudo-labels (configs/synthetic/uda_pseudo_A2B.yml);
+3. adapts that model to SynthB with cluster pseudo-labels (configs/synthetic/uda_pseudo_A2B.yml),
+   and with pseudo-labels + CANU's conditional camera discriminator (uda_canu_A2B.yml);
 4. prints one table (and writes it to <output>/demo_results.md).
 
 Finished runs are not redone (each run resumes from its own output folder).
@@ -26,6 +27,7 @@ from tabulate import tabulate
 ROWS = [
     ("supervised on SynthA (source only)", "configs/synthetic/sup_synthA.yml", None),
     ("pseudo-label baseline SynthA->SynthB", "configs/synthetic/uda_pseudo_A2B.yml", 0),
+    ("pseudo-label baseline + CANU SynthA->SynthB", "configs/synthetic/uda_canu_A2B.yml", 0),
 ]
 
 
