@@ -105,9 +105,9 @@ def test_checkpoint_of_another_architecture(trained, synth_root, tmp_path):
 def test_corrupt_image(synth_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(os.path.join(synth_root, "SynthA"), root / "SynthA")
-    train = root / "SynthA" / "bounding_box_train"
-    victim = sorted(os.listdir(train))[0]
-    (train / victim).write_bytes(b"\x00" * 10)
-    msg = _error(train_net(str(root), "--config-file", QUICK, "DATALOADER.NUM_WORKERS", "0",
-                           "OUTPUT_DIR", str(tmp_path / "o"), check=False))
-    assert victim in msg
+    query = root / "SynthA" / "query"  # every query image is read by the evaluation
+    victim = sorted(os.listdir(query))[0]
+    (query / victim).write_bytes(b"\x00" * 10)
+    msg = _error(train_net(str(root), "--config-file", QUICK, "DATALOADER.NUM_WORKERS", "0", "SOLVER.MAX_EPOCH", "1",
+                           "TEST.EVAL_PERIOD", "1", "OUTPUT_DIR", str(tmp_path / "o"), check=False))
+    assert victim in msg and "corrupt" in msg
