@@ -20,6 +20,7 @@ import canu_plugin  # noqa: F401
 from canu_plugin.data.synthetic import generate_all
 from canu_plugin.engine import Trainer, set_datasets_root, setup_cfg
 from canu_plugin.errors import user_errors
+from fastreid.utils.env import seed_all_rng
 from fastreid.utils.logger import setup_logger
 from tabulate import tabulate
 
@@ -31,8 +32,9 @@ ROWS = [
 ]
 
 
-def train(config, opts, output_dir):
+def train(config, opts, output_dir, seed=0):
     """Train one config in this process; returns fast-reid's results dict {dataset: metrics}."""
+    seed_all_rng(seed)  # the same numbers on every run of the demo (CPU)
     cfg = setup_cfg(config, list(opts) + ["OUTPUT_DIR", output_dir])
     os.makedirs(output_dir, exist_ok=True)
     trainer = Trainer(cfg)
