@@ -73,6 +73,8 @@ def camera_confusion(logits_or_preds, camids, num_cameras, soft=False):
         raise ValueError(f"camera ids must lie in [0, {num_cameras})")
     if soft and x.dim() != 2:
         raise ValueError("soft=True needs (N, C) logits")
+    if x.dim() == 1 and len(x) and (x.min() < 0 or x.max() >= num_cameras):
+        raise ValueError(f"predicted cameras must lie in [0, {num_cameras})")
     probs = x.double().softmax(1) if soft else F.one_hot((x.argmax(1) if x.dim() == 2 else x).long(),
                                                          num_cameras).double()
     matrix = torch.zeros(num_cameras, num_cameras, dtype=torch.float64).index_add_(0, true, probs)
