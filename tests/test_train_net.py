@@ -67,6 +67,8 @@ def test_resume_continues_from_the_last_checkpoint(trained, synth_root, tmp_path
                      "TEST.EVAL_PERIOD", "4", "OUTPUT_DIR", copy)
     assert "Starting training from epoch 2" in proc.stderr + proc.stdout
     assert torch.load(os.path.join(copy, "model_final.pth"), weights_only=True)["epoch"] == 3
+    again = train_net(synth_root, "--config-file", QUICK, "--resume", "SOLVER.MAX_EPOCH", "4", "OUTPUT_DIR", copy)
+    assert "| SynthA" in again.stdout + again.stderr  # evaluated, no crash on the finished loop
 
 
 def _error(proc):

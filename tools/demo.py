@@ -38,11 +38,8 @@ def train(config, opts, output_dir, seed=0):
     cfg = setup_cfg(config, list(opts) + ["OUTPUT_DIR", output_dir])
     os.makedirs(output_dir, exist_ok=True)
     trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=True)
-    if trainer.start_epoch >= trainer.max_epoch:  # finished earlier: evaluate only
-        results = Trainer.test(cfg, trainer.model)
-    else:
-        results = trainer.train()
+    trainer.resume_or_load(resume=True)  # a finished run only evaluates
+    results = trainer.train()
     return results if "Rank-1" not in results else {cfg.DATASETS.TESTS[0]: results}
 
 

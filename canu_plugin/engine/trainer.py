@@ -80,6 +80,14 @@ class Trainer(DefaultTrainer):
         target = getattr(self.data_loader, "canu_target", None)
         return int(target.camids.max()) + 1 if target is not None else self.data_loader.dataset.num_cameras
 
+    def train(self):
+        """fast-reid's training; a run resumed after its last epoch only evaluates (fast-reid would
+        fail on the epoch counter of a loop that never ran)."""
+        if self.start_epoch >= self.max_epoch:
+            logger.info("training already finished: evaluating the final model")
+            return self.test(self.cfg, self.model)
+        return super().train()
+
     @property
     def unwrapped_model(self):
         """The model without its DistributedDataParallel wrapper."""
