@@ -24,10 +24,10 @@ def train_net(root, *args, check=True):
 
 @pytest.fixture(scope="module")
 def trained(synth_root, tmp_path_factory):
-    """A 4-epoch supervised run on tiny SynthA (the checkpoint the other tests use)."""
+    """A 6-epoch supervised run on tiny SynthA (the checkpoint the other tests use)."""
     out = str(tmp_path_factory.mktemp("sup"))
-    proc = train_net(synth_root, "--config-file", QUICK, "SOLVER.MAX_EPOCH", "4", "TEST.EVAL_PERIOD", "4",
-                     "OUTPUT_DIR", out)
+    proc = train_net(synth_root, "--config-file", QUICK, "SOLVER.MAX_EPOCH", "6", "TEST.EVAL_PERIOD", "6",
+                     "SOLVER.BASE_LR", "0.001", "OUTPUT_DIR", out)
     return out, proc
 
 
@@ -40,11 +40,12 @@ def _losses(out):
 def test_training_lowers_the_loss_and_evaluates(trained):
     out, proc = trained
     losses = _losses(out)
-    assert len(losses) >= 4 and losses[-1] < 0.93 * losses[0] and losses[-1] < losses[1], losses
+    # fast-reid logs a running median over 20 iterations: compare the first and the last record
+    assert len(losses) >= 6 and losses[-1] < 0.9 * losses[0], losses
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
     assert "Rank-1" in proc.stdout + proc.stderr and "mAP" in proc.stdout + proc.stderr
     ck = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
-    assert ck["epoch"] == 3 and "optimizer" in ck
+    assert ck["epoch"] == 5 and "optimizer" in ck
 
 
 def test_eval_only_reproduces_the_final_evaluation(trained, synth_root):
@@ -63,11 +64,11 @@ def test_resume_continues_from_the_last_checkpoint(trained, synth_root, tmp_path
     with open(os.path.join(copy, "last_checkpoint"), "w") as f:
         f.write("model_0001.pth")  # as if killed during epoch 2
     assert os.path.isfile(ck)
-    proc = train_net(synth_root, "--config-file", QUICK, "--resume", "SOLVER.MAX_EPOCH", "4",
-                     "TEST.EVAL_PERIOD", "4", "OUTPUT_DIR", copy)
+    proc = train_net(synth_root, "--config-file", QUICK, "--resume", "SOLVER.MAX_EPOCH", "3",
+                     "TEST.EVAL_PERIOD", "3", "SOLVER.BASE_LR", "0.001", "OUTPUT_DIR", copy)
     assert "Starting training from epoch 2" in proc.stderr + proc.stdout
-    assert torch.load(os.path.join(copy, "model_final.pth"), weights_only=True)["epoch"] == 3
-    again = train_net(synth_root, "--config-file", QUICK, "--resume", "SOLVER.MAX_EPOCH", "4", "OUTPUT_DIR", copy)
+    assert torch.load(os.path.join(copy, "model_final.pth"), weights_only=True)["epoch"] == 2
+    again = train_net(synth_root, "--config-file", QUICK, "--resume", "SOLVER.MAX_EPOCH", "3", "OUTPUT_DIR", copy)
     assert "| SynthA" in again.stdout + again.stderr  # evaluated, no crash on the finished loop
 
 
