@@ -22,6 +22,7 @@ from canu_plugin.engine import pseudo
 from canu_plugin.engine.adversarial import install_adversarial
 from canu_plugin.engine.hooks import ClusteringHook
 from canu_plugin.errors import CanuError, find_canu_error
+from canu_plugin.evaluation.camera_alignment import ACANDiagnosticsHook
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ class Trainer(DefaultTrainer):
             hook = ClusteringHook(self.cfg, self.data_loader.canu_target)
             self.checkpointer.checkpointables["pseudo_labels"] = hook
             hooks.insert(0, hook)
+        if self.cfg.MODEL.ACAN.ENABLED:  # d_inter-camera + discriminator confusion after each evaluation
+            hooks.append(ACANDiagnosticsHook(self.cfg))
         return hooks
 
     def set_pseudo_labels(self, target, labels, centroids, seed, classifier_init=None):
