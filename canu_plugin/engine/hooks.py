@@ -41,6 +41,7 @@ class ClusteringHook(HookBase):
         self.target = target
         self.period = max(int(cfg.CLUSTERING.PERIOD), 1)
         self.labels = None        # (N,) int64, -1 = outlier
+        self.view_labels = None   # (N, V-1) int64 labels of the model's other views (SSG), or None
         self.centroids = None     # (K, D) float32
         self.epoch = -1           # epoch of the labels above
         self._restored_classifier = None
@@ -61,21 +62,17 @@ class ClusteringHook(HookBase):
         self._restored_classifier = None
         # the loader is rebuilt every epoch (seeded by epoch), so a resumed run repeats the batches
         self.trainer.set_pseudo_labels(self.target, self.labels, self.centroids,
-                                       seed=max(self.cfg.PSEUDO.SEED, 0) + epoch, classifier_init=init)
+                                       seed=max(self.cfg.PSEUDO.SEED, 0) + epoch, classifier_init=init,
+                                       view_labels=self.view_labels)
 
     def _recluster(self, epoch):
         """Cluster this epoch's features; returns False when the last labels were kept."""
-        from canu_plugin.clustering import cluster
         from canu_plugin.engine.features import extract_features
         t0 = time.perf_counter()
-        feats = extract_features(self.trainer.model, self.target.items(), self.cfg)
+        feats = extract_features(self.trainer.model, self.target.items(), self.cfg, normalize=False)
         t1 = time.perf_counter()
-        result = None
-        if comm.is_main_process():
-            labels, centroids, info = cluster(feats, self.cfg, return_info=True)
-            info = {k: v for k, v in info.items() if k.endswith("_s") or k == "eps"}
-            result = (np.asarray(labels, dtype=np.int64), torch.as_tensor(centroids, dtype=torch.float32), info)
-        labels, centroids, info = _broadcast(result)
+        result = self._cluster_views(feats) if comm.is_main_process() else None
+        labels, view_labels, centroids, info = _broadcast(result)
         t2 = time.perf_counter()
         report = cluster_report(labels, self.target.camids,
                                 self.target.gt if self.cfg.PSEUDO.GT_DIAGNOSTICS else None)
@@ -83,10 +80,31 @@ class ClusteringHook(HookBase):
                       **{f"clustering_{k}": round(float(v), 4) for k, v in info.items()})
         accepted = self._accept(labels, report)
         if accepted:
-            self.labels, self.centroids, self.epoch = labels, centroids, epoch
+            self.labels, self.view_labels, self.centroids, self.epoch = labels, view_labels, centroids, epoch
         report["kept_previous"] = not accepted
         self._log(report)
         return accepted
+
+    def _cluster_views(self, feats):
+        """Cluster each of the model's feature views (rank 0).
+
+        Args:
+            feats: (N, D) raw eval-mode features.
+        Returns:
+            labels (N,) of view 0, labels (N, V-1) of the other views or None, centroids (K, D_0)
+            of view 0, info dict (timings, eps; per-view cluster counts).
+        """
+        from canu_plugin.clustering import cluster
+        views = self.trainer.unwrapped_model.cluster_feature_views(feats)
+        labels, centroids, info = cluster(views[0], self.cfg, return_info=True)
+        info = {k: v for k, v in info.items() if k.endswith("_s") or k == "eps"}
+        extra = []
+        for v, view in enumerate(views[1:], 1):
+            lab, _ = cluster(view, self.cfg)
+            extra.append(np.asarray(lab, dtype=np.int64))
+            info[f"view{v}_clusters"] = int(lab.max()) + 1 if len(lab) else 0
+        return (np.asarray(labels, dtype=np.int64), np.stack(extra, 1) if extra else None,
+                torch.as_tensor(centroids, dtype=torch.float32), info)
 
     def _accept(self, labels, report):
         """Enough clusters for a P x K batch? Otherwise keep the last labels (or raise)."""
@@ -116,9 +134,11 @@ class ClusteringHook(HookBase):
         """Tensors and ints only: loadable with ``torch.load(weights_only=True)``."""
         if self.labels is None:
             return {"epoch": -1}
-        head = self.trainer.unwrapped_model.heads
-        return {"epoch": int(self.epoch), "labels": torch.from_numpy(self.labels),
-                "centroids": self.centroids, "classifier": head.weight.detach().cpu()}
+        state = {"epoch": int(self.epoch), "labels": torch.from_numpy(self.labels), "centroids": self.centroids,
+                 "classifiers": [w.detach().cpu() for w in self.trainer.unwrapped_model.classifier_weights()]}
+        if self.view_labels is not None:
+            state["view_labels"] = torch.from_numpy(self.view_labels)
+        return state
 
     def load_state_dict(self, state):
         self.epoch = int(state.get("epoch", -1))
@@ -126,7 +146,16 @@ class ClusteringHook(HookBase):
             return
         self.labels = state["labels"].numpy().astype(np.int64)
         self.centroids = state["centroids"]
-        self._restored_classifier = state["classifier"]
+        self._restored_classifier = state["classifiers"]
+        self.view_labels = state["view_labels"].numpy().astype(np.int64) if "view_labels" in state else None
         if len(self.labels) != len(self.target):
             raise CanuError(f"checkpoint has pseudo-labels for {len(self.labels)} images but the target set has "
                             f"{len(self.target)}: it was written for another DATASETS.NAMES; use a new OUTPUT_DIR")
+
+
+class MeanTeacherHook(HookBase):
+    """After every optimizer step, moves the model's mean teachers towards their students
+    (``model.update_teachers()``, an exponential moving average; MMT)."""
+
+    def after_step(self):
+        self.trainer.unwrapped_model.update_teachers()

@@ -20,7 +20,7 @@ from fastreid.utils.checkpoint import Checkpointer
 
 from canu_plugin.engine import pseudo
 from canu_plugin.engine.adversarial import install_adversarial
-from canu_plugin.engine.hooks import ClusteringHook
+from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
 from canu_plugin.errors import CanuError, find_canu_error
 from canu_plugin.evaluation.camera_alignment import ACANDiagnosticsHook
 
@@ -132,19 +132,24 @@ class Trainer(DefaultTrainer):
             hook = ClusteringHook(self.cfg, self.data_loader.canu_target)
             self.checkpointer.checkpointables["pseudo_labels"] = hook
             hooks.insert(0, hook)
+        if hasattr(self.unwrapped_model, "update_teachers"):  # MMT's mean teachers
+            hooks.insert(1, MeanTeacherHook())
         if self.cfg.MODEL.ACAN.ENABLED:  # d_inter-camera + discriminator confusion after each evaluation
             hooks.append(ACANDiagnosticsHook(self.cfg))
         return hooks
 
-    def set_pseudo_labels(self, target, labels, centroids, seed, classifier_init=None):
-        """Install an epoch's pseudo-labels: rebuild the loader; with ``classifier_init`` (K, D)
-        re-size the classifier, reset its optimizer state and initialise it.
+    def set_pseudo_labels(self, target, labels, centroids, seed, classifier_init=None, view_labels=None):
+        """Install an epoch's pseudo-labels: rebuild the loader; with ``classifier_init`` re-size the
+        classifiers, reset their optimizer state and initialise them.
 
         Args:
             target: :class:`pseudo.TargetSet` of N samples.
             labels: (N,) int64 pseudo-labels, -1 = outlier.
             centroids: (K, D) centroids, kept by the model for conditioning.
             seed: sampler seed for this epoch.
+            classifier_init: ``centroids`` (fresh clusters: classifiers set from them) or the list of
+                saved classifier weights (resume); None keeps the classifiers.
+            view_labels: (N, V-1) labels of the model's extra clustering views (SSG), or None.
         """
         old_loader = self._trainer.data_loader
         if hasattr(old_loader, "shutdown"):
@@ -154,14 +159,18 @@ class Trainer(DefaultTrainer):
         self._trainer.data_loader = loader
         self._trainer._data_loader_iter = iter(loader)
         module = self.unwrapped_model
+        if view_labels is not None:
+            module.set_view_labels(dict(zip(target.paths, view_labels.tolist())))
         if classifier_init is None:
             module.centroids = centroids.to(module.device)
             return
-        old, new = module.set_pseudo_labels(centroids)
-        if classifier_init is not centroids:
-            new.data.copy_(classifier_init.to(new.device))
-        pseudo.swap_parameter(self.optimizer, old, new, keep_state=classifier_init is not centroids)
-        if comm.get_world_size() > 1:  # DDP must see the new parameter
+        pairs = module.set_pseudo_labels(centroids)
+        restored = classifier_init is not centroids
+        if restored:
+            module.load_classifier_weights(classifier_init)
+        for old, new in pairs:
+            pseudo.swap_parameter(self.optimizer, old, new, keep_state=restored)
+        if comm.get_world_size() > 1:  # DDP must see the new parameters
             self._trainer.model = fastreid_defaults.DistributedDataParallel(
                 module, device_ids=[comm.get_local_rank()], broadcast_buffers=False)
 

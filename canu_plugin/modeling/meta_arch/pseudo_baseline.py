@@ -6,6 +6,7 @@ centroids are kept as a buffer, so that a method can look up the centroid of eac
 cluster from its pseudo-label (CANU's conditioning input) with :meth:`centroids_of`.
 """
 import torch
+import torch.nn.functional as F
 from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
 
@@ -50,10 +51,32 @@ class PseudoBaseline(Baseline):
         Args:
             centroids: (K, D) centroids of the eval-mode embedding, one per pseudo-identity.
         Returns:
-            (old, new) classifier parameters (the trainer swaps them in its optimizer).
+            [(old, new)] replaced classifier parameters the optimizer holds (the trainer swaps them).
         """
         self.centroids = centroids.detach().float().to(self.device)
-        return self.heads.reset_classifier(self.centroids)
+        return [self.heads.reset_classifier(self.centroids)]
+
+    def classifier_weights(self):
+        """Every re-sized classifier weight (checkpointed by the clustering hook): [(K, D)]."""
+        return [self.heads.weight]
+
+    def load_classifier_weights(self, weights):
+        """Copy saved classifier weights (a list shaped like :meth:`classifier_weights`) in place."""
+        for w, saved in zip(self.classifier_weights(), weights, strict=True):
+            w.data.copy_(saved.to(w.device))
+
+    def cluster_feature_views(self, features):
+        """The feature sets the clustering hook clusters, each on its own (SSG: full/upper/lower).
+
+        Args:
+            features: (N, D) raw eval-mode embeddings.
+        Returns:
+            list of (N, D_v) L2-normalised views; view 0 gives the training labels and centroids.
+        """
+        return [F.normalize(features, dim=1)]
+
+    def set_view_labels(self, labels_by_path):
+        """Labels of the extra clustering views (none for this model): {img_path: (V-1,) ints}."""
 
     def centroids_of(self, targets):
         """Centroid of each sample's cluster.
