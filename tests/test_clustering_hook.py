@@ -68,7 +68,8 @@ def test_hook_installs_labels_loader_classifier_and_optimizer_in_order(root, tmp
     with open(tmp_path / "pseudo_labels.jsonl") as f:
         log = [json.loads(line) for line in f]
     assert [r["epoch"] for r in log] == [0, 1]
-    assert {"num_clusters", "mi_cam", "nmi_gt", "lost_ids", "purity", "clustering_knn_s"} <= set(log[0])
+    assert {"num_clusters", "mi_cam", "nmi_gt", "lost_ids", "purity", "clustering_knn_s", "cam_probe"} <= set(log[0])
+    assert 0.0 <= log[0]["cam_probe"] <= 1.0
     assert log[0]["num_clusters"] == probe.seen[0]["head_rows"]
 
 

@@ -29,6 +29,10 @@ def test_unconditional_and_acan_shapes(cfg):
     assert d(torch.randn(4, 16)).shape == (4, 3) and not hasattr(d, "id_branch")
     a = build_discriminator("ACANDiscriminator", cfg, 16, 6)
     assert a(torch.randn(4, 16)).shape == (4, 6) and a.hidden[0].out_features == 128
+    assert isinstance(a.hidden[1], torch.nn.BatchNorm1d)  # MODEL.ACAN.D_NORM (default)
+    cfg.MODEL.ACAN.D_NORM = False
+    plain = build_discriminator("ACANDiscriminator", cfg, 16, 6)
+    assert [type(m).__name__ for m in plain.hidden] == ["Linear", "ReLU"]
     assert {"ConditionalCameraDiscriminator", "CameraDiscriminator", "ACANDiscriminator"} <= set(
         DISCRIMINATOR_REGISTRY._obj_map)
 

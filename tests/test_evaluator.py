@@ -31,6 +31,7 @@ def data():
 
 def _cfg(**test):
     cfg = canu_plugin.add_canu_config(get_cfg())
+    cfg.OUTPUT_DIR = ""  # no PCA plot unless a test passes a folder
     for key, value in test.items():
         node, name = cfg.TEST, key
         if "__" in key:
@@ -49,7 +50,7 @@ def _run(evaluator, feats, pids, cams, batch=32):
 
 
 def _assert_same_dict(ours, ref, tol=1e-9):
-    assert list(ours) == list(ref)
+    assert list(ours)[:len(ref)] == list(ref)  # fast-reid's keys first, then our camera diagnostics
     for key in ref:
         assert float(ours[key]) == pytest.approx(float(ref[key]), abs=tol), key
         assert type(ours[key]) is type(ref[key]), key
@@ -122,7 +123,8 @@ def test_same_dict_as_fastreid(data, metric, with_aqe):
     cfg = _cfg(METRIC=metric, AQE__ENABLED=with_aqe, CANU__QUERY_CHUNK=7)
     ours = _run(CanuReidEvaluator(cfg, NUM_Q), *data)
     _assert_same_dict(ours, _run(ReidEvaluator(cfg, NUM_Q), *data), tol=1e-4 if with_aqe else 1e-9)
-    assert set(ours) == {"Rank-1", "Rank-5", "Rank-10", "mAP", "mINP", "metric"}
+    assert set(ours) == {"Rank-1", "Rank-5", "Rank-10", "mAP", "mINP", "metric", "cam_probe", "cam_probe_chance",
+                         "d_inter"}
     assert 0 < ours["mAP"] <= 100 and ours["metric"] == pytest.approx((ours["mAP"] + ours["Rank-1"]) / 2)
 
 
@@ -194,3 +196,26 @@ def test_bad_input_is_a_clear_error(data):
         _run(CanuReidEvaluator(_cfg(RERANK__ENABLED=True), 2), feats[:6], pids[:6], cams[:6])
     with pytest.raises(CanuError, match="TEST.METRIC"):
         _run(CanuReidEvaluator(_cfg(METRIC="jaccard"), NUM_Q), feats, pids, cams)
+
+
+@pytest.mark.parametrize("camera_shift", [0.0, 3.0])
+def test_camera_diagnostics_see_a_camera_shift(data, camera_shift, tmp_path):
+    """Features with a per-camera offset: the probe reads the camera and d_inter grows; without
+    it the probe is near chance. The PCA PNG of cameras 1 and 2 is written."""
+    feats, pids, cams = data
+    rng = np.random.default_rng(1)
+    shifted = feats + camera_shift * torch.tensor(rng.standard_normal((4, DIM)), dtype=torch.float32)[cams]
+    cfg = _cfg()
+    cfg.TEST.CANU.PCA_CAMERAS = [0, 1]
+    out = _run(CanuReidEvaluator(cfg, NUM_Q, str(tmp_path)), shifted, pids, cams)
+    if camera_shift:
+        assert out["cam_probe"] > 90 and out["d_inter"] > 0.3
+    else:
+        assert out["cam_probe"] < 45 and out["d_inter"] < 0.15  # 4 cameras: chance ~25-30 %
+    assert 20 < out["cam_probe_chance"] < 35
+    assert (tmp_path / "pca_cam1_cam2.png").stat().st_size > 1000
+
+
+def test_camera_diagnostics_can_be_turned_off(data):
+    cfg = _cfg(CANU__CAMERA_DIAGNOSTICS=False)
+    assert "cam_probe" not in _run(CanuReidEvaluator(cfg, NUM_Q), *data)

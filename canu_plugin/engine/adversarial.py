@@ -16,11 +16,14 @@ Schemes (``scheme``):
   minimises the camera cross-entropy and the encoder receives ``-w`` times its gradient. For CANU
   this is the documented single-pass variant of the min-max; for ACAN it is the paper's GRL scheme.
 """
+import json
+import os
 import time
 
+import numpy as np
 import torch
 from fastreid.engine import defaults as fastreid_defaults
-from fastreid.engine.train_loop import SimpleTrainer
+from fastreid.engine.train_loop import HookBase, SimpleTrainer
 from fastreid.utils import comm
 from fastreid.utils.events import get_event_storage
 from torch.func import functional_call
@@ -122,6 +125,31 @@ class AdversarialTrainer(SimpleTrainer):
                 storage.put_scalar(k, sum(v[k] for v in values) / len(values))
 
 
+class DiscriminatorLogHook(HookBase):
+    """After every epoch, the epoch's mean discriminator camera accuracy and loss (the
+    ``cam_disc_*`` values :class:`AdversarialTrainer` puts in the storage at every step) go to the
+    storage (``adv/epoch_disc_acc``, ``adv/epoch_disc_loss``) and to ``OUTPUT_DIR/<log_file>``."""
+
+    def __init__(self, log_path):
+        self.log_path = log_path
+
+    def after_epoch(self):
+        if not comm.is_main_process():
+            return
+        storage, first = self.trainer.storage, self.trainer.iter - self.trainer.iters_per_epoch
+        record = {"epoch": self.trainer.epoch}
+        for key in ("cam_disc_acc", "cam_disc_loss"):
+            if key in storage.histories():
+                values = [v for v, it in storage.history(key).values() if it >= first]
+                if values:
+                    record[key] = float(np.mean(values))
+                    storage.put_scalar(f"adv/epoch_{key[4:]}", record[key], smoothing_hint=False)
+        if self.log_path and len(record) > 1:
+            os.makedirs(os.path.dirname(self.log_path) or ".", exist_ok=True)
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
 def adversarial_settings(cfg):
     """(discriminator name, scheme, weight, optimizer factory) of the enabled method, or None."""
     if cfg.MODEL.CANU.ENABLED and cfg.MODEL.ACAN.ENABLED:
@@ -163,3 +191,4 @@ def install_adversarial(trainer, cfg, num_cameras):
                                           run, d_optimizer, scheme=scheme, weight=weight)
     trainer.checkpointer.checkpointables.update(discriminators=discs, d_optimizer=d_optimizer)
     trainer.discriminators = discs
+    trainer.register_hooks([DiscriminatorLogHook(os.path.join(cfg.OUTPUT_DIR, "discriminator.jsonl"))])

@@ -76,8 +76,11 @@ class ClusteringHook(HookBase):
         t2 = time.perf_counter()
         report = cluster_report(labels, self.target.camids,
                                 self.target.gt if self.cfg.PSEUDO.GT_DIAGNOSTICS else None)
+        probe = info.pop("cam_probe", None)
         report.update(epoch=epoch, extract_s=round(t1 - t0, 3), cluster_s=round(t2 - t1, 3),
                       **{f"clustering_{k}": round(float(v), 4) for k, v in info.items()})
+        if probe is not None:
+            report["cam_probe"] = round(probe, 4)
         accepted = self._accept(labels, report)
         if accepted:
             self.labels, self.view_labels, self.centroids, self.epoch = labels, view_labels, centroids, epoch
@@ -103,8 +106,20 @@ class ClusteringHook(HookBase):
             lab, _ = cluster(view, self.cfg)
             extra.append(np.asarray(lab, dtype=np.int64))
             info[f"view{v}_clusters"] = int(lab.max()) + 1 if len(lab) else 0
+        if self.cfg.PSEUDO.CAMERA_PROBE:
+            info["cam_probe"] = self._camera_probe(views[0])
         return (np.asarray(labels, dtype=np.int64), np.stack(extra, 1) if extra else None,
                 torch.as_tensor(centroids, dtype=torch.float32), info)
+
+    def _camera_probe(self, features):
+        """Held-out accuracy (0-1) of a linear camera probe on the (N, D) target features, or None."""
+        from canu_plugin.evaluation.probes import camera_probe_accuracy
+        try:
+            return camera_probe_accuracy(np.asarray(features), self.target.camids,
+                                         max_samples=self.cfg.TEST.CANU.PROBE_MAX_IMAGES)[0]
+        except ValueError as e:
+            logger.warning(f"camera probe skipped: {e}")
+            return None
 
     def _accept(self, labels, report):
         """Enough clusters for a P x K batch? Otherwise keep the last labels (or raise)."""

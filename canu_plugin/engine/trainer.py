@@ -190,6 +190,7 @@ class Trainer(DefaultTrainer):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
         if cfg.TEST.CANU.ENABLED:
             from canu_plugin.evaluation import CanuReidEvaluator
+            output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "eval", dataset_name)
             return data_loader, CanuReidEvaluator(cfg, num_query, output_dir)
         return data_loader, ReidEvaluator(cfg, num_query, output_dir)
 

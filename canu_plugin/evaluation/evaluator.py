@@ -21,6 +21,7 @@ import contextlib
 import copy
 import itertools
 import logging
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -184,7 +185,7 @@ class CanuReidEvaluator(ReidEvaluator):
     Args:
         cfg: fast-reid config with canu-plugin's keys (``TEST.CANU.*``).
         num_query: the first ``num_query`` processed samples are the queries, the rest the gallery.
-        output_dir: as fast-reid's (unused).
+        output_dir: where the PCA plot goes (default: ``OUTPUT_DIR``).
     """
 
     def _compile_dependencies(self):
@@ -212,7 +213,42 @@ class CanuReidEvaluator(ReidEvaluator):
             return {}
         res = self._rank_metrics(*gathered)
         self._results = self._summary(res)
+        if cfg.TEST.CANU.CAMERA_DIAGNOSTICS:
+            self._results.update(self._camera_diagnostics(*gathered))
         return copy.deepcopy(self._results)
+
+    def _camera_diagnostics(self, feats, pids, camids):
+        """How much camera the test features carry: held-out accuracy of a linear camera probe
+        (percent; ``cam_probe_chance`` = majority rate) and d_inter-camera (ACAN Table VII, unit
+        features), on query + gallery (distractors, pid < 0, left out). With ``TEST.CANU.PCA_CAMERAS``
+        also a PCA PNG of those two cameras in the evaluator's output folder (CANU-ReID Fig. 7).
+
+        Args:
+            feats: (N, D); pids, camids: (N,).
+        """
+        from canu_plugin.evaluation.camera_alignment import d_inter_camera
+        from canu_plugin.evaluation.probes import camera_probe_accuracy, pca_camera_pair
+        keep = (pids >= 0).numpy()
+        x = F.normalize(feats[keep].float(), dim=1).numpy()
+        cams, ids = camids[keep].numpy(), pids[keep].numpy()
+        out = OrderedDict()
+        try:
+            acc, chance = camera_probe_accuracy(x, cams, max_samples=self.cfg.TEST.CANU.PROBE_MAX_IMAGES)
+            out["cam_probe"], out["cam_probe_chance"] = acc * 100, chance * 100
+        except ValueError as e:  # one camera, or too few images per camera
+            logger.warning(f"camera probe skipped: {e}")
+        out["d_inter"] = d_inter_camera(x, cams, normalize=False)
+        pair = list(self.cfg.TEST.CANU.PCA_CAMERAS)
+        folder = self._output_dir or self.cfg.OUTPUT_DIR
+        if len(pair) == 2 and folder and set(pair) <= set(cams.tolist()):
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, f"pca_cam{pair[0] + 1}_cam{pair[1] + 1}.png")
+            try:
+                pca_camera_pair(x, cams, ids, pair[0], pair[1], path,
+                                title=f"test features, cameras {pair[0] + 1} and {pair[1] + 1} ({len(ids)} images)")
+            except ValueError as e:
+                logger.warning(f"PCA plot skipped: {e}")
+        return out
 
     def _gather(self):
         """(features (N, D), pids (N,), camids (N,)) of all ranks on the main process, else None."""

@@ -6,12 +6,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 
-def camera_probe_accuracy(features, camids, test_fraction=0.3, seed=0):
+def camera_probe_accuracy(features, camids, test_fraction=0.3, seed=0, max_samples=0):
     """Held-out accuracy of a linear classifier predicting the camera from frozen features.
 
     Args:
         features: (N, D) array; camids: (N,) camera ids.
         test_fraction: share of the images held out (stratified by camera).
+        max_samples: > 0: use a random (seeded) subset of at most this many images.
     Returns:
         (accuracy, chance): accuracy on the held-out images and the majority-class rate.
     Raises:
@@ -19,6 +20,9 @@ def camera_probe_accuracy(features, camids, test_fraction=0.3, seed=0):
     """
     x = np.asarray(features, np.float32)
     y = np.asarray(camids).astype(np.int64)
+    if 0 < max_samples < len(y):
+        pick = np.sort(np.random.default_rng(seed).permutation(len(y))[:max_samples])
+        x, y = x[pick], y[pick]
     cams, counts = np.unique(y, return_counts=True)
     if len(cams) < 2:
         raise ValueError("a camera probe needs at least two cameras")

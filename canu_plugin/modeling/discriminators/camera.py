@@ -60,12 +60,18 @@ class CameraDiscriminator(nn.Module):
 @DISCRIMINATOR_REGISTRY.register()
 class ACANDiscriminator(nn.Module):
     """ACAN's discriminator: "a fully connected layer ... whose dimension is set as 128", read as
-    one hidden FC layer [D -> 128] + ReLU followed by the camera classifier [128 -> C]
-    (``MODEL.ACAN.HIDDEN_DIM``; the paper sweeps 64..512)."""
+    one hidden FC layer [D -> 128] (+ BN) + ReLU followed by the camera classifier [128 -> C]
+    (``MODEL.ACAN.HIDDEN_DIM``; the paper sweeps 64..512).
+
+    The paper does not say whether the hidden layer is normalised. Without normalisation, on raw
+    pooled features (norms in the tens) and SGD at 0.01, most hidden ReLUs die within the first
+    epoch and D stays near chance, so no scheme gets an alignment signal; ``MODEL.ACAN.D_NORM``
+    (default True) adds BatchNorm before the ReLU, as CANU's discriminator has.
+    """
 
     def __init__(self, cfg, feat_dim, num_cameras, cond_dim=None):
         super().__init__()
-        self.hidden = _fc(feat_dim, cfg.MODEL.ACAN.HIDDEN_DIM, bn=False)
+        self.hidden = _fc(feat_dim, cfg.MODEL.ACAN.HIDDEN_DIM, bn=cfg.MODEL.ACAN.D_NORM)
         self.classifier = nn.Linear(cfg.MODEL.ACAN.HIDDEN_DIM, num_cameras)
 
     def forward(self, features, condition=None):
