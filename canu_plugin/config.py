@@ -37,6 +37,7 @@ def _add_pseudo_config(cfg):
     _C.PSEUDO.ON_FAILURE = "keep"          # fewer than P clusters: "keep" the last epoch's labels and warn, or "error"
     _C.PSEUDO.GT_DIAGNOSTICS = True        # log NMI/ARI/purity/lost ids against the dataset's labels (diagnostics only)
     _C.PSEUDO.LOG_FILE = "pseudo_labels.jsonl"  # per-epoch diagnostics, one JSON object a line, in OUTPUT_DIR
+    _C.PSEUDO.CAMERA_PROBE = True          # per epoch: held-out camera-probe accuracy on the clustered target features
 
 
 def _add_adversarial_config(cfg):
@@ -55,6 +56,7 @@ def _add_adversarial_config(cfg):
     _C.MODEL.ACAN.LAMBDA = 1.0             # weight of the adversarial term (paper: 1)
     _C.MODEL.ACAN.HIDDEN_DIM = 128         # the discriminator's FC layer (paper: 128)
     _C.MODEL.ACAN.D_LR = 0.01              # discriminator learning rate (SGD; the paper's rate for new layers)
+    _C.MODEL.ACAN.D_NORM = True            # BatchNorm in D's hidden layer (paper silent; without it most ReLUs die, see camera.py)
 
 
 def _add_acan_extra_config(cfg):
@@ -76,6 +78,9 @@ def _add_eval_config(cfg):
     _C.TEST.CANU.DEVICE = "auto"           # "auto" (CUDA when torch sees it, else CPU), "cpu", "cuda", "cuda:1", ...
     _C.TEST.CANU.MAX_RANK = 50             # length of the CMC curve computed (Rank-1/5/10 are reported)
     _C.TEST.CANU.THREADS = 1               # CPU threads for the ranking ops (0 = torch's); distances use torch's threads
+    _C.TEST.CANU.CAMERA_DIAGNOSTICS = True  # add cam_probe (held-out linear camera probe, %) and d_inter to the results
+    _C.TEST.CANU.PROBE_MAX_IMAGES = 4000   # camera probe: random subset of at most this many test images (0 = all)
+    _C.TEST.CANU.PCA_CAMERAS = [0, 1]      # PCA PNG of these two cameras' test features in OUTPUT_DIR ([] = none)
     _C.TEST.CANU.RERANK_SPARSE = True      # TEST.RERANK with the sparse k-reciprocal Jaccard; False = fast-reid's dense one
 
 
