@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.canu-installed
 DATA   ?= datasets
 export FASTREID_DATASETS ?= $(abspath $(DATA))
 
-.PHONY: install demo test data clean-data
+.PHONY: install demo test bench data clean-data
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ data: install
 
 demo: install
 	$(PY) tools/demo.py --root $(FASTREID_DATASETS)
+
+# every method x seeds on the synthetic pair (resumable); BENCH_ARGS="--seeds 0 1 2" etc.
+bench: install
+	$(PY) tools/benchmark.py --root $(FASTREID_DATASETS) $(BENCH_ARGS)
 
 test: install
 	$(PY) -m pytest -q tests

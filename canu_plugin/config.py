@@ -70,6 +70,17 @@ def _add_acan_extra_config(cfg):
     _C.MODEL.ACAN.DIAG_FILE = "acan_diagnostics.jsonl"  # diagnostics hook: one JSON object per evaluation, in OUTPUT_DIR
 
 
+def _add_mmt_config(cfg):
+    _C = cfg
+    _C.MODEL.MMT = CN()
+    _C.MODEL.MMT.ALPHA = 0.999             # EMA decay of the mean teachers (MMT: 0.999)
+    _C.MODEL.MMT.EMA_WARMUP = True         # decay min(1 - 1/t, ALPHA) at update t (MMT's code); False = ALPHA from the start
+    _C.MODEL.MMT.CE_SOFT_WEIGHT = 0.5      # weight of the soft CE (from the other net's teacher); the hard CE gets 1 - it (MMT: 0.5)
+    _C.MODEL.MMT.TRI_SOFT_WEIGHT = 0.8     # weight of the soft triplet; the hard triplet gets 1 - it (MMT: 0.8)
+    _C.MODEL.MMT.SOURCE_WEIGHTS = []       # two fast-reid source checkpoints (net 1, net 2: two pre-trainings), classifiers
+                                           # skipped; [] = MODEL.BACKBONE init (ImageNet / scratch); ignored when MODEL.WEIGHTS is set
+
+
 def _add_eval_config(cfg):
     _C = cfg
     _C.TEST.CANU = CN()
@@ -82,6 +93,12 @@ def _add_eval_config(cfg):
     _C.TEST.CANU.PROBE_MAX_IMAGES = 4000   # camera probe: random subset of at most this many test images (0 = all)
     _C.TEST.CANU.PCA_CAMERAS = [0, 1]      # PCA PNG of these two cameras' test features in OUTPUT_DIR ([] = none)
     _C.TEST.CANU.RERANK_SPARSE = True      # TEST.RERANK with the sparse k-reciprocal Jaccard; False = fast-reid's dense one
+
+
+def _add_run_config(cfg):
+    _C = cfg
+    _C.SEED = -1                           # >= 0: seed python/numpy/torch with SEED + rank at start; -1: fast-reid's random seed
+    _C.RUN_LOG = "run_log.jsonl"           # per-epoch wall time and evaluation results, one JSON a line, in OUTPUT_DIR
 
 
 def add_canu_config(cfg):
@@ -97,4 +114,6 @@ def add_canu_config(cfg):
     _add_adversarial_config(cfg)
     _add_acan_extra_config(cfg)
     _add_eval_config(cfg)
+    _add_mmt_config(cfg)
+    _add_run_config(cfg)
     return cfg

@@ -9,7 +9,7 @@
 import sys
 
 import canu_plugin  # noqa: F401  (compat fixes + registration into fast-reid's registries)
-from canu_plugin.engine import Trainer, setup_cfg
+from canu_plugin.engine import Trainer, seed_from_config, setup_cfg
 from canu_plugin.errors import user_errors
 from fastreid.engine import default_argument_parser, default_setup, launch
 
@@ -18,6 +18,7 @@ def setup(args):
     """Config from file + command line, then fast-reid's logging/output set-up."""
     cfg = setup_cfg(args.config_file, args.opts)
     default_setup(cfg, args)
+    seed_from_config(cfg)  # SEED >= 0: a reproducible run (fast-reid seeds randomly)
     return cfg
 
 

@@ -174,3 +174,48 @@ class MeanTeacherHook(HookBase):
 
     def after_step(self):
         self.trainer.unwrapped_model.update_teachers()
+
+
+class RunLogHook(HookBase):
+    """One JSON line per epoch in ``OUTPUT_DIR/<RUN_LOG>``: the epoch's training-loop time
+    (``train_s``: its steps, data loading included; no clustering, no evaluation) and, when
+    fast-reid's EvalHook evaluated after it, the results (``{dataset: {metric: value}}``).
+    Placed after the EvalHook, so it sees that epoch's results."""
+
+    def __init__(self, path):
+        self.path = path
+        self._first = self._last = None
+        self._seen = None  # the last results object written
+
+    def before_epoch(self):
+        self._first = self._last = None
+
+    def before_step(self):
+        if self._first is None:
+            self._first = time.perf_counter()
+
+    def after_step(self):
+        self._last = time.perf_counter()
+
+    def after_epoch(self):
+        seconds = None if self._first is None else self._last - self._first
+        self._write(self.trainer.epoch + 1, seconds)
+
+    def after_train(self):  # fast-reid evaluates the last epoch here when EVAL_PERIOD does not divide it
+        self._write(self.trainer.epoch + 1, None, only_new_results=True)
+
+    def _write(self, epoch, seconds, only_new_results=False):
+        if not comm.is_main_process() or not self.path:
+            return
+        results = getattr(self.trainer, "_last_eval_results", None)
+        if only_new_results and (results is None or results is self._seen):
+            return
+        record = {"epoch": epoch} if seconds is None else {"epoch": epoch, "train_s": round(seconds, 3)}
+        if results is not None and results is not self._seen:
+            self._seen = results
+            if "Rank-1" in results:  # one test set: fast-reid returns its metrics directly
+                results = {self.trainer.cfg.DATASETS.TESTS[0]: results}
+            record["results"] = {ds: {k: float(v) for k, v in m.items() if isinstance(v, (int, float, np.number))}
+                                 for ds, m in results.items()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")

@@ -57,12 +57,22 @@ def _index(values):
     return np.array([uniq[v] for v in values], dtype=np.int64)
 
 
+def train_dataset(cfg, items, relabel):
+    """fast-reid's ``CommDataset`` with the training transforms; for ``MODEL.META_ARCHITECTURE``
+    MMT a :class:`~canu_plugin.data.two_view.TwoViewDataset` (items also carry ``"images_2"``)."""
+    transforms = build_transforms(cfg, is_train=True)
+    if cfg.MODEL.META_ARCHITECTURE == "MMT":
+        from canu_plugin.data.two_view import TwoViewDataset
+        return TwoViewDataset(items, transforms, relabel=relabel)
+    return CommDataset(items, transforms, relabel=relabel)
+
+
 def placeholder_loader(cfg, target):
     """The loader DefaultTrainer is built with before the first clustering: one class, no workers.
 
     Its length fixes ``iters_per_epoch`` = N // IMS_PER_BATCH, as in fast-reid.
     """
-    dataset = CommDataset(target.items(), build_transforms(cfg, is_train=True), relabel=True)
+    dataset = train_dataset(cfg, target.items(), relabel=True)
     return build_reid_train_loader(train_set=dataset, sampler=TrainingSampler(len(dataset)),
                                    total_batch_size=cfg.SOLVER.IMS_PER_BATCH, num_workers=0)
 
@@ -82,7 +92,7 @@ def pseudo_loader(cfg, target, labels, seed):
     if num_clusters < max(mini_batch // num_instance, 1):
         raise CanuError(f"only {num_clusters} clusters, fewer than the {mini_batch // num_instance} identities "
                         "a P x K batch needs (SOLVER.IMS_PER_BATCH / DATALOADER.NUM_INSTANCE)")
-    dataset = CommDataset(items, build_transforms(cfg, is_train=True), relabel=False)
+    dataset = train_dataset(cfg, items, relabel=False)
     sampler = NaiveIdentitySampler(items, mini_batch, num_instance, seed=seed)
     return build_reid_train_loader(train_set=dataset, sampler=sampler,
                                    total_batch_size=cfg.SOLVER.IMS_PER_BATCH,

@@ -56,3 +56,12 @@ def setup_cfg(config_file="", opts=(), freeze=True):
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def seed_from_config(cfg):
+    """Seed python, numpy and torch with ``cfg.SEED`` + rank (after fast-reid's ``default_setup``,
+    which seeds randomly); nothing when ``SEED`` < 0."""
+    from fastreid.utils import comm
+    from fastreid.utils.env import seed_all_rng
+    if cfg.SEED >= 0:
+        seed_all_rng(cfg.SEED + comm.get_rank())

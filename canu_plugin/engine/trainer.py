@@ -20,7 +20,7 @@ from fastreid.utils.checkpoint import Checkpointer
 
 from canu_plugin.engine import pseudo
 from canu_plugin.engine.adversarial import install_adversarial
-from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
+from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook, RunLogHook
 from canu_plugin.errors import CanuError, find_canu_error
 from canu_plugin.evaluation.camera_alignment import ACANDiagnosticsHook
 
@@ -136,6 +136,8 @@ class Trainer(DefaultTrainer):
             hooks.insert(1, MeanTeacherHook())
         if self.cfg.MODEL.ACAN.ENABLED:  # d_inter-camera + discriminator confusion after each evaluation
             hooks.append(ACANDiagnosticsHook(self.cfg))
+        if self.cfg.RUN_LOG:  # after fast-reid's EvalHook: sees the epoch's results
+            hooks.append(RunLogHook(os.path.join(self.cfg.OUTPUT_DIR, self.cfg.RUN_LOG)))
         return hooks
 
     def set_pseudo_labels(self, target, labels, centroids, seed, classifier_init=None, view_labels=None):

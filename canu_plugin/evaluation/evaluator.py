@@ -244,8 +244,8 @@ class CanuReidEvaluator(ReidEvaluator):
             os.makedirs(folder, exist_ok=True)
             path = os.path.join(folder, f"pca_cam{pair[0] + 1}_cam{pair[1] + 1}.png")
             try:
-                pca_camera_pair(x, cams, ids, pair[0], pair[1], path,
-                                title=f"test features, cameras {pair[0] + 1} and {pair[1] + 1} ({len(ids)} images)")
+                pca_camera_pair(x, cams, ids, pair[0], pair[1], path, label_offset=1,
+                                title=f"test features, cameras {pair[0] + 1} and {pair[1] + 1}, shared ids")
             except ValueError as e:
                 logger.warning(f"PCA plot skipped: {e}")
         return out

@@ -33,13 +33,14 @@ def camera_probe_accuracy(features, camids, test_fraction=0.3, seed=0, max_sampl
     return float((clf.predict(xte) == yte).mean()), float(counts.max() / counts.sum())
 
 
-def pca_camera_pair(features, camids, pids, cam_a, cam_b, path, title=""):
+def pca_camera_pair(features, camids, pids, cam_a, cam_b, path, title="", label_offset=0):
     """PNG of the 2-D PCA of the features of two cameras, coloured by camera (Fig. 7 of CANU-ReID).
 
     Args:
         features: (N, D); camids, pids: (N,). Only images of ``cam_a`` and ``cam_b`` are drawn,
         and only identities seen by both cameras, so that separated colours mean a camera gap.
-        path: where the PNG goes.
+        path: where the PNG goes. label_offset: added to the camera ids in the legend (1 for
+        0-based ids shown as Market's c1, c2...).
     Returns:
         the number of points drawn.
     """
@@ -55,7 +56,7 @@ def pca_camera_pair(features, camids, pids, cam_a, cam_b, path, title=""):
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     for cam, colour in ((cam_a, "tab:blue"), (cam_b, "tab:orange")):
         m = c[keep] == cam
-        ax.scatter(xy[m, 0], xy[m, 1], s=10, c=colour, alpha=0.7, label=f"camera {cam}")
+        ax.scatter(xy[m, 0], xy[m, 1], s=10, c=colour, alpha=0.7, label=f"camera {cam + label_offset}")
     ax.set_title(title or f"PCA of features, cameras {cam_a} and {cam_b}")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")

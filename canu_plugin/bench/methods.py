@@ -1,0 +1,121 @@
+"""What ``tools/benchmark.py`` runs: settings (a source -> target pair with its configs) and the
+methods compared on them, each a config plus what it starts from.
+
+A run is one (method, seed). ``plan(setting, methods, seeds)`` orders them so that every run comes
+after the runs it starts from (the source models), and adds those hidden runs when a chosen
+method needs them.
+"""
+from dataclasses import dataclass, field
+
+from canu_plugin.errors import CanuError
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the benchmark.
+
+    Attributes:
+        label: row name in the table.
+        config: config file (relative to the repository root).
+        family: "source", "clustering", "mmt", "ssg", "acan" or "upper": which plots it gets.
+        init: None, "source" (MODEL.WEIGHTS = the source run of the same seed) or "source_pair"
+            (MODEL.MMT.SOURCE_WEIGHTS = two source runs of different seeds).
+        opts: extra KEY VALUE overrides.
+        hidden: a helper run (second source model of MMT), not a table row.
+    """
+    label: str
+    config: str
+    family: str
+    init: str = None
+    opts: tuple = field(default_factory=tuple)
+    hidden: bool = False
+
+
+def _synthetic_methods():
+    s = "configs/synthetic/"
+    target = ("DATASETS.NAMES", '("SynthB",)', "DATASETS.TESTS", '("SynthB",)')
+    return {
+        "source": Method("fast-reid supervised, source only (direct transfer)", s + "sup_synthA.yml", "source"),
+        "source_b": Method("second source model (MMT's net 2)", s + "sup_synthA.yml", "source", hidden=True),
+        "pseudo": Method("pseudo-label baseline", s + "uda_pseudo_A2B.yml", "clustering", "source"),
+        "adv": Method("pseudo-label baseline + Adv", s + "uda_adv_A2B.yml", "clustering", "source"),
+        "canu": Method("pseudo-label baseline + CANU", s + "uda_canu_A2B.yml", "clustering", "source"),
+        "mmt": Method("MMT", s + "mmt_A2B.yml", "mmt", "source_pair"),
+        "adv_mmt": Method("MMT + Adv", s + "adv_mmt_A2B.yml", "mmt", "source_pair"),
+        "canu_mmt": Method("CANU-MMT", s + "canu_mmt_A2B.yml", "mmt", "source_pair"),
+        "ssg": Method("SSG", s + "ssg_A2B.yml", "ssg", "source"),
+        "adv_ssg": Method("SSG + Adv", s + "adv_ssg_A2B.yml", "ssg", "source"),
+        "canu_ssg": Method("CANU-SSG", s + "canu_ssg_A2B.yml", "ssg", "source"),
+        "acan_triplet": Method("ACAN triplet only (intra-camera labels)", s + "acan_triplet.yml", "acan", opts=target),
+        "acan_grl": Method("ACAN-GRL", s + "acan_grl.yml", "acan", opts=target),
+        "acan_oce": Method("ACAN-OCE", s + "acan_oce.yml", "acan", opts=target),
+        "acan_ace": Method("ACAN-ACE", s + "acan_ace.yml", "acan", opts=target),
+        "upper": Method("fast-reid supervised on the target (upper bound)", s + "sup_synthB.yml", "upper"),
+    }
+
+
+def _real_methods(src, tgt, src_ds, tgt_ds):
+    pair = f"{src}2{tgt}"
+    return {
+        "source": Method("fast-reid supervised, source only (direct transfer)", f"configs/{src_ds}/sup_R50.yml",
+                         "source", opts=("DATASETS.TESTS", f'("{src_ds}", "{tgt_ds}")')),
+        "source_b": Method("second source model (MMT's net 2)", f"configs/{src_ds}/sup_R50.yml", "source",
+                           opts=("DATASETS.TESTS", f'("{tgt_ds}",)'), hidden=True),
+        "pseudo": Method("pseudo-label baseline", f"configs/uda/pseudo_{pair}.yml", "clustering", "source"),
+        "adv": Method("pseudo-label baseline + Adv", f"configs/uda/adv_{pair}.yml", "clustering", "source"),
+        "canu": Method("pseudo-label baseline + CANU", f"configs/uda/canu_{pair}.yml", "clustering", "source"),
+        "mmt": Method("MMT", f"configs/mmt/mmt_{pair}.yml", "mmt", "source_pair"),
+        "adv_mmt": Method("MMT + Adv", f"configs/mmt/adv_mmt_{pair}.yml", "mmt", "source_pair"),
+        "canu_mmt": Method("CANU-MMT", f"configs/mmt/canu_mmt_{pair}.yml", "mmt", "source_pair"),
+        "ssg": Method("SSG", f"configs/ssg/ssg_{pair}.yml", "ssg", "source"),
+        "adv_ssg": Method("SSG + Adv", f"configs/ssg/adv_ssg_{pair}.yml", "ssg", "source"),
+        "canu_ssg": Method("CANU-SSG", f"configs/ssg/canu_ssg_{pair}.yml", "ssg", "source"),
+        "acan_triplet": Method("ACAN triplet only", f"configs/acan/{tgt_ds}_triplet.yml", "acan"),
+        "acan_grl": Method("ACAN-GRL", f"configs/acan/{tgt_ds}_grl.yml", "acan"),
+        "acan_oce": Method("ACAN-OCE", f"configs/acan/{tgt_ds}_oce.yml", "acan"),
+        "acan_ace": Method("ACAN-ACE", f"configs/acan/{tgt_ds}_ace.yml", "acan"),
+        "upper": Method("fast-reid supervised on the target (upper bound)", f"configs/{tgt_ds}/sup_R50.yml", "upper"),
+    }
+
+
+SETTINGS = {
+    "synthetic": dict(target="SynthB", datasets=("SynthA", "SynthB"), methods=_synthetic_methods()),
+    "M2D": dict(target="DukeMTMC", datasets=("Market1501", "DukeMTMC"),
+                methods=_real_methods("M", "D", "Market1501", "DukeMTMC")),
+    "D2M": dict(target="Market1501", datasets=("DukeMTMC", "Market1501"),
+                methods=_real_methods("D", "M", "DukeMTMC", "Market1501")),
+}
+DEFAULT_METHODS = ("source", "pseudo", "adv", "canu", "mmt", "adv_mmt", "canu_mmt", "ssg", "adv_ssg", "canu_ssg",
+                   "acan_triplet", "acan_grl", "acan_oce", "acan_ace", "upper")
+SECOND_SOURCE_SEED = 100  # MMT's net 2 starts from the source model trained with seed + 100
+
+
+def plan(setting, methods, seeds):
+    """Runs to do, dependencies first.
+
+    Args:
+        setting: a key of :data:`SETTINGS`; methods: method names; seeds: ints.
+    Returns:
+        list of (method name, seed, {dependency: (method name, seed)}), seed-major order (every
+        method of the first seed, then the next seed), so that a cut sweep has complete seeds.
+    """
+    if setting not in SETTINGS:
+        raise CanuError(f"unknown setting {setting!r}: choose one of {sorted(SETTINGS)}")
+    table = SETTINGS[setting]["methods"]
+    unknown = [m for m in methods if m not in table]
+    if unknown:
+        raise CanuError(f"unknown method(s) {unknown}: choose from {[k for k, v in table.items() if not v.hidden]}")
+    runs = []
+    for seed in seeds:
+        for name in methods:
+            deps = {}
+            if table[name].init == "source":
+                deps = {"source": ("source", seed)}
+            elif table[name].init == "source_pair":
+                deps = {"source": ("source", seed), "source_b": ("source_b", seed + SECOND_SOURCE_SEED)}
+            for dep in deps.values():
+                if (dep[0], dep[1], {}) not in runs:
+                    runs.append((dep[0], dep[1], {}))
+            if (name, seed, deps) not in runs:
+                runs.append((name, seed, deps))
+    return runs

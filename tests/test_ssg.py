@@ -1,0 +1,156 @@
+"""SSG / CANU-SSG: the three embeddings, per-view clustering contract, per-part triplets with
+outliers masked, full-body conditioning of the three discriminators, source-checkpoint loading,
+and tiny real runs through canu_plugin's Trainer (CPU)."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from fastreid.modeling.losses import triplet_loss
+from fastreid.utils.checkpoint import Checkpointer
+
+from canu_plugin.engine import Trainer, setup_cfg
+from canu_plugin.engine.hooks import ClusteringHook
+from canu_plugin.errors import CanuError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = os.path.join(REPO, "configs", "synthetic", "quick_ssg.yml")
+FAST = ["CLUSTERING.K1", "10", "CLUSTERING.K2", "3", "TEST.EVAL_PERIOD", "100"]
+D = 512  # ResNet-18 feature width (no embedding layer)
+
+
+def build(*opts):
+    torch.manual_seed(0)
+    return Trainer.build_model(setup_cfg(QUICK, list(opts)))
+
+
+def batch(b=8, paths=None):
+    return {"images": torch.rand(b, 3, 32, 16) * 255, "targets": torch.arange(b) // 2,
+            "img_paths": paths or [f"img{i}.jpg" for i in range(b)], "camids": torch.arange(b) % 2}
+
+
+def test_three_embeddings_pool_disjoint_halves():
+    model = build().eval()
+    assert model(batch(4)).shape == (4, 3 * D)
+    fmap = torch.zeros(2, D, 4, 2)
+    top = fmap.clone()
+    top[:, :, :2] = torch.rand(2, D, 2, 2) + 1
+    base, moved = model.part_features(fmap), model.part_features(top)
+    changed = [not torch.allclose(a[1], b[1]) for a, b in zip(base, moved)]
+    assert changed == [True, True, False]  # full, upper, lower
+    assert all(f.shape == (2, D) and e.shape == (2, D) for f, e in moved)
+    with pytest.raises(CanuError, match="1 row"):
+        model.part_features(torch.zeros(1, D, 1, 2))
+
+
+def test_cluster_feature_views_split_and_normalise():
+    model = build()
+    raw = torch.randn(10, 3 * D) * 5
+    views = model.cluster_feature_views(raw)
+    assert len(views) == 3
+    for k, v in enumerate(views):
+        assert v.shape == (10, D)
+        assert torch.allclose(v.norm(dim=1), torch.ones(10), atol=1e-5)
+        assert torch.allclose(v, F.normalize(raw[:, k * D:(k + 1) * D], dim=1))
+    with pytest.raises(ValueError):
+        model.cluster_feature_views(torch.randn(3, 3 * D + 1))
+
+
+def test_part_labels_by_path_and_outliers_left_out_of_the_part_triplet():
+    model = build().train()
+    data = batch(8)
+    paths = data["img_paths"]
+    upper = [0, 0, 1, 1, 2, 2, -1, -1]
+    lower = [-1] * 8
+    model.set_view_labels({p: [u, lw] for p, u, lw in zip(paths, upper, lower)})
+    assert model.part_labels(paths[::-1])[:, 0].tolist() == upper[::-1]
+    with pytest.raises(CanuError, match="no part labels"):
+        model.part_labels(["unknown.jpg"])
+    feats = torch.randn(8, D, requires_grad=True)
+    labels = torch.tensor(upper)
+    loss = model.masked_triplet(feats, labels)
+    ref = triplet_loss(feats[:6], labels[:6], 0.5, False, True)
+    assert torch.allclose(loss, ref)
+    loss.backward()
+    assert torch.count_nonzero(feats.grad[6:]) == 0
+    losses = model(data)
+    assert set(losses) == {"loss_triplet_full", "loss_triplet_upper", "loss_triplet_lower"}
+    assert losses["loss_triplet_lower"].item() == 0.0  # every sample is a lower-body outlier
+
+
+def test_no_classifier_and_adversarial_pairs_carry_the_full_body_centroid():
+    model = build().train()
+    centroids = torch.randn(4, D)
+    assert model.set_pseudo_labels(centroids) == [] and model.classifier_weights() == []
+    assert model.adversarial_dims == [(D, D)] * 3
+    data = batch(8)
+    model.set_view_labels({p: [i % 3, i % 2] for i, p in enumerate(data["img_paths"])})
+    targets = data["targets"].clone()
+    losses, pairs = model(data, return_adv_inputs=True)
+    assert len(pairs) == 3 and len(losses) == 3
+    for f, c in pairs:
+        assert f.shape == (8, D) and torch.equal(c, centroids[targets])
+    assert not any(torch.equal(pairs[0][0], p[0]) for p in pairs[1:])
+
+
+def test_supervised_baseline_checkpoint_loads_into_ssg(tmp_path):
+    source = build("MODEL.META_ARCHITECTURE", "Baseline", "MODEL.HEADS.NAME", "EmbeddingHead",
+                   "MODEL.HEADS.NUM_CLASSES", "5")
+    torch.save({"model": source.state_dict()}, tmp_path / "src.pth")
+    model = build()
+    Checkpointer(model).load(str(tmp_path / "src.pth"))
+    state, src = model.state_dict(), source.state_dict()
+    for k in src:
+        if k.startswith("backbone.") or k.startswith("heads.bottleneck"):
+            assert torch.equal(state[k], src[k]), k
+    for part in ("upper", "lower"):
+        bn = model.part_heads[part].bottleneck[0]
+        assert torch.equal(bn.weight, torch.ones(D)) and torch.equal(bn.running_mean, torch.zeros(D))
+
+
+def make_trainer(out, *opts):
+    cfg = setup_cfg(QUICK, FAST + list(opts) + ["OUTPUT_DIR", str(out)])
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    return Trainer(cfg)
+
+
+def hook_of(trainer):
+    return next(h for h in trainer._hooks if isinstance(h, ClusteringHook))
+
+
+def test_tiny_ssg_epoch(use_synth_root, tmp_path):
+    trainer = make_trainer(tmp_path, "SOLVER.MAX_EPOCH", "1")
+    trainer.train()
+    hook = hook_of(trainer)
+    assert hook.view_labels.shape == (len(hook.target), 2)
+    model = trainer.unwrapped_model
+    assert model.part_labels(hook.target.paths).tolist() == hook.view_labels.tolist()
+    assert model.centroids.shape[1] == D
+    assert (hook.view_labels >= 0).any(0).all()  # both parts found clusters
+    assert {"loss_triplet_full", "loss_triplet_upper", "loss_triplet_lower"} <= set(trainer.storage.histories())
+    with open(tmp_path / "pseudo_labels.jsonl") as f:
+        log = json.loads(f.readline())
+    assert log["clustering_view1_clusters"] > 0 and log["clustering_view2_clusters"] > 0
+
+
+def test_tiny_canu_ssg_epochs_and_resume_restores_view_labels(use_synth_root, tmp_path):
+    opts = ["MODEL.CANU.ENABLED", "True", "MODEL.CANU.MU", "0.05", "CLUSTERING.PERIOD", "2"]
+    full = tmp_path / "full"
+    trainer = make_trainer(full, *opts)
+    assert len(trainer.discriminators) == 3
+    trainer.train()
+    assert {"loss_cam_adv", "cam_disc_acc"} <= set(trainer.storage.histories())
+    saved = torch.load(full / "model_0000.pth", weights_only=True)["pseudo_labels"]
+    assert saved["view_labels"].shape[1] == 2 and saved["classifiers"] == []
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    (cut / "last_checkpoint").write_text("model_0000.pth")  # killed during epoch 1
+    resumed = make_trainer(cut, *opts)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_epoch == 1
+    assert torch.equal(torch.from_numpy(hook_of(resumed).view_labels), saved["view_labels"])
+    resumed.train()  # epoch 1 keeps the epoch-0 clusters (PERIOD 2): the model gets the restored labels
+    paths = hook_of(resumed).target.paths
+    assert resumed.unwrapped_model.part_labels(paths).cpu().tolist() == saved["view_labels"].tolist()
