@@ -14,7 +14,7 @@ from fastreid.utils.events import EventStorage
 
 import canu_plugin.modeling.meta_arch.mmt as mmt_module
 from canu_plugin.engine import Trainer, pseudo, setup_cfg
-from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
+from canu_plugin.engine.hooks import MeanTeacherHook
 from canu_plugin.errors import CanuError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

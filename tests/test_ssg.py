@@ -132,7 +132,8 @@ def test_tiny_ssg_epoch(use_synth_root, tmp_path):
     assert {"loss_triplet_full", "loss_triplet_upper", "loss_triplet_lower"} <= set(trainer.storage.histories())
     with open(tmp_path / "pseudo_labels.jsonl") as f:
         log = json.loads(f.readline())
-    assert log["clustering_view1_clusters"] > 0 and log["clustering_view2_clusters"] > 0
+    assert log["view1_num_clusters"] > 0 and log["view2_num_clusters"] > 0
+    assert {"view1_mi_cam", "view1_lost_ids", "view2_lost_ids"} <= set(log)  # per-part diagnostics (Fig. 6)
 
 
 def test_tiny_canu_ssg_epochs_and_resume_restores_view_labels(use_synth_root, tmp_path):

@@ -74,8 +74,11 @@ class ClusteringHook(HookBase):
         result = self._cluster_views(feats) if comm.is_main_process() else None
         labels, view_labels, centroids, info = _broadcast(result)
         t2 = time.perf_counter()
-        report = cluster_report(labels, self.target.camids,
-                                self.target.gt if self.cfg.PSEUDO.GT_DIAGNOSTICS else None)
+        gt = self.target.gt if self.cfg.PSEUDO.GT_DIAGNOSTICS else None
+        report = cluster_report(labels, self.target.camids, gt)
+        for v in range(view_labels.shape[1] if view_labels is not None else 0):  # SSG's parts (Fig. 6)
+            part = cluster_report(view_labels[:, v], self.target.camids, gt)
+            report.update({f"view{v + 1}_{k}": part[k] for k in ("num_clusters", "mi_cam", "lost_ids") if k in part})
         probe = info.pop("cam_probe", None)
         report.update(epoch=epoch, extract_s=round(t1 - t0, 3), cluster_s=round(t2 - t1, 3),
                       **{f"clustering_{k}": round(float(v), 4) for k, v in info.items()})
@@ -95,7 +98,7 @@ class ClusteringHook(HookBase):
             feats: (N, D) raw eval-mode features.
         Returns:
             labels (N,) of view 0, labels (N, V-1) of the other views or None, centroids (K, D_0)
-            of view 0, info dict (timings, eps; per-view cluster counts).
+            of view 0, info dict (timings, eps of view 0, camera probe).
         """
         from canu_plugin.clustering import cluster
         views = self.trainer.unwrapped_model.cluster_feature_views(feats)
@@ -105,7 +108,6 @@ class ClusteringHook(HookBase):
         for v, view in enumerate(views[1:], 1):
             lab, _ = cluster(view, self.cfg)
             extra.append(np.asarray(lab, dtype=np.int64))
-            info[f"view{v}_clusters"] = int(lab.max()) + 1 if len(lab) else 0
         if self.cfg.PSEUDO.CAMERA_PROBE:
             info["cam_probe"] = self._camera_probe(views[0])
         return (np.asarray(labels, dtype=np.int64), np.stack(extra, 1) if extra else None,

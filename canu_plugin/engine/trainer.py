@@ -98,6 +98,8 @@ class Trainer(DefaultTrainer):
     def build_model(cls, cfg):
         try:
             return super().build_model(cfg)
+        except CanuError:  # the model's own clear message (e.g. MMT's source weights)
+            raise
         except (ImportError, OSError, RuntimeError) as e:
             if not cfg.MODEL.BACKBONE.PRETRAIN:
                 raise

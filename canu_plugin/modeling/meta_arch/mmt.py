@@ -112,12 +112,17 @@ class MMT(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        """Two PseudoBaselines from ``cfg`` (+ their source weights) and the ``MODEL.MMT`` keys."""
         m = cfg.MODEL.MMT
         sources = list(m.SOURCE_WEIGHTS)
         if sources and len(sources) != 2:
             raise CanuError(f"MODEL.MMT.SOURCE_WEIGHTS needs two checkpoints (one per network), got {sources}")
         if not (0.0 <= m.ALPHA < 1.0) or not all(0.0 <= w <= 1.0 for w in (m.CE_SOFT_WEIGHT, m.TRI_SOFT_WEIGHT)):
             raise CanuError("MODEL.MMT.ALPHA must be in [0, 1) and CE_SOFT_WEIGHT / TRI_SOFT_WEIGHT in [0, 1]")
+        if (sources or cfg.MODEL.WEIGHTS) and cfg.MODEL.BACKBONE.PRETRAIN:
+            cfg = cfg.clone()  # every backbone tensor comes from a checkpoint: no ImageNet weights to read
+            cfg.defrost()
+            cfg.MODEL.BACKBONE.PRETRAIN = False
         nets = [PseudoBaseline(cfg), PseudoBaseline(cfg)]
         if sources and cfg.MODEL.WEIGHTS:
             logger.info("MODEL.WEIGHTS is set: it initialises MMT, MODEL.MMT.SOURCE_WEIGHTS is not read")
@@ -129,14 +134,17 @@ class MMT(nn.Module):
 
     @property
     def device(self):
+        """The device of the parameters."""
         return self.net1.device
 
     @property
     def students(self):
+        """(net1, net2): the optimised networks."""
         return self.net1, self.net2
 
     @property
     def teachers(self):
+        """(teacher1, teacher2): the mean teachers (no gradient)."""
         return self.teacher1, self.teacher2
 
     # ---- forward ------------------------------------------------------------------------------
@@ -148,8 +156,8 @@ class MMT(nn.Module):
             images = self.net1.preprocess_image(batched_inputs)
             return sum(F.normalize(t.heads(t.backbone(images)), dim=1) for t in self.teachers) / 2
         if not isinstance(batched_inputs, dict) or SECOND_VIEW not in batched_inputs:
-            raise CanuError("MMT trains on two augmented views per image: build the loader with "
-                            "canu_plugin.data.two_view.TwoViewDataset (pseudo_loader does it for MODEL.META_ARCHITECTURE MMT)")
+            raise CanuError("MMT trains on two augmented views per image: build the loader with canu_plugin."
+                            "data.two_view.TwoViewDataset (pseudo_loader does it for MODEL.META_ARCHITECTURE MMT)")
         targets = batched_inputs["targets"].to(self.device)
         views = [self.net1.preprocess_image(batched_inputs[k].to(self.device)) for k in ("images", SECOND_VIEW)]
         students = [_outputs(net, x, targets) for net, x in zip(self.students, views)]
