@@ -23,7 +23,7 @@ def _cfg():
 def test_reset_classifier_resizes_and_initialises_from_centroids():
     model = build_model(_cfg())
     centroids = torch.randn(7, 512)
-    old, new = model.set_pseudo_labels(centroids)
+    [(old, new)] = model.set_pseudo_labels(centroids)  # the pairs the optimizer must swap
     assert old.shape == (1, 512) and new.shape == (7, 512)
     assert model.heads.weight is new and model.heads.num_classes == 7
     assert torch.allclose(new, F.normalize(centroids, dim=1))
@@ -55,3 +55,15 @@ def test_baseline_head_is_refused():
     cfg.MODEL.HEADS.NAME = "EmbeddingHead"
     with pytest.raises(CanuError, match="PseudoEmbeddingHead"):
         build_model(cfg)
+
+
+def test_freeze_triplet_only_freezes_classifier_and_unused_neck():
+    from canu_plugin.modeling.heads import freeze_triplet_only
+    model = build_model(_cfg())
+    model.heads.neck_feat = "before"
+    freeze_triplet_only([model.heads])
+    assert not model.heads.weight.requires_grad
+    assert not any(p.requires_grad for p in model.heads.bottleneck.parameters())
+    other = build_model(_cfg())  # neck_feat "after": the neck trains
+    freeze_triplet_only([other.heads])
+    assert not other.heads.weight.requires_grad and all(p.requires_grad for p in other.heads.bottleneck.parameters())

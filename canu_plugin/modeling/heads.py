@@ -34,4 +34,20 @@ class PseudoEmbeddingHead(EmbeddingHead):
         return self.weight.size(0)
 
 
-__all__ = ["PseudoEmbeddingHead"]
+def freeze_triplet_only(heads):
+    """Freeze what a triplet-only method (ACAN, SSG) never trains in fast-reid heads: the ID
+    classifier and, when the losses use the features before the BNNeck, the neck (it then only
+    serves evaluation; its running statistics still update).
+
+    Args:
+        heads: iterable of fast-reid ``EmbeddingHead`` modules.
+    """
+    for h in heads:
+        frozen = [h.weight] if hasattr(h, "weight") else []
+        if getattr(h, "neck_feat", "after") == "before":
+            frozen += list(getattr(h, "bottleneck", nn.Sequential()).parameters())
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+__all__ = ["PseudoEmbeddingHead", "freeze_triplet_only"]

@@ -26,6 +26,7 @@ from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
 
 from canu_plugin.data.intra_camera import CAMERA_PART, PART_KEY
 from canu_plugin.errors import CanuError
+from canu_plugin.modeling.heads import freeze_triplet_only
 from canu_plugin.modeling.losses import per_camera_triplet
 
 
@@ -43,11 +44,7 @@ class ACAN(Baseline):
     def __init__(self, *, feature_dim, **kwargs):
         super().__init__(**kwargs)
         self.feature_dim = int(feature_dim)
-        frozen = [self.heads.weight] if hasattr(self.heads, "weight") else []
-        if getattr(self.heads, "neck_feat", "after") == "before":  # the BNNeck only serves evaluation
-            frozen += list(getattr(self.heads, "bottleneck", torch.nn.Sequential()).parameters())
-        for p in frozen:
-            p.requires_grad_(False)
+        freeze_triplet_only([self.heads])  # no ID classifier; the BNNeck only serves evaluation
 
     @classmethod
     def from_config(cls, cfg):

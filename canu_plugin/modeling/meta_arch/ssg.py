@@ -32,6 +32,7 @@ from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from torch import nn
 
 from canu_plugin.errors import CanuError
+from canu_plugin.modeling.heads import freeze_triplet_only
 from canu_plugin.modeling.meta_arch.pseudo_baseline import PseudoBaseline
 
 VIEWS = ("full", "upper", "lower")
@@ -73,12 +74,7 @@ class SSG(PseudoBaseline):
         super().__init__(**kwargs)
         self.part_heads = part_heads  # ModuleDict upper / lower, built like ``heads``
         self._view_labels = None      # {img_path: (upper, lower)}
-        heads = [self.heads, *part_heads.values()]
-        frozen = [h.weight for h in heads if hasattr(h, "weight")]  # no ID classifier
-        if self.heads.neck_feat == "before":  # the BNNecks only serve evaluation (running stats)
-            frozen += [p for h in heads for p in h.bottleneck.parameters()]
-        for p in frozen:
-            p.requires_grad_(False)
+        freeze_triplet_only([self.heads, *part_heads.values()])  # no ID classifier
 
     @classmethod
     def from_config(cls, cfg):
