@@ -64,6 +64,7 @@ def test_freeze_triplet_only_freezes_classifier_and_unused_neck():
     freeze_triplet_only([model.heads])
     assert not model.heads.weight.requires_grad
     assert not any(p.requires_grad for p in model.heads.bottleneck.parameters())
-    other = build_model(_cfg())  # neck_feat "after": the neck trains
+    other = build_model(_cfg())
+    other.heads.neck_feat = "after"  # the losses see the neck's output: it trains
     freeze_triplet_only([other.heads])
     assert not other.heads.weight.requires_grad and other.heads.bottleneck[0].weight.requires_grad
