@@ -59,7 +59,7 @@ def curves(records, methods, families, points, ylabel, title, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))  # room for the title
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -84,7 +84,7 @@ def montage(images, path, title, columns=4):
         ax.imshow(plt.imread(png))
         ax.set_title(caption, fontsize=9)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))  # room for the title
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
