@@ -76,3 +76,12 @@ def test_tiny_sweep_runs_resumes_and_reports(synth_root, tmp_path):
     assert (folder / "plots" / "mi_per_epoch.png").is_file() and (folder / "plots" / "map_per_epoch.png").is_file()
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0 and "0 run(s) done" in again.stdout  # finished runs are not redone
+
+
+def test_remade_report_keeps_the_sweep_command(tmp_path):
+    from canu_plugin.bench.report import write_report
+    rec = {"method": "m", "label": "row", "seed": 0, "final": {"mAP": 1.0}, "pseudo": [], "disc": [], "epochs": []}
+    (tmp_path / "m_s0.json").write_text(json.dumps(rec))
+    write_report(str(tmp_path), ["m"], command="python tools/benchmark.py --seeds 0")
+    write_report(str(tmp_path), ["m"])  # --report-only
+    assert (tmp_path / "results.md").read_text().startswith("Command: `python tools/benchmark.py --seeds 0`")

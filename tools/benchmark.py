@@ -78,7 +78,7 @@ def main(argv=None):
     if not records:
         raise CanuError(f"no finished run in {folder}: run without --report-only first")
     plots = write_plots(records, args.methods, folder)
-    command = "python tools/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "" if args.report_only else "python tools/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print("\n" + write_report(folder, args.methods, plots, command.strip()))
     print(f"\n[bench] table: {os.path.join(folder, 'results.md')}")
     for p in plots:

@@ -77,10 +77,22 @@ def markdown_table(records, methods):
     return "\n".join(lines)
 
 
+def _previous_command(path):
+    """The ``Command:`` of an earlier report (a re-made report keeps the sweep's command)."""
+    if os.path.isfile(path):
+        with open(path) as f:
+            first = f.readline()
+        if first.startswith("Command: `"):
+            return first[len("Command: `"):].rstrip().rstrip("`")
+    return ""
+
+
 def write_report(folder, methods, plots=(), command=""):
-    """Write ``folder/results.md`` (table, legend, plot list) and ``folder/summary.json``; returns the table."""
+    """Write ``folder/results.md`` (table, legend, plot list) and ``folder/summary.json``; returns the table.
+    Without ``command`` the earlier report's command is kept."""
     records = load_records(folder)
     table = markdown_table(records, methods)
+    command = command or _previous_command(os.path.join(folder, "results.md"))
     legend = ("mAP/R1/R5/mINP on the target test set (%); MI(pseudo, cam): mutual information (nats) between the "
               "last epoch's pseudo-labels and the cameras; cam probe: held-out accuracy of a linear camera classifier "
               "on the final test features (%); d_inter: ACAN's inter-camera distance of the unit test features; lost "
