@@ -71,6 +71,8 @@ def test_tiny_sweep_runs_resumes_and_reports(synth_root, tmp_path):
     assert {"mAP", "Rank-1", "cam_probe", "d_inter"} <= set(rec["final"])
     assert "MODEL.WEIGHTS" in rec["opts"] and rec["opts"][rec["opts"].index("MODEL.WEIGHTS") + 1].endswith(
         os.path.join("source_s0", "model_final.pth"))
+    kept = sorted(p.name for p in (folder / "runs" / "canu_s0").glob("*.pth"))
+    assert kept == ["model_final.pth"]  # per-epoch checkpoints dropped once the run is finished
     table = (folder / "results.md").read_text()
     assert "pseudo-label baseline + CANU" in table and "direct transfer" in table
     assert (folder / "plots" / "mi_per_epoch.png").is_file() and (folder / "plots" / "map_per_epoch.png").is_file()

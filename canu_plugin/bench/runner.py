@@ -4,7 +4,8 @@ collect what it wrote into one JSON record.
 Layout under ``results/<setting>/``: ``runs/<method>_s<seed>/`` is the run's fast-reid output
 folder (checkpoints, logs, plots); ``<method>_s<seed>.json`` is written last, when the run has
 finished, so its presence marks a finished run (a re-started sweep skips it, and an interrupted
-run resumes from its last checkpoint with ``--resume``).
+run resumes from its last checkpoint with ``--resume``). A finished run keeps only its
+``model_final.pth`` of the checkpoints.
 """
 import json
 import os
@@ -85,6 +86,14 @@ def collect(out_dir, target):
             "acan": acan, "plots": {k: v for k, v in plots.items() if os.path.isfile(v)}}
 
 
+def _drop_periodic_checkpoints(out_dir):
+    """A finished run needs only ``model_final.pth`` (what later runs start from): delete fast-reid's
+    per-epoch ``model_XXXX.pth`` (tens of MB each, one per epoch and run)."""
+    for name in os.listdir(out_dir):
+        if name.startswith("model_") and name.endswith(".pth") and name != "model_final.pth":
+            os.remove(os.path.join(out_dir, name))
+
+
 def execute(setting, key, method, seed, deps, folder, target, eval_period=0, extra=(), log=print):
     """Train (or resume) one run in a child process and write its JSON record.
 
@@ -110,5 +119,6 @@ def execute(setting, key, method, seed, deps, folder, target, eval_period=0, ext
     with open(path + ".tmp", "w") as f:
         json.dump(record, f, indent=1)
     os.replace(path + ".tmp", path)
+    _drop_periodic_checkpoints(out_dir)
     log(f"[bench] {run_name(key, seed)} done in {wall:.0f} s: mAP {record['final']['mAP']:.1f}")
     return record
