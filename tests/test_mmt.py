@@ -262,3 +262,15 @@ def test_tiny_canu_mmt_run_and_resume(use_synth_root, tmp_path):
         assert torch.equal(w, s)
     assert probe.seen[0]["students_in_optimizer"] and not probe.seen[0]["teachers_in_optimizer"]
     assert resumed.unwrapped_model.ema_step.item() == 6
+
+
+def test_two_view_dataset_reads_each_image_once(tiny_items, monkeypatch):
+    import fastreid.data.common as common
+    from canu_plugin.data.two_view import TwoViewDataset
+    from fastreid.data.transforms import build_transforms
+    reads = []
+    real = common.read_image
+    monkeypatch.setattr(common, "read_image", lambda path, *a: reads.append(path) or real(path, *a))
+    data = TwoViewDataset(tiny_items, build_transforms(setup_cfg(QUICK), is_train=True), relabel=False)
+    item = data[3]
+    assert reads == [tiny_items[3][0]] and item["images_2"].shape == item["images"].shape

@@ -14,6 +14,7 @@ import sys
 import time
 
 from canu_plugin.errors import CanuError
+from canu_plugin.jsonl import read_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -49,13 +50,6 @@ def run_opts(key, method, seed, deps, folder, eval_period=0, extra=()):
     return opts + list(extra) + ["OUTPUT_DIR", os.path.join(folder, "runs", run_name(key, seed))]
 
 
-def _read_jsonl(path):
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _last_per_epoch(records):
     """A resumed run logs some epochs twice: keep the last record of each epoch, in epoch order."""
     by_epoch = {}
@@ -72,17 +66,17 @@ def collect(out_dir, target):
         ``pseudo`` (clustering log), ``disc`` (discriminator log), ``acan`` (ACAN diagnostics),
         ``plots`` (PNG paths).
     """
-    epochs = _last_per_epoch(_read_jsonl(os.path.join(out_dir, "run_log.jsonl")))
+    epochs = _last_per_epoch(read_jsonl(os.path.join(out_dir, "run_log.jsonl")))
     evaluated = [e for e in epochs if "results" in e]
     if not evaluated or target not in evaluated[-1]["results"]:
         raise CanuError(f"{out_dir}: the run logged no evaluation on {target} (run_log.jsonl)")
     plots = {"pca": os.path.join(out_dir, "eval", target, "pca_cam1_cam2.png")}
-    acan = _read_jsonl(os.path.join(out_dir, "acan_diagnostics.jsonl"))
+    acan = read_jsonl(os.path.join(out_dir, "acan_diagnostics.jsonl"))
     if acan and acan[-1].get("confusion_png"):
         plots["confusion"] = acan[-1]["confusion_png"]
     return {"final": evaluated[-1]["results"][target], "epochs": epochs,
-            "pseudo": _last_per_epoch(_read_jsonl(os.path.join(out_dir, "pseudo_labels.jsonl"))),
-            "disc": _last_per_epoch(_read_jsonl(os.path.join(out_dir, "discriminator.jsonl"))),
+            "pseudo": _last_per_epoch(read_jsonl(os.path.join(out_dir, "pseudo_labels.jsonl"))),
+            "disc": _last_per_epoch(read_jsonl(os.path.join(out_dir, "discriminator.jsonl"))),
             "acan": acan, "plots": {k: v for k, v in plots.items() if os.path.isfile(v)}}
 
 

@@ -16,7 +16,6 @@ Schemes (``scheme``):
   minimises the camera cross-entropy and the encoder receives ``-w`` times its gradient. For CANU
   this is the documented single-pass variant of the min-max; for ACAN it is the paper's GRL scheme.
 """
-import json
 import os
 import time
 
@@ -29,6 +28,7 @@ from fastreid.utils.events import get_event_storage
 from torch.func import functional_call
 
 from canu_plugin.errors import CanuError
+from canu_plugin.jsonl import append_jsonl
 from canu_plugin.modeling import losses as L
 from canu_plugin.modeling.discriminators import build_discriminator
 from canu_plugin.modeling.layers import grad_reverse
@@ -145,9 +145,7 @@ class DiscriminatorLogHook(HookBase):
                     record[key] = float(np.mean(values))
                     storage.put_scalar(f"adv/epoch_{key[4:]}", record[key], smoothing_hint=False)
         if self.log_path and len(record) > 1:
-            os.makedirs(os.path.dirname(self.log_path) or ".", exist_ok=True)
-            with open(self.log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_jsonl(self.log_path, record)
 
 
 def adversarial_settings(cfg):

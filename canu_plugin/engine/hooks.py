@@ -1,5 +1,4 @@
 """``ClusteringHook``: re-computes the pseudo-labels of the unlabelled target set every epoch."""
-import json
 import logging
 import os
 import time
@@ -12,6 +11,7 @@ from fastreid.utils import comm
 from fastreid.utils.env import seed_all_rng
 
 from canu_plugin.errors import CanuError
+from canu_plugin.jsonl import append_jsonl
 from canu_plugin.evaluation.diagnostics import cluster_report
 
 logger = logging.getLogger(__name__)
@@ -143,8 +143,7 @@ class ClusteringHook(HookBase):
             if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool):
                 storage.put_scalar(f"pseudo/{k}", v, smoothing_hint=False)
         if self.log_path and comm.is_main_process():
-            with open(self.log_path, "a") as f:
-                f.write(json.dumps(report) + "\n")
+            append_jsonl(self.log_path, report)
 
     # ---- checkpointing (fast-reid's Checkpointer calls these) ---------------------------------
     def state_dict(self):
@@ -219,5 +218,4 @@ class RunLogHook(HookBase):
                 results = {self.trainer.cfg.DATASETS.TESTS[0]: results}
             record["results"] = {ds: {k: float(v) for k, v in m.items() if isinstance(v, (int, float, np.number))}
                                  for ds, m in results.items()}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.path, record)

@@ -8,7 +8,6 @@ unit-length features (raw pooled ResNet-50 features have norms in the tens), so 
 the default (``normalize=True``, ``MODEL.ACAN.DIAG_NORMALIZE``); ``normalize=False`` measures the
 raw features.
 """
-import json
 import logging
 import os
 
@@ -17,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from fastreid.engine.train_loop import HookBase
 from fastreid.utils import comm
+
+from canu_plugin.jsonl import append_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,4 @@ diagonal, i.e. camera-balanced accuracy). Writes ``OUTPUT_DIR/confusion_epochXXX
         logger.info("ACAN diagnostics: " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
         self.trainer.storage.put_scalars(**{f"acan/{k}": v for k, v in scalars.items()}, smoothing_hint=False)
         if self.cfg.MODEL.ACAN.DIAG_FILE:
-            os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
-            with open(os.path.join(self.cfg.OUTPUT_DIR, self.cfg.MODEL.ACAN.DIAG_FILE), "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_jsonl(os.path.join(self.cfg.OUTPUT_DIR, self.cfg.MODEL.ACAN.DIAG_FILE), record)
