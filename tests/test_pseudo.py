@@ -61,3 +61,52 @@ def test_swap_parameter_resets_or_moves_state():
     assert same in opt.state and opt.state[same]["exp_avg"].shape == (2,)
     with pytest.raises(ValueError):
         pseudo.swap_parameter(opt, old, new)
+
+
+def _batches(loader, n):
+    it = iter(loader)
+    return [next(it) for _ in range(n)]
+
+
+def test_balanced_sampler_draws_positives_from_other_cameras(tmp_path):
+    """MMT's sampler (BalancedIdentitySampler): each group of K is an anchor then K-1 images of the
+    same pseudo-identity from cameras other than the anchor's, whenever the cluster has such images."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    items = []  # cluster 0..3 span 3 cameras, cluster 4 and 5 one camera each
+    for pid, cams in enumerate([(0, 1, 2)] * 4 + [(0,), (1,)]):
+        for cam in cams:
+            for k in range(3):
+                path = tmp_path / f"{pid:04d}_c{cam + 1}s1_{pid * 100 + cam * 10 + k:06d}_00.jpg"
+                Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(path)
+                items.append((str(path), pid, cam))
+    target = pseudo.TargetSet(items)
+    labels = np.array([pid for _, pid, _ in items])
+    cam_of = {p: c for p, _, c in items}
+    for name, cross in (("BalancedIdentitySampler", True), ("NaiveIdentitySampler", False)):
+        cfg = _cfg()
+        cfg.merge_from_list(["DATALOADER.SAMPLER_TRAIN", name, "DATALOADER.NUM_INSTANCE", "4",
+                             "SOLVER.IMS_PER_BATCH", "8"])
+        same_cam_positives = 0
+        for batch in _batches(pseudo.pseudo_loader(cfg, target, labels, seed=5), 12):
+            paths, targets = batch["img_paths"], batch["targets"].tolist()
+            for g in range(0, len(paths), 4):
+                assert len(set(targets[g:g + 4])) == 1  # one pseudo-identity per group of K
+                anchor_cam = cam_of[paths[g]]
+                positives = [cam_of[p] for p in paths[g + 1:g + 4]]
+                if targets[g] < 4:  # the cluster has other cameras
+                    same_cam_positives += sum(c == anchor_cam for c in positives)
+                    if cross:
+                        assert anchor_cam not in positives
+                else:
+                    assert set(positives) == {anchor_cam}
+        assert (same_cam_positives == 0) == cross  # the naive sampler does draw same-camera positives
+
+
+def test_unknown_sampler_is_refused_and_training_sampler_means_naive(tiny_items):
+    target = pseudo.TargetSet(tiny_items)
+    cfg = _cfg()
+    cfg.merge_from_list(["DATALOADER.SAMPLER_TRAIN", "ImbalancedDatasetSampler"])
+    with pytest.raises(CanuError, match="SAMPLER_TRAIN"):
+        pseudo.pseudo_loader(cfg, target, np.array([0, 0, 1, 1, 2, 2, 3, 3]), seed=0)
+    assert pseudo.identity_sampler("TrainingSampler") is pseudo.NaiveIdentitySampler

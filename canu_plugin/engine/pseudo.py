@@ -6,7 +6,7 @@ import numpy as np
 from fastreid.data import build_reid_train_loader
 from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY
-from fastreid.data.samplers import NaiveIdentitySampler, TrainingSampler
+from fastreid.data.samplers import BalancedIdentitySampler, NaiveIdentitySampler, TrainingSampler
 from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 
@@ -77,8 +77,32 @@ def placeholder_loader(cfg, target):
                                    total_batch_size=cfg.SOLVER.IMS_PER_BATCH, num_workers=0)
 
 
+# fast-reid's P x K samplers a pseudo-labelled loader can use (DATALOADER.SAMPLER_TRAIN)
+IDENTITY_SAMPLERS = {"NaiveIdentitySampler": NaiveIdentitySampler,    # K images of each of P ids
+                     "BalancedIdentitySampler": BalancedIdentitySampler}  # K-1 from other cameras (MMT)
+
+
+def identity_sampler(name):
+    """fast-reid's P x K sampler class called ``name`` (``DATALOADER.SAMPLER_TRAIN``).
+
+    ``BalancedIdentitySampler`` draws, for each identity, one anchor image and its K-1 positives
+    from cameras other than the anchor's whenever the identity has them (MMT's
+    ``RandomMultipleGallerySampler``); ``NaiveIdentitySampler`` draws K images of the identity
+    (also used for fast-reid's default ``TrainingSampler``, which knows no identities).
+    """
+    if name == "TrainingSampler":  # fast-reid's default: no identities; pseudo-labels train P x K
+        logger.info("DATALOADER.SAMPLER_TRAIN TrainingSampler: pseudo-labels are sampled P x K with "
+                    "NaiveIdentitySampler")
+        return NaiveIdentitySampler
+    if name not in IDENTITY_SAMPLERS:
+        raise CanuError(f"DATALOADER.SAMPLER_TRAIN {name!r} cannot sample pseudo-identities: use one of "
+                        f"{sorted(IDENTITY_SAMPLERS)} (P x K batches)")
+    return IDENTITY_SAMPLERS[name]
+
+
 def pseudo_loader(cfg, target, labels, seed):
-    """P x K identity-sampled loader over the clustered (non-outlier) samples of one epoch.
+    """P x K identity-sampled loader (``DATALOADER.SAMPLER_TRAIN``) over the clustered
+    (non-outlier) samples of one epoch.
 
     Args:
         target: :class:`TargetSet` of N samples.
@@ -93,7 +117,7 @@ def pseudo_loader(cfg, target, labels, seed):
         raise CanuError(f"only {num_clusters} clusters, fewer than the {mini_batch // num_instance} identities "
                         "a P x K batch needs (SOLVER.IMS_PER_BATCH / DATALOADER.NUM_INSTANCE)")
     dataset = train_dataset(cfg, items, relabel=False)
-    sampler = NaiveIdentitySampler(items, mini_batch, num_instance, seed=seed)
+    sampler = identity_sampler(cfg.DATALOADER.SAMPLER_TRAIN)(items, mini_batch, num_instance, seed=seed)
     return build_reid_train_loader(train_set=dataset, sampler=sampler,
                                    total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
                                    num_workers=cfg.DATALOADER.NUM_WORKERS)
