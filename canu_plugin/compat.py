@@ -1,9 +1,11 @@
 """Make fastreid 1.4.0 run on Python 3.11, torch 2.x and machines without a GPU.
 
 fastreid 1.4.0 (the last PyPI release) was written for Python 3.8 / torch 1.13 / CUDA. This module
-is the *only* place where canu-plugin changes fast-reid's behaviour; everything else extends
-fast-reid through subclasses and registries. :func:`apply` runs once, on ``import canu_plugin``,
-and each fix is applied only where the breakage is present (a fixed fast-reid is left alone).
+holds every fix that replaces part of fast-reid (the table below); everything else extends
+fast-reid through subclasses, registries and hooks, and sets two of its module-level settings
+through named functions: the dataset root (``data/root.py``) and a log filter that drops the
+traceback of user errors (``engine/trainer.py``). :func:`apply` runs once, on ``import
+canu_plugin``, and each fix is applied only where the breakage is present (a fixed fast-reid is left alone).
 
 | fix                      | fast-reid file it serves                     | breakage                                         |
 |--------------------------|----------------------------------------------|--------------------------------------------------|

@@ -1,6 +1,7 @@
 """``add_canu_config(cfg)``: every config key canu-plugin adds to fast-reid's, with its default.
 
-Keys are read only here and in ``from_config`` methods. Call it once, right after
+Every key is defined here, with its default and a comment; code reads them where they are used
+(``from_config`` methods, the engine's builders and hooks, the tools). Call it once, right after
 ``fastreid.config.get_cfg()`` and before ``merge_from_file``.
 """
 from fastreid.config import CfgNode as CN

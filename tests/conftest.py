@@ -58,3 +58,22 @@ def pseudo_of():
         labels = np.arange(k) if labels is None else np.asarray(labels)
         return PseudoLabels(labels=labels, centroids=torch.as_tensor(centroids), epoch=0, view_labels=view_labels)
     return make
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST_CLUSTERING = ["CLUSTERING.K1", "10", "CLUSTERING.K2", "3", "TEST.EVAL_PERIOD", "100"]
+
+
+@pytest.fixture
+def tiny_trainer(use_synth_root):
+    """Factory of real (tiny) trainers on the tiny synthetic domains, on CPU:
+    ``tiny_trainer(config, out, *opts)`` -> :class:`canu_plugin.engine.Trainer` built from
+    ``config`` (a path relative to the repository, e.g. "configs/synthetic/quick_pseudo.yml") with
+    the ``KEY VALUE`` overrides ``opts``, writing to ``out``."""
+    from canu_plugin.engine import Trainer, setup_cfg
+
+    def make(config, out, *opts):
+        cfg = setup_cfg(os.path.join(REPO, config), [*opts, "OUTPUT_DIR", str(out)])
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        return Trainer(cfg)
+    return make

@@ -148,10 +148,9 @@ def test_config_and_batch_errors():
 
 
 @pytest.mark.parametrize("scheme", ["none", "grl", "oce", "ace"])
-def test_tiny_run_of_each_scheme(use_synth_root, tmp_path, scheme):
-    from canu_plugin.engine import Trainer
-    cfg = _cfg(scheme, "SOLVER.MAX_EPOCH", "1", "OUTPUT_DIR", str(tmp_path), "MODEL.HEADS.NUM_CLASSES", "0")
-    trainer = Trainer(cfg)
+def test_tiny_run_of_each_scheme(tiny_trainer, tmp_path, scheme):
+    trainer = tiny_trainer(CONFIG.format("triplet" if scheme == "none" else scheme), tmp_path, *TINY,
+                           "SOLVER.MAX_EPOCH", "1", "MODEL.HEADS.NUM_CLASSES", "0")
     adversarial = isinstance(trainer._trainer, AdversarialTrainer)
     assert adversarial == (scheme != "none")
     if adversarial:

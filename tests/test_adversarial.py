@@ -117,20 +117,15 @@ def test_unknown_scheme():
         _setup("maxmin")
 
 
-QUICK = __import__("os").path.join(__import__("os").path.dirname(__import__("os").path.dirname(
-    __import__("os").path.abspath(__file__))), "configs", "synthetic", "quick_pseudo.yml")
+@pytest.fixture
+def canu_trainer(tiny_trainer):
+    return lambda out, *opts: tiny_trainer("configs/synthetic/quick_pseudo.yml", out, "CLUSTERING.K1", "10",
+                                           "CLUSTERING.K2", "3", "TEST.EVAL_PERIOD", "100", "MODEL.CANU.ENABLED",
+                                           "True", "MODEL.CANU.HIDDEN_DIM", "64", *opts)
 
 
-def _canu_trainer(out, *opts):
-    from canu_plugin.engine import Trainer, setup_cfg
-    cfg = setup_cfg(QUICK, ["CLUSTERING.K1", "10", "CLUSTERING.K2", "3", "TEST.EVAL_PERIOD", "100",
-                            "MODEL.CANU.ENABLED", "True", "MODEL.CANU.HIDDEN_DIM", "64", *opts,
-                            "OUTPUT_DIR", str(out)])
-    return Trainer(cfg)
-
-
-def test_tiny_canu_run_and_resume_with_discriminator_state(use_synth_root, tmp_path):
-    trainer = _canu_trainer(tmp_path, "SOLVER.MAX_EPOCH", "1")
+def test_tiny_canu_run_and_resume_with_discriminator_state(canu_trainer, tmp_path):
+    trainer = canu_trainer(tmp_path, "SOLVER.MAX_EPOCH", "1")
     assert isinstance(trainer._trainer, AdversarialTrainer)
     assert type(trainer.discriminators[0]).__name__ == "ConditionalCameraDiscriminator"
     trainer.train()
@@ -142,16 +137,16 @@ def test_tiny_canu_run_and_resume_with_discriminator_state(use_synth_root, tmp_p
     assert len(epochs) == 1 and epochs[0]["cam_disc_acc"] == pytest.approx(sum(steps) / len(steps))
     saved = torch.load(tmp_path / "model_final.pth", weights_only=True)
     assert "discriminators" in saved and "d_optimizer" in saved and saved["d_optimizer"]["state"]
-    resumed = _canu_trainer(tmp_path, "SOLVER.MAX_EPOCH", "2")
+    resumed = canu_trainer(tmp_path, "SOLVER.MAX_EPOCH", "2")
     resumed.resume_or_load(resume=True)
     for k, v in resumed.discriminators.state_dict().items():
         assert torch.equal(v, saved["discriminators"][k]), k
     assert resumed.start_epoch == 1
 
 
-def test_unconditional_ablation_and_single_camera_refusal(use_synth_root, tmp_path):
+def test_unconditional_ablation_and_single_camera_refusal(canu_trainer, tmp_path):
     from canu_plugin.errors import CanuError
-    trainer = _canu_trainer(tmp_path, "MODEL.CANU.CONDITIONAL", "False")
+    trainer = canu_trainer(tmp_path, "MODEL.CANU.CONDITIONAL", "False")
     assert type(trainer.discriminators[0]).__name__ == "CameraDiscriminator"
     from canu_plugin.engine.adversarial import install_adversarial
     with pytest.raises(CanuError, match="1 camera"):

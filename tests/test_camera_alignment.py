@@ -65,10 +65,15 @@ def test_camera_confusion_by_hand():
         CA.camera_confusion(logits.argmax(1), cams, 3, soft=True)
 
 
-def test_plot_confusion_writes_a_png(tmp_path):
-    path = CA.plot_confusion(np.full((4, 4), 0.25), str(tmp_path / "m.png"), "title")
-    with Image.open(path) as img:
-        assert img.format == "PNG" and img.size[0] > 100
+def test_plot_confusion_draws_the_matrix(tmp_path):
+    pixels = []
+    for name, matrix in (("a", np.full((4, 4), 0.25)), ("b", np.eye(4)), ("c", np.eye(4))):
+        path = CA.plot_confusion(matrix, str(tmp_path / f"{name}.png"), "title")
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.size[0] > 100
+            pixels.append(np.asarray(img.convert("RGB"), dtype=np.int16))
+    assert pixels[0].shape == pixels[1].shape and np.abs(pixels[0] - pixels[1]).sum() > 0  # drawn from the values
+    assert np.array_equal(pixels[1], pixels[2])  # and only from them
     with pytest.raises(ValueError, match="square"):
         CA.plot_confusion(np.zeros((2, 3)), str(tmp_path / "bad.png"))
 
@@ -86,20 +91,19 @@ TINY = ["INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]", "DATALOAD
         "TEST.EVAL_PERIOD", "1"]
 
 
-def _run(scheme, out):
-    from canu_plugin.engine import Trainer, setup_cfg
+def _run(tiny_trainer, scheme, out):
     name = "triplet" if scheme == "none" else scheme
-    trainer = Trainer(setup_cfg(f"configs/synthetic/acan_{name}.yml", [*TINY, "OUTPUT_DIR", str(out)]))
+    trainer = tiny_trainer(f"configs/synthetic/acan_{name}.yml", out, *TINY)
     assert sum(isinstance(h, ACANDiagnosticsHook) for h in trainer._hooks) == 1  # registered by the Trainer
     trainer.iters_per_epoch, trainer.max_iter = 2, 4  # two steps per epoch keep the test fast
     trainer.train()
     return trainer, [json.loads(line) for line in open(out / "acan_diagnostics.jsonl")]
 
 
-def test_hook_writes_diagnostics_after_each_evaluation(use_synth_root, tmp_path):
+def test_hook_writes_diagnostics_after_each_evaluation(tiny_trainer, use_synth_root, tmp_path):
     from canu_plugin.engine.features import extract_features
     from fastreid.data.datasets import DATASET_REGISTRY
-    trainer, records = _run("oce", tmp_path)
+    trainer, records = _run(tiny_trainer, "oce", tmp_path)
     assert [r["epoch"] for r in records] == [1, 2]
     last = records[-1]
     for epoch in (1, 2):
@@ -114,8 +118,8 @@ def test_hook_writes_diagnostics_after_each_evaluation(use_synth_root, tmp_path)
     assert "acan/d_inter_SynthA" in trainer.storage.histories()
 
 
-def test_hook_without_discriminator_logs_distances_only(use_synth_root, tmp_path):
-    _, records = _run("none", tmp_path)
+def test_hook_without_discriminator_logs_distances_only(tiny_trainer, tmp_path):
+    _, records = _run(tiny_trainer, "none", tmp_path)
     assert len(records) == 2 and "confusion" not in records[-1]
     assert records[-1]["d_inter_SynthA"] > 0 and records[-1]["d_inter_train_sample"] > 0
     assert not list(tmp_path.glob("confusion_epoch*.png"))

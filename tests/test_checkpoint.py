@@ -47,7 +47,10 @@ def test_numpy_weights_load(tmp_path):
     net = Net()
     state = {k: v.numpy() for k, v in net.state_dict().items()}
     torch.save({"model": state}, tmp_path / "np.pth")
-    Checkpointer(Net()).load(str(tmp_path / "np.pth"))
+    other = Net()
+    Checkpointer(other).load(str(tmp_path / "np.pth"))
+    for k, v in other.state_dict().items():
+        assert torch.equal(v, torch.from_numpy(state[k])), k
 
 
 def test_pickled_objects_are_refused_with_fix(tmp_path):

@@ -15,14 +15,13 @@ from canu_plugin.errors import CanuError
 from fastreid.engine.train_loop import HookBase
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICK = os.path.join(REPO, "configs", "synthetic", "quick_pseudo.yml")
+QUICK = "configs/synthetic/quick_pseudo.yml"
 FAST = ["CLUSTERING.K1", "10", "CLUSTERING.K2", "3", "TEST.EVAL_PERIOD", "100"]
 
 
-def make_trainer(out, *opts):
-    cfg = setup_cfg(QUICK, FAST + list(opts) + ["OUTPUT_DIR", str(out)])
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    return Trainer(cfg)
+@pytest.fixture
+def make_trainer(tiny_trainer):
+    return lambda out, *opts: tiny_trainer(QUICK, out, *FAST, *opts)
 
 
 class Probe(HookBase):
@@ -49,12 +48,7 @@ class Probe(HookBase):
         })
 
 
-@pytest.fixture
-def root(use_synth_root):
-    return use_synth_root
-
-
-def test_hook_installs_labels_loader_classifier_and_optimizer_in_order(root, tmp_path):
+def test_hook_installs_labels_loader_classifier_and_optimizer_in_order(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path)
     probe = Probe()
     trainer.register_hooks([probe])
@@ -73,7 +67,7 @@ def test_hook_installs_labels_loader_classifier_and_optimizer_in_order(root, tmp
     assert log[0]["num_clusters"] == probe.seen[0]["head_rows"]
 
 
-def test_resume_repeats_the_uninterrupted_pseudo_labels(root, tmp_path):
+def test_resume_repeats_the_uninterrupted_pseudo_labels(make_trainer, tmp_path):
     full = tmp_path / "full"
     make_trainer(full).train()
     cut = tmp_path / "cut"
@@ -91,13 +85,13 @@ def test_resume_repeats_the_uninterrupted_pseudo_labels(root, tmp_path):
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
 
 
-def test_zero_clusters_at_the_start_is_a_clear_error(root, tmp_path):
+def test_zero_clusters_at_the_start_is_a_clear_error(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, "CLUSTERING.EPS", "0.01")
     with pytest.raises(CanuError, match=r"found [01] clusters.*outliers.*CLUSTERING.EPS"):
         trainer.train()
 
 
-def test_later_failure_keeps_the_last_labels(root, tmp_path, monkeypatch):
+def test_later_failure_keeps_the_last_labels(make_trainer, tmp_path, monkeypatch):
     trainer = make_trainer(tmp_path)
     import canu_plugin.clustering as clustering
     real = clustering.cluster
@@ -120,7 +114,8 @@ def test_later_failure_keeps_the_last_labels(root, tmp_path, monkeypatch):
 
 def _ddp_run(out, root):
     set_datasets_root(root)
-    trainer = make_trainer(out, "SOLVER.MAX_EPOCH", "1")
+    cfg = setup_cfg(os.path.join(REPO, QUICK), FAST + ["SOLVER.MAX_EPOCH", "1", "OUTPUT_DIR", out])
+    trainer = Trainer(cfg)
     trainer.train()
     pseudo = next(h for h in trainer._hooks if isinstance(h, ClusteringHook)).pseudo
     rank = torch.distributed.get_rank()

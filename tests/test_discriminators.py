@@ -6,6 +6,7 @@ import canu_plugin  # noqa: F401
 from canu_plugin.config import add_canu_config
 from canu_plugin.modeling.discriminators import DISCRIMINATOR_REGISTRY, build_discriminator
 from fastreid.config import get_cfg
+from fastreid.utils.events import EventStorage
 
 
 @pytest.fixture
@@ -37,19 +38,30 @@ def test_unconditional_and_acan_shapes(cfg):
         DISCRIMINATOR_REGISTRY._obj_map)
 
 
-def test_relabelling_clusters_changes_nothing(cfg):
-    """The condition is the centroid itself, not a cluster index: permuting cluster ids (and the
-    centroid table with them) gives every sample the same input, hence the same prediction."""
-    d = build_discriminator("ConditionalCameraDiscriminator", cfg, 16, 4).eval()
-    centroids = torch.randn(6, 16)
-    labels = torch.tensor([0, 3, 5, 3, 1, 0])
-    perm = torch.randperm(6)             # new id of old cluster k is perm[k]
-    new_centroids = torch.empty_like(centroids)
-    new_centroids[perm] = centroids
-    feats = torch.randn(6, 16)
-    out_a = d(feats, centroids[labels])
-    out_b = d(feats, new_centroids[perm[labels]])
-    assert torch.allclose(out_a, out_b)
+def test_condition_follows_the_cluster_not_its_number(cfg, pseudo_of):
+    """A pseudo-label model conditions each sample on the centroid of its own cluster: the same
+    clustering numbered differently (ids permuted, centroid table with them) gives every sample the
+    same discriminator input and prediction."""
+    from canu_plugin.engine import setup_cfg
+    from fastreid.modeling import build_model
+    torch.manual_seed(0)
+    model = build_model(setup_cfg("configs/synthetic/quick_pseudo.yml")).train()
+    d = build_discriminator("ConditionalCameraDiscriminator", cfg, 512, 4, cond_dim=512).eval()
+    centroids, labels = torch.randn(6, 512), torch.tensor([0, 3, 5, 3, 1, 0])
+    perm = torch.randperm(6, generator=torch.Generator().manual_seed(3))  # new id of old cluster k
+    renumbered = torch.empty_like(centroids)
+    renumbered[perm] = centroids
+    images = torch.rand(6, 3, 32, 16) * 255
+    outs = []
+    for table, targets in ((centroids, labels), (renumbered, perm[labels])):
+        model.install_clusters(pseudo_of(table))
+        with EventStorage(0):  # fast-reid logs the classifier accuracy there
+            _, [(feats, cond)] = model({"images": images.clone(), "targets": targets,  # (normalised in place)
+                                        "camids": torch.zeros(6).long()},
+                                       return_adv_inputs=True)
+        outs.append((cond, d(feats.detach(), cond)))
+    assert torch.equal(outs[0][0], centroids[labels]) and torch.equal(outs[0][0], outs[1][0])
+    assert torch.allclose(outs[0][1], outs[1][1], atol=1e-6)
 
 
 def test_bad_merge_is_refused(cfg):

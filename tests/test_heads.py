@@ -35,11 +35,15 @@ def test_reset_classifier_resizes_and_initialises_from_centroids(pseudo_of):
 def test_training_step_uses_the_new_classes(pseudo_of):
     model = build_model(_cfg())
     model.install_clusters(pseudo_of(torch.randn(5, 512)))
-    batch = {"images": torch.rand(4, 3, 32, 16) * 255, "targets": torch.tensor([0, 1, 4, 4])}
+    images, targets = torch.rand(4, 3, 32, 16) * 255, torch.tensor([0, 1, 4, 4])
+    opt = torch.optim.SGD([model.heads.weight], lr=1.0)
     with EventStorage(0):  # fast-reid logs the classifier accuracy there
-        losses = model(batch)
-    losses["loss_cls"].backward()
-    assert model.heads.weight.grad.shape == (5, 512)
+        first = model({"images": images.clone(), "targets": targets})["loss_cls"]  # (normalised in place)
+        first.backward()
+        grad = model.heads.weight.grad
+        assert grad.shape == (5, 512) and bool((grad.abs().sum(1) > 0).all())  # every class row is in the softmax
+        opt.step()  # only the classifier moves; the same batch gives the same (batch-statistics) features
+        assert model({"images": images.clone(), "targets": targets})["loss_cls"].item() < first.item()
 
 
 def test_centroid_lookup_before_clustering_is_an_error():

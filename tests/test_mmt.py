@@ -217,13 +217,14 @@ class Probe(HookBase):
                           "students_in_optimizer": all(id(n.heads.weight) in opt_params for n in m.students)})
 
 
-def _trainer(out, *opts):
-    cfg = setup_cfg(QUICK, FAST + list(opts) + ["OUTPUT_DIR", str(out)])
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    trainer = Trainer(cfg)
-    probe = Probe()
-    trainer.register_hooks([probe])
-    return trainer, probe
+@pytest.fixture
+def make_trainer(tiny_trainer):
+    def make(out, *opts):
+        trainer = tiny_trainer(QUICK, out, *FAST, *opts)
+        probe = Probe()
+        trainer.register_hooks([probe])
+        return trainer, probe
+    return make
 
 
 def _finite_losses(trainer, names):
@@ -232,8 +233,8 @@ def _finite_losses(trainer, names):
         assert name in hist and all(math.isfinite(v) for v, _ in hist[name].values()), name
 
 
-def test_tiny_mmt_epoch_with_kmeans(use_synth_root, tmp_path):
-    trainer, probe = _trainer(tmp_path, "SOLVER.MAX_EPOCH", "1", "CLUSTERING.METHOD", "kmeans",
+def test_tiny_mmt_epoch_with_kmeans(make_trainer, tmp_path):
+    trainer, probe = make_trainer(tmp_path, "SOLVER.MAX_EPOCH", "1", "CLUSTERING.METHOD", "kmeans",
                               "CLUSTERING.NUM_CLUSTERS", "8")
     assert any(isinstance(h, MeanTeacherHook) for h in trainer._hooks)
     model = trainer.unwrapped_model
@@ -248,15 +249,15 @@ def test_tiny_mmt_epoch_with_kmeans(use_synth_root, tmp_path):
     assert seen["students_in_optimizer"] and not seen["teachers_in_optimizer"]
 
 
-def test_tiny_canu_mmt_run_and_resume(use_synth_root, tmp_path):
+def test_tiny_canu_mmt_run_and_resume(make_trainer, tmp_path):
     canu = ["MODEL.CANU.ENABLED", "True", "MODEL.CANU.HIDDEN_DIM", "64", "CLUSTERING.PERIOD", "2"]
-    trainer, _ = _trainer(tmp_path, "SOLVER.MAX_EPOCH", "1", *canu)
+    trainer, _ = make_trainer(tmp_path, "SOLVER.MAX_EPOCH", "1", *canu)
     assert [type(d).__name__ for d in trainer.discriminators] == ["ConditionalCameraDiscriminator"] * 2
     trainer.train()
     _finite_losses(trainer, ["loss_cls_soft", "loss_triplet_soft", "loss_cam_adv", "cam_disc_acc"])
     saved = torch.load(tmp_path / "model_final.pth", weights_only=True)
     assert len(saved["pseudo_labels"]["classifiers"]) == 4 and saved["d_optimizer"]["state"]
-    resumed, probe = _trainer(tmp_path, "SOLVER.MAX_EPOCH", "2", *canu)
+    resumed, probe = make_trainer(tmp_path, "SOLVER.MAX_EPOCH", "2", *canu)
     resumed.resume_or_load(resume=True)
     assert resumed.start_epoch == 1
     state = resumed.unwrapped_model.state_dict()

@@ -113,17 +113,16 @@ def test_supervised_baseline_checkpoint_loads_into_ssg(tmp_path):
         assert torch.equal(bn.weight, torch.ones(D)) and torch.equal(bn.running_mean, torch.zeros(D))
 
 
-def make_trainer(out, *opts):
-    cfg = setup_cfg(QUICK, FAST + list(opts) + ["OUTPUT_DIR", str(out)])
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    return Trainer(cfg)
+@pytest.fixture
+def make_trainer(tiny_trainer):
+    return lambda out, *opts: tiny_trainer(QUICK, out, *FAST, *opts)
 
 
 def hook_of(trainer):
     return next(h for h in trainer._hooks if isinstance(h, ClusteringHook))
 
 
-def test_tiny_ssg_epoch(use_synth_root, tmp_path):
+def test_tiny_ssg_epoch(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, "SOLVER.MAX_EPOCH", "1")
     trainer.train()
     pseudo = hook_of(trainer).pseudo
@@ -140,7 +139,7 @@ def test_tiny_ssg_epoch(use_synth_root, tmp_path):
     assert {"view1_mi_cam", "view1_lost_ids", "view2_lost_ids"} <= set(log)  # per-part diagnostics (Fig. 6)
 
 
-def test_tiny_canu_ssg_epochs_and_resume_restores_view_labels(use_synth_root, tmp_path):
+def test_tiny_canu_ssg_epochs_and_resume_restores_view_labels(make_trainer, tmp_path):
     opts = ["MODEL.CANU.ENABLED", "True", "MODEL.CANU.MU", "0.05", "CLUSTERING.PERIOD", "2"]
     full = tmp_path / "full"
     trainer = make_trainer(full, *opts)

@@ -117,23 +117,6 @@ def _block_min_sums(lay, r0, r1):
     return _sum_duplicates(indptr, np.take(lay.csc_rows, p, mode="clip"), mins, lay.n)
 
 
-def upper_min_sum_blocks(vqe, max_pairs=DEFAULT_MAX_PAIRS):
-    """Yield the strict upper triangle of ``s`` (sums of minima), a block of rows at a time.
-
-    Args:
-        vqe: (N, N) CSR with sorted indices (the query-expanded V).
-        max_pairs: at most this many pairs are materialised at once (a single row may exceed it).
-    Yields:
-        (r0, block): block is a (r1 - r0, N) float32 CSR (unsorted indices) holding s(i, j) > 0 for
-        rows r0 <= i < r1 and every j > i sharing a column with i; each pair appears exactly once.
-    """
-    lay = _layout(vqe)
-    for r0, r1 in _block_ranges(lay, max_pairs):
-        block = _block_min_sums(lay, r0, r1)
-        if block is not None:
-            yield r0, block
-
-
 def _kept_entries(r0, block, tau):
     """(rows, cols, dist) of a block's entries with distance <= tau (global row ids)."""
     if tau >= 1.0:
@@ -200,7 +183,7 @@ def jaccard_from_vectors(vqe, max_dist=1.0, keep_smallest=0, max_pairs=DEFAULT_M
         keep_smallest: if > 0, the threshold is lowered while scanning, keeping exactly the
             distances <= the ``keep_smallest``-th smallest upper-triangle distance above
             ``ZERO_TOL`` (what MMT's eps rule needs; all of them if there are fewer).
-        max_pairs: memory bound, see :func:`upper_min_sum_blocks`.
+        max_pairs: at most this many pairs are materialised at once per worker (a single row may exceed it).
         workers: threads working on row blocks at once (numpy and scipy's kernels release the GIL);
             memory grows with it (one block each).
     Returns:
@@ -230,5 +213,5 @@ def jaccard_from_vectors(vqe, max_dist=1.0, keep_smallest=0, max_pairs=DEFAULT_M
     return symmetric_from_upper(rows, cols, dist, diag)
 
 
-__all__ = ["DEFAULT_MAX_PAIRS", "ZERO_TOL", "row_ids", "to_distance", "upper_min_sum_blocks",
+__all__ = ["DEFAULT_MAX_PAIRS", "ZERO_TOL", "row_ids", "to_distance",
            "symmetric_from_upper", "jaccard_from_vectors"]

@@ -16,17 +16,3 @@ class _GradReverse(torch.autograd.Function):
 def grad_reverse(x, scale=1.0):
     """Identity on ``x`` (any shape); its gradient is multiplied by ``-scale`` on the way back."""
     return _GradReverse.apply(x, float(scale))
-
-
-class GradientReversal(torch.nn.Module):
-    """Module form of :func:`grad_reverse`."""
-
-    def __init__(self, scale=1.0):
-        super().__init__()
-        self.scale = float(scale)
-
-    def forward(self, x):
-        return grad_reverse(x, self.scale)
-
-    def extra_repr(self):
-        return f"scale={self.scale}"
