@@ -19,6 +19,7 @@ canu_plugin``, and each fix is applied only where the breakage is present (a fix
 | ``torch.load``           | ``fastreid/utils/checkpoint.py``             | ``weights_only=True`` default since torch 2.6    |
 | atomic checkpoints       | ``fastreid/utils/checkpoint.py``             | files written in place: a kill leaves a torn file|
 | unreadable image         | ``fastreid/data/common.py``                  | PIL error deep in a loader worker                |
+| in-place preprocess      | ``fastreid/modeling/meta_arch/baseline.py``  | flip test normalises the flipped images twice    |
 """
 import collections
 import collections.abc
@@ -206,6 +207,26 @@ def _fix_contiguous_zero_grad():
     return True
 
 
+def _fix_inplace_preprocess():
+    """``Baseline.preprocess_image`` normalises ``batched_inputs["images"]`` in place; fast-reid's
+    flip test (``inference_on_dataset``, TEST.FLIP) then flips the already normalised tensor and the
+    model normalises it a second time. Normalise into a new tensor (same values, no side effect)."""
+    from fastreid.modeling.meta_arch.baseline import Baseline
+
+    if getattr(Baseline.preprocess_image, "_canu_compat", False):
+        return False
+
+    def preprocess_image(self, batched_inputs):
+        images = batched_inputs["images"] if isinstance(batched_inputs, dict) else batched_inputs
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"batched_inputs must be dict or torch.Tensor, but get {type(batched_inputs)}")
+        return (images.to(self.pixel_mean.device) - self.pixel_mean) / self.pixel_std
+
+    preprocess_image._canu_compat = True
+    Baseline.preprocess_image = preprocess_image
+    return True
+
+
 def _quiet_typed_storage_warning():
     """fastreid/data/transforms/functional.py builds tensors through ``torch.ByteStorage``, which
     torch 2.x deprecates with a warning per image batch; behaviour is unchanged, so silence it."""
@@ -223,6 +244,7 @@ _FIXES = (
     ("DDP on CPU", _fix_ddp_on_cpu),
     ("atomic, weights_only checkpoints", _fix_checkpointer),
     ("readable errors for bad images", _fix_read_image),
+    ("preprocess without side effects (flip test)", _fix_inplace_preprocess),
     ("quiet TypedStorage deprecation", _quiet_typed_storage_warning),
 )
 

@@ -45,6 +45,8 @@ def _add_pseudo_config(cfg):
     _C.PSEUDO.GT_DIAGNOSTICS = True        # log NMI/ARI/purity/lost ids against the dataset's labels (diagnostics only)
     _C.PSEUDO.LOG_FILE = "pseudo_labels.jsonl"  # per-epoch diagnostics, one JSON object a line, in OUTPUT_DIR
     _C.PSEUDO.CAMERA_PROBE = True          # per epoch: held-out camera-probe accuracy on the clustered target features
+    _C.PSEUDO.FLIP = False                 # cluster the mean of the features of each image and its horizontal flip
+                                           # (SSG's code sums them); False: the image alone (MMT's code)
     _C.PSEUDO.SOURCE_DATASETS = ()         # labelled source dataset(s) whose training features enter the clustering
                                            # distance (CLUSTERING.SOURCE_LAMBDA > 0, SSG); extracted every clustering
 
@@ -57,6 +59,9 @@ def _add_adversarial_config(cfg):
     _C.MODEL.CANU.MU = 0.1                 # weight of the adversarial term, L_ID - mu * L_C-CAM (0.1 MMT, 0.05 SSG)
     _C.MODEL.CANU.HIDDEN_DIM = 1024        # width of the discriminator's FC layers (paper: 1024)
     _C.MODEL.CANU.MERGE = "add"            # how the ID and camera branches merge: "add", "mul" or "concat" (paper silent)
+    _C.MODEL.CANU.FEATURE = "train_feature"  # what D's camera branch sees: "train_feature" (what the ID losses see,
+                                           # MODEL.HEADS.NECK_FEAT) or "embedding" (the unit BNNeck embedding: the space of
+                                           # the clusters and centroids). Paper silent; see the README for the measurement
     _C.MODEL.CANU.SCHEME = "minmax"        # "minmax": alternating D / encoder updates (paper); "grl": one pass, gradient reversal
     _C.MODEL.CANU.D_LR = 3.5e-4            # discriminator learning rate (Adam; constant)
     _C.MODEL.ACAN = CN()
@@ -86,8 +91,19 @@ def _add_mmt_config(cfg):
     _C.MODEL.MMT.EMA_WARMUP = True         # decay min(1 - 1/t, ALPHA) at update t (MMT's code); False = ALPHA from the start
     _C.MODEL.MMT.CE_SOFT_WEIGHT = 0.5      # weight of the soft CE (from the other net's teacher); the hard CE gets 1 - it (MMT: 0.5)
     _C.MODEL.MMT.TRI_SOFT_WEIGHT = 0.8     # weight of the soft triplet; the hard triplet gets 1 - it (MMT: 0.8)
+    _C.MODEL.MMT.TEST_NET = "mean"         # test feature: "mean" of both teachers (also what is clustered) or "teacher1" /
+                                           # "teacher2" (MMT's code tests the teacher with the better target mAP)
     _C.MODEL.MMT.SOURCE_WEIGHTS = []       # two fast-reid source checkpoints (net 1, net 2: two pre-trainings), classifiers
                                            # skipped; [] = MODEL.BACKBONE init (ImageNet / scratch); ignored when MODEL.WEIGHTS is set
+
+
+def _add_ssg_config(cfg):
+    _C = cfg
+    _C.MODEL.SSG = CN()
+    _C.MODEL.SSG.EMBED_DIM = 2048          # SSG's code: a triplet on FC(-> EMBED_DIM) + BN + ReLU of the pooled full-body
+                                           # feature, full-body labels (training only); 0 = off
+    _C.MODEL.SSG.TRIPLET = "all_positives"  # SSG's code: every positive pair against the anchor's hardest negative;
+                                           # "batch_hard": fast-reid's (hardest positive, hardest negative)
 
 
 def _add_eval_config(cfg):
@@ -124,5 +140,6 @@ def add_canu_config(cfg):
     _add_acan_extra_config(cfg)
     _add_eval_config(cfg)
     _add_mmt_config(cfg)
+    _add_ssg_config(cfg)
     _add_run_config(cfg)
     return cfg

@@ -69,3 +69,22 @@ def test_soft_losses_are_minimal_when_student_equals_teacher():
     pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     same = L.soft_triplet(feats, feats, pids)
     assert same <= L.soft_triplet(feats, torch.randn(8, 3), pids) + 1e-6
+
+
+def test_all_positive_triplet_is_ssgs_loop():
+    """SSG's TripletLoss (use_semi): for each identity group of K consecutive samples, every pair
+    (j, j') with j < j' against the hardest negative of j; MarginRankingLoss = mean relu(ap - an + m)."""
+    torch.manual_seed(0)
+    P, K, margin = 4, 4, 0.5
+    x = torch.randn(P * K, 8)
+    labels = torch.arange(P).repeat_interleave(K)
+    dist = torch.cdist(x, x)
+    terms = []
+    for i in range(P):
+        for j in range(K):
+            a = i * K + j
+            neg = dist[a][labels != labels[a]].min()
+            terms += [torch.relu(dist[a, i * K + p] - neg + margin) for p in range(j + 1, K)]
+    assert torch.allclose(L.all_positive_triplet(x, labels, margin), torch.stack(terms).mean())
+    assert L.all_positive_triplet(x[:4], labels[:4], margin).item() == 0.0  # no negative
+    assert L.all_positive_triplet(x, torch.arange(P * K), margin).item() == 0.0  # no positive pair

@@ -1,6 +1,7 @@
 """SSG / CANU-SSG: the three embeddings, per-view clustering contract, per-part triplets with
 outliers masked, full-body conditioning of the three discriminators, source-checkpoint loading,
 and tiny real runs through canu_plugin's Trainer (CPU)."""
+import copy
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from fastreid.utils.checkpoint import Checkpointer
 from canu_plugin.engine import Trainer, setup_cfg
 from canu_plugin.engine.hooks import ClusteringHook
 from canu_plugin.errors import CanuError
+from canu_plugin.modeling.losses import all_positive_triplet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(REPO, "configs", "synthetic", "quick_ssg.yml")
@@ -71,13 +73,30 @@ def test_part_labels_come_with_the_batch_and_outliers_are_left_out_of_the_part_t
     feats = torch.randn(8, D, requires_grad=True)
     labels = torch.tensor(upper)
     loss = model.masked_triplet(feats, labels)
-    ref = triplet_loss(feats[:6], labels[:6], 0.5, False, True)
-    assert torch.allclose(loss, ref)
+    assert torch.allclose(loss, all_positive_triplet(feats[:6], labels[:6], 0.5))  # SSG's triplet (default)
     loss.backward()
     assert torch.count_nonzero(feats.grad[6:]) == 0
+    hard = build("MODEL.SSG.TRIPLET", "batch_hard").masked_triplet(feats, labels)
+    assert torch.allclose(hard, triplet_loss(feats[:6], labels[:6], 0.5, False, True))  # fast-reid's
     losses = model(data)
-    assert set(losses) == {"loss_triplet_full", "loss_triplet_upper", "loss_triplet_lower"}
+    assert set(losses) == {"loss_triplet_full", "loss_triplet_upper", "loss_triplet_lower", "loss_triplet_embedding"}
     assert losses["loss_triplet_lower"].item() == 0.0  # every sample is a lower-body outlier
+    assert "loss_triplet_embedding" not in build("MODEL.SSG.EMBED_DIM", "0").train()(data)
+
+
+def test_embedding_triplet_uses_ssgs_fc_bn_relu_on_the_pooled_full_body_feature():
+    model = build().train()
+    fc, bn, relu = model.embedding
+    assert (fc.in_features, fc.out_features, fc.bias) == (D, 2048, None) and isinstance(relu, torch.nn.ReLU)
+    assert float(fc.weight.std()) == pytest.approx(0.001, rel=0.05) and torch.equal(bn.weight, torch.ones(2048))
+    data = batch(8)
+    images = data["images"].clone()
+    data["view_targets"] = torch.zeros(8, 2, dtype=torch.long)
+    loss = model(data)["loss_triplet_embedding"]
+    with torch.no_grad():  # by hand: pooled full-body map -> FC + BN (the batch's statistics) + ReLU -> triplet
+        pooled = model.backbone(model.preprocess_image({"images": images})).mean((2, 3))
+        emb = copy.deepcopy(model.embedding)(pooled)
+    assert torch.allclose(loss.detach(), all_positive_triplet(emb, data["targets"], 0.5), atol=1e-5)
 
 
 def test_no_classifier_and_adversarial_pairs_carry_the_full_body_centroid(pseudo_of):
@@ -92,7 +111,7 @@ def test_no_classifier_and_adversarial_pairs_carry_the_full_body_centroid(pseudo
     data["view_targets"] = torch.tensor([[i % 3, i % 2] for i in range(8)])
     targets = data["targets"].clone()
     losses, pairs = model(data, return_adv_inputs=True)
-    assert len(pairs) == 3 and len(losses) == 3
+    assert len(pairs) == 3 and len(losses) == 4  # three views + the FC embedding
     for f, c in pairs:
         assert f.shape == (8, D) and torch.equal(c, centroids[targets])
     assert not any(torch.equal(pairs[0][0], p[0]) for p in pairs[1:])

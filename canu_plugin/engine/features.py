@@ -11,7 +11,7 @@ from canu_plugin.distributed import unwrap
 
 
 @torch.no_grad()
-def extract_features(model, items, cfg, normalize=True, forward=None):
+def extract_features(model, items, cfg, normalize=True, forward=None, flip=False):
     """Eval-mode embeddings of ``items`` with the test transforms.
 
     Every rank runs its shard (fast-reid's ``InferenceSampler``); the shards are gathered on
@@ -23,6 +23,7 @@ def extract_features(model, items, cfg, normalize=True, forward=None):
         cfg: config (INPUT.SIZE_TEST, TEST.IMS_PER_BATCH, DATALOADER.NUM_WORKERS).
         normalize: L2-normalise the features.
         forward: batch -> (B, D) features (default: the model itself, e.g. ``model.cluster_forward``).
+        flip: average with the features of the horizontally flipped images (fast-reid's flip test).
     Returns:
         (N, D) float32 CPU tensor on rank 0; None on the other ranks.
     """
@@ -37,7 +38,10 @@ def extract_features(model, items, cfg, normalize=True, forward=None):
     feats = []
     try:
         for batch in loader:
-            feats.append(forward(batch).float().cpu())
+            out = forward(batch)
+            if flip:
+                out = (out + forward({**batch, "images": batch["images"].flip(dims=[3])})) / 2
+            feats.append(out.float().cpu())
     finally:
         module.train(was_training)
     local = torch.cat(feats) if feats else torch.zeros(0, 0)

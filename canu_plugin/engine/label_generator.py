@@ -48,11 +48,11 @@ class LabelGenerator:
         """
         module = unwrap(model)
         t0 = time.perf_counter()
-        feats = extract_features(model, self.target.items(), self.cfg, normalize=False, forward=module.cluster_forward)
+        extract = dict(normalize=False, forward=module.cluster_forward, flip=self.cfg.PSEUDO.FLIP)
+        feats = extract_features(model, self.target.items(), self.cfg, **extract)
         source = None
         if self.source_items is not None:
-            source = extract_features(model, self.source_items, self.cfg, normalize=False,
-                                      forward=module.cluster_forward)
+            source = extract_features(model, self.source_items, self.cfg, **extract)
         t1 = time.perf_counter()
         result = self._cluster(module, feats, source, kept_eps) if comm.is_main_process() else None
         labels, view_labels, centroids, eps, info = broadcast_object(result)

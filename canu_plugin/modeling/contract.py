@@ -31,6 +31,24 @@ import torch.nn.functional as F
 from canu_plugin.errors import CanuError
 
 
+ADV_FEATURES = ("train_feature", "embedding")  # MODEL.CANU.FEATURE
+
+
+def adversarial_feature(kind, train_feature, embedding):
+    """The feature a CANU discriminator's camera branch sees (``MODEL.CANU.FEATURE``).
+
+    Args:
+        kind: "train_feature" (what the ID losses see, ``MODEL.HEADS.NECK_FEAT``) or "embedding"
+            (the L2-normalised BNNeck embedding: the space the clusters and their centroids live in).
+        train_feature: (B, D'); embedding: (B, D).
+    Returns:
+        (B, D') or (B, D).
+    """
+    if kind not in ADV_FEATURES:
+        raise CanuError(f"MODEL.CANU.FEATURE {kind!r}: use one of {ADV_FEATURES}")
+    return train_feature if kind == "train_feature" else F.normalize(embedding, dim=1)
+
+
 class AdversarialModel(abc.ABC):
     """A meta-architecture that feeds camera discriminators (see the module docstring)."""
 
@@ -98,4 +116,4 @@ class PseudoLabelModel(AdversarialModel):
         return self.centroids[targets.to(self.centroids.device)]
 
 
-__all__ = ["AdversarialModel", "PseudoLabelModel"]
+__all__ = ["ADV_FEATURES", "adversarial_feature", "AdversarialModel", "PseudoLabelModel"]

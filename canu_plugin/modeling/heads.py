@@ -12,6 +12,20 @@ class PseudoEmbeddingHead(EmbeddingHead):
     re-created with one row per cluster, initialised from the normalised cluster centroids.
     """
 
+    def forward(self, features, targets=None):
+        """fast-reid's head; in training its dict also holds ``"embedding"`` (B, D): the BNNeck's
+        output (the eval-mode embedding's training-mode counterpart), whatever ``NECK_FEAT`` says."""
+        if not self.training:
+            return super().forward(features, targets)
+        captured = []
+        handle = self.bottleneck.register_forward_hook(lambda module, inputs, output: captured.append(output))
+        try:
+            outputs = super().forward(features, targets)
+        finally:
+            handle.remove()
+        outputs["embedding"] = captured[0][..., 0, 0]
+        return outputs
+
     def reset_classifier(self, centroids):
         """Replace the classifier by one row per cluster, set to the normalised centroids.
 

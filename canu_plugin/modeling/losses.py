@@ -70,6 +70,27 @@ def per_camera_triplet(features, pids, camids, margin=0.3):
     return F.relu(hardest_pos[ok] - hardest_neg[ok] + margin).mean()
 
 
+def all_positive_triplet(features, labels, margin=0.5):
+    """SSG's triplet ("semi OHEM" in its code): every positive pair (a, p), a before p in the batch,
+    against the hardest negative of a: mean of relu(d(a, p) - min_n d(a, n) + margin).
+
+    Args:
+        features: (B, D); labels: (B,) identity labels (every sample labelled); margin: SSG 0.5.
+    Returns:
+        scalar tensor (0, still attached to ``features``, without a positive pair or a negative).
+    """
+    dist = torch.cdist(features, features)
+    same = labels[:, None] == labels[None, :]
+    pairs = (same & torch.ones_like(same).triu(1)).nonzero()
+    if len(pairs) == 0 or same.all():
+        return features.sum() * 0.0
+    hardest_neg = torch.where(same, torch.full_like(dist, torch.finfo(dist.dtype).max), dist).min(1).values
+    anchors = pairs[:, 0]
+    ok = ~same[anchors].all(1)
+    d_ap, d_an = dist[anchors, pairs[:, 1]][ok], hardest_neg[anchors][ok]
+    return F.relu(d_ap - d_an + margin).mean()
+
+
 def soft_cross_entropy(logits, target_logits):
     """MMT's soft classification loss: cross-entropy to the (detached) teacher's softmax.
 

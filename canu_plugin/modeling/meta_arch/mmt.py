@@ -19,9 +19,11 @@ network's teacher seeing the *other* view. With w_ce = ``CE_SOFT_WEIGHT``, w_tri
 
 (other ``MODEL.LOSSES.NAME`` terms of fast-reid are summed over the two students, unweighted).
 
-Evaluation mode returns the mean of the two teachers' L2-normalised embeddings: it is what is
-tested, and what the clustering hook clusters ("DBSCAN (or k-means) on the teachers' averaged
-features", as MMT's clustering step); all four classifiers are initialised from its centroids.
+The label generator clusters the mean of the two teachers' L2-normalised embeddings
+(:meth:`MMT.cluster_forward`, MMT's clustering step); all four classifiers are initialised from its
+centroids. Evaluation mode returns the test feature, ``MODEL.MMT.TEST_NET``: "mean" (default, that
+same ensemble) or one teacher ("teacher1" / "teacher2": MMT's code tests one teacher, the one with the
+better target mAP, a choice made on the target's labels; the ensemble needs none).
 
 CANU-MMT: ``forward(batch, return_adv_inputs=True)`` also returns one discriminator input per
 network, ``[(net1's features, centroid), (net2's features, centroid)]``, the features being the
@@ -46,11 +48,12 @@ from torch import nn
 from canu_plugin.checkpoint import backbone_mismatches, safe_load_file, strip_module_prefix
 from canu_plugin.data.keys import SECOND_VIEW
 from canu_plugin.errors import CanuError
-from canu_plugin.modeling.contract import PseudoLabelModel
+from canu_plugin.modeling.contract import PseudoLabelModel, adversarial_feature
 from canu_plugin.modeling.losses import soft_cross_entropy, soft_triplet
 from canu_plugin.modeling.meta_arch.pseudo_baseline import PseudoBaseline
 
 logger = logging.getLogger(__name__)
+TEST_NETS = ("mean", "teacher1", "teacher2")  # MODEL.MMT.TEST_NET
 
 
 def load_source_weights(net, path):
@@ -103,8 +106,12 @@ class MMT(nn.Module, PseudoLabelModel):
     has_mean_teachers = True  # update_teachers() after every optimizer step
 
     @configurable
-    def __init__(self, *, net1, net2, alpha=0.999, ema_warmup=True, ce_soft_weight=0.5, tri_soft_weight=0.8):
+    def __init__(self, *, net1, net2, alpha=0.999, ema_warmup=True, ce_soft_weight=0.5, tri_soft_weight=0.8,
+                 test_net="mean"):
         super().__init__()
+        if test_net not in TEST_NETS:
+            raise CanuError(f"MODEL.MMT.TEST_NET {test_net!r}: use one of {TEST_NETS}")
+        self.test_net = test_net
         self.net1, self.net2 = net1, net2
         self.teacher1, self.teacher2 = _teacher(net1), _teacher(net2)
         self.alpha, self.ema_warmup = float(alpha), bool(ema_warmup)
@@ -132,7 +139,7 @@ class MMT(nn.Module, PseudoLabelModel):
             for net, path in zip(nets, sources):
                 load_source_weights(net, path)
         return {"net1": nets[0], "net2": nets[1], "alpha": m.ALPHA, "ema_warmup": m.EMA_WARMUP,
-                "ce_soft_weight": m.CE_SOFT_WEIGHT, "tri_soft_weight": m.TRI_SOFT_WEIGHT}
+                "ce_soft_weight": m.CE_SOFT_WEIGHT, "tri_soft_weight": m.TRI_SOFT_WEIGHT, "test_net": m.TEST_NET}
 
     @property
     def device(self):
@@ -151,12 +158,13 @@ class MMT(nn.Module, PseudoLabelModel):
 
     # ---- forward ------------------------------------------------------------------------------
     def forward(self, batched_inputs, return_adv_inputs=False):
-        """Evaluation: (B, D) mean of the teachers' L2-normalised embeddings. Training: the loss
-        dict (module docstring); with ``return_adv_inputs`` also ``[(f1 (B, D'), c (B, D)),
-        (f2 (B, D'), c)]``, f_k net k's training features and c the centroids of their clusters."""
+        """Evaluation: (B, D) test feature (``MODEL.MMT.TEST_NET``: the mean of the teachers'
+        L2-normalised embeddings, or one teacher's). Training: the loss dict (module docstring);
+        with ``return_adv_inputs`` also ``[(f1 (B, D'), c (B, D)), (f2 (B, D'), c)]``, f_k net k's
+        training features and c the centroids of their clusters."""
         if not self.training:
-            images = self.net1.preprocess_image(batched_inputs)
-            return sum(F.normalize(t.heads(t.backbone(images)), dim=1) for t in self.teachers) / 2
+            teachers = {"mean": self.teachers, "teacher1": self.teachers[:1], "teacher2": self.teachers[1:]}
+            return self._teacher_embedding(batched_inputs, teachers[self.test_net])
         if not isinstance(batched_inputs, dict) or SECOND_VIEW not in batched_inputs:
             raise CanuError("MMT trains on two augmented views per image ('images_2'): train with "
                             "PSEUDO.ENABLED True (the pseudo-label loader draws num_train_views views)")
@@ -169,7 +177,19 @@ class MMT(nn.Module, PseudoLabelModel):
         if not return_adv_inputs:
             return loss_dict
         cond = self.centroids_of(targets)
-        return loss_dict, [(out["features"], cond) for out in students]
+        return loss_dict, [(adversarial_feature(net.adv_feature, out["features"], out["embedding"]), cond)
+                           for net, out in zip(self.students, students)]
+
+    def _teacher_embedding(self, batched_inputs, teachers):
+        """(B, D) mean of the given teachers' L2-normalised eval-mode embeddings."""
+        images = self.net1.preprocess_image(batched_inputs)
+        return sum(F.normalize(t.heads(t.backbone(images)), dim=1) for t in teachers) / len(teachers)
+
+    @torch.no_grad()
+    def cluster_forward(self, batched_inputs):
+        """(B, D) what MMT clusters, whatever is tested: the mean of both teachers' normalised
+        embeddings (MMT's code, "cf = (cf_1 + cf_2) / 2"); eval mode."""
+        return self._teacher_embedding(batched_inputs, self.teachers)
 
     def losses(self, students, teachers, targets):
         """MMT's objective.

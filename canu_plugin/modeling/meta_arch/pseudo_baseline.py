@@ -10,7 +10,7 @@ from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
 
 from canu_plugin.errors import CanuError
-from canu_plugin.modeling.contract import PseudoLabelModel
+from canu_plugin.modeling.contract import PseudoLabelModel, adversarial_feature
 
 
 @META_ARCH_REGISTRY.register()
@@ -18,28 +18,34 @@ class PseudoBaseline(Baseline, PseudoLabelModel):
     """Baseline + per-epoch pseudo-identity centroids and a resizable classifier."""
 
     @configurable
-    def __init__(self, **kwargs):
+    def __init__(self, *, adv_feature="train_feature", **kwargs):
         super().__init__(**kwargs)
         if not hasattr(self.heads, "reset_classifier"):
             raise CanuError(f"{type(self).__name__} needs a resizable head: set "
                             "MODEL.HEADS.NAME PseudoEmbeddingHead")
+        self.adv_feature = adv_feature  # MODEL.CANU.FEATURE: what the camera branch of D sees
         self.init_pseudo_label_state()
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {**super().from_config(cfg), "adv_feature": cfg.MODEL.CANU.FEATURE}
 
     def forward(self, batched_inputs, return_adv_inputs=False):
         """fast-reid's Baseline forward; in training with ``return_adv_inputs`` also returns the
-        discriminator inputs: ``(loss_dict, [(features (B, D), centroids of their clusters (B, D))])``,
-        features being the pooled backbone embedding phi(x) the ID losses use."""
+        discriminator inputs: ``(loss_dict, [(features (B, D'), centroids of their clusters (B, D))])``,
+        features as ``MODEL.CANU.FEATURE`` says (:func:`~canu_plugin.modeling.contract.adversarial_feature`)."""
         if not (self.training and return_adv_inputs):
             return super().forward(batched_inputs)
         targets = batched_inputs["targets"].to(self.device)
         outputs = self.heads(self.backbone(self.preprocess_image(batched_inputs)), targets)
-        return self.losses(outputs, targets), [(outputs["features"], self.centroids_of(targets))]
+        feats = adversarial_feature(self.adv_feature, outputs["features"], outputs["embedding"])
+        return self.losses(outputs, targets), [(feats, self.centroids_of(targets))]
 
     @property
     def adversarial_dims(self):
         """``[(feature width, condition width)]``, one entry per discriminator this model feeds."""
         emb = self.heads.weight.size(1)  # eval-mode embedding = centroid width
-        if self.heads.neck_feat == "after" or not len(self.heads.bottleneck):
+        if self.adv_feature == "embedding" or self.heads.neck_feat == "after" or not len(self.heads.bottleneck):
             return [(emb, emb)]
         first = self.heads.bottleneck[0]
         return [(getattr(first, "in_channels", None) or first.num_features, emb)]

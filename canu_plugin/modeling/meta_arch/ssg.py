@@ -33,10 +33,13 @@ from torch import nn
 
 from canu_plugin.data.keys import VIEW_TARGETS
 from canu_plugin.errors import CanuError
+from canu_plugin.modeling.contract import adversarial_feature
 from canu_plugin.modeling.heads import freeze_triplet_only
+from canu_plugin.modeling.losses import all_positive_triplet
 from canu_plugin.modeling.meta_arch.pseudo_baseline import PseudoBaseline
 
 VIEWS = ("full", "upper", "lower")
+TRIPLETS = ("all_positives", "batch_hard")  # MODEL.SSG.TRIPLET
 PARTS = VIEWS[1:]
 
 
@@ -66,14 +69,28 @@ def _neck(head, feature_map):
     return (pooled[..., 0, 0] if head.neck_feat == "before" else embedding), embedding
 
 
+def ssg_embedding(in_dim, dim):
+    """SSG's extra embedding: FC (no bias, N(0, 0.001) init) + BatchNorm1d + ReLU, (B, in_dim) -> (B, dim)."""
+    fc = nn.Linear(in_dim, dim, bias=False)
+    nn.init.normal_(fc.weight, std=0.001)
+    bn = nn.BatchNorm1d(dim)
+    nn.init.constant_(bn.weight, 1.0)
+    nn.init.constant_(bn.bias, 0.0)
+    return nn.Sequential(fc, bn, nn.ReLU(inplace=True))
+
+
 @META_ARCH_REGISTRY.register()
 class SSG(PseudoBaseline):
     """PseudoBaseline with full / upper / lower embeddings and per-view triplet losses."""
 
     @configurable
-    def __init__(self, *, part_heads, **kwargs):
+    def __init__(self, *, part_heads, embedding=None, triplet="all_positives", **kwargs):
         super().__init__(**kwargs)
+        if triplet not in TRIPLETS:
+            raise CanuError(f"MODEL.SSG.TRIPLET {triplet!r}: use one of {TRIPLETS}")
         self.part_heads = part_heads  # ModuleDict upper / lower, built like ``heads``
+        self.embedding = embedding    # SSG's FC + BN + ReLU on the pooled full-body feature, or None
+        self.triplet = triplet
         freeze_triplet_only([self.heads, *part_heads.values()])  # no ID classifier
 
     @classmethod
@@ -84,6 +101,9 @@ class SSG(PseudoBaseline):
                             "set MODEL.LOSSES.NAME ('TripletLoss',)")
         args = super().from_config(cfg)
         args["part_heads"] = nn.ModuleDict({p: build_heads(cfg) for p in PARTS})
+        dim = cfg.MODEL.SSG.EMBED_DIM
+        args["embedding"] = ssg_embedding(cfg.MODEL.BACKBONE.FEAT_DIM, dim) if dim > 0 else None
+        args["triplet"] = cfg.MODEL.SSG.TRIPLET
         return args
 
     # ---- embeddings ---------------------------------------------------------------------------
@@ -103,20 +123,25 @@ class SSG(PseudoBaseline):
         Training: ``{loss_triplet_full, loss_triplet_upper, loss_triplet_lower}``; with
         ``return_adv_inputs`` also ``[(f_full, c), (f_upper, c), (f_lower, c)]``, c (B, D) being
         the centroids of the samples' full-body clusters."""
-        parts = self.part_features(self.backbone(self.preprocess_image(batched_inputs)))
+        feature_map = self.backbone(self.preprocess_image(batched_inputs))
+        parts = self.part_features(feature_map)
         if not self.training:
             return torch.cat([F.normalize(e, dim=1) for _, e in parts], 1)
         targets = batched_inputs["targets"].to(self.device)
         labels = [targets, *self.part_labels(batched_inputs).unbind(1)]
         feats = [f for f, _ in parts]
         loss_dict = {f"loss_triplet_{v}": self.masked_triplet(f, lab) for v, f, lab in zip(VIEWS, feats, labels)}
+        if self.embedding is not None:  # SSG's code: a triplet on the FC embedding, full-body labels
+            pooled = self.heads.pool_layer(feature_map)[..., 0, 0]
+            loss_dict["loss_triplet_embedding"] = self.masked_triplet(self.embedding(pooled), targets)
         if not return_adv_inputs:
             return loss_dict
         cond = self.centroids_of(targets)
-        return loss_dict, [(f, cond) for f in feats]
+        return loss_dict, [(adversarial_feature(self.adv_feature, f, e), cond) for f, e in parts]
 
     def masked_triplet(self, features, labels):
-        """fast-reid's triplet (``MODEL.LOSSES.TRI``) over the samples with a label.
+        """The triplet of ``MODEL.SSG.TRIPLET`` (SSG's every-positive-pair one, or fast-reid's batch-hard;
+        ``MODEL.LOSSES.TRI``: margin, feature normalisation, scale) over the samples with a label.
 
         Args:
             features: (B, C'); labels: (B,) cluster labels, -1 = outlier (left out).
@@ -127,7 +152,11 @@ class SSG(PseudoBaseline):
         if int(keep.sum()) < 2:
             return features.sum() * 0.0
         tri = self.loss_kwargs["tri"]
-        loss = triplet_loss(features[keep], labels[keep], tri["margin"], tri["norm_feat"], tri["hard_mining"])
+        if self.triplet == "all_positives":
+            feats = F.normalize(features[keep], dim=1) if tri["norm_feat"] else features[keep]
+            loss = all_positive_triplet(feats, labels[keep], tri["margin"])
+        else:
+            loss = triplet_loss(features[keep], labels[keep], tri["margin"], tri["norm_feat"], tri["hard_mining"])
         return loss * tri["scale"]
 
     # ---- the pseudo-label contract (modeling/contract.py) ------------------------------------
