@@ -43,7 +43,6 @@ def _add_pseudo_config(cfg):
                                            # uninterrupted one); -1 = fast-reid's random seeding
     _C.PSEUDO.ON_FAILURE = "keep"          # fewer than P clusters: "keep" the last epoch's labels and warn, or "error"
     _C.PSEUDO.GT_DIAGNOSTICS = True        # log NMI/ARI/purity/lost ids against the dataset's labels (diagnostics only)
-    _C.PSEUDO.LOG_FILE = "pseudo_labels.jsonl"  # per-epoch diagnostics, one JSON object a line, in OUTPUT_DIR
     _C.PSEUDO.CAMERA_PROBE = True          # per epoch: held-out camera-probe accuracy on the clustered target features
     _C.PSEUDO.FLIP = False                 # cluster the mean of the features of each image and its horizontal flip
                                            # (SSG's code sums them); False: the image alone (MMT's code)
@@ -123,7 +122,6 @@ def _add_eval_config(cfg):
 def _add_run_config(cfg):
     _C = cfg
     _C.SEED = -1                           # >= 0: seed python/numpy/torch with SEED + rank at start; -1: fast-reid's random seed
-    _C.RUN_LOG = "run_log.jsonl"           # per-epoch wall time and evaluation results, one JSON a line, in OUTPUT_DIR
 
 
 def add_canu_config(cfg):

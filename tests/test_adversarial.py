@@ -7,6 +7,7 @@ from torch import nn
 
 import canu_plugin  # noqa: F401
 from canu_plugin.engine.adversarial import AdversarialTrainer
+from canu_plugin.engine.run_files import epoch_records
 from canu_plugin.modeling import losses as L
 from fastreid.utils.events import EventStorage
 
@@ -131,10 +132,9 @@ def test_tiny_canu_run_and_resume_with_discriminator_state(canu_trainer, tmp_pat
     trainer.train()
     hist = trainer.storage.histories()
     assert "loss_cam_adv" in hist and "cam_disc_acc" in hist
-    with open(tmp_path / "discriminator.jsonl") as f:  # the epoch's mean of the per-step values
-        epochs = [__import__("json").loads(line) for line in f]
+    epochs = epoch_records(tmp_path)["epochs"]  # metrics.json: the epoch's mean of the per-step values
     steps = [v for v, _ in hist["cam_disc_acc"].values()]
-    assert len(epochs) == 1 and epochs[0]["cam_disc_acc"] == pytest.approx(sum(steps) / len(steps))
+    assert len(epochs) == 1 and epochs[0]["disc_acc"] == pytest.approx(sum(steps) / len(steps))
     saved = torch.load(tmp_path / "model_final.pth", weights_only=True)
     assert "discriminators" in saved and "d_optimizer" in saved and saved["d_optimizer"]["state"]
     resumed = canu_trainer(tmp_path, "SOLVER.MAX_EPOCH", "2")

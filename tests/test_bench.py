@@ -67,7 +67,7 @@ def test_tiny_sweep_runs_resumes_and_reports(synth_root, tmp_path):
     folder = tmp_path / "synthetic"
     rec = json.loads((folder / "canu_s0.json").read_text())
     assert [e["epoch"] for e in rec["epochs"] if "results" in e] == [1, 2]  # mAP curve points
-    assert len(rec["pseudo"]) == 2 and "mi_cam" in rec["pseudo"][0] and "cam_disc_acc" in rec["disc"][-1]
+    assert len(rec["pseudo"]) == 2 and "mi_cam" in rec["pseudo"][0] and "disc_acc" in rec["epochs"][-1]
     assert {"mAP", "Rank-1", "cam_probe", "d_inter"} <= set(rec["final"])
     assert "MODEL.WEIGHTS" in rec["opts"] and rec["opts"][rec["opts"].index("MODEL.WEIGHTS") + 1].endswith(
         os.path.join("source_s0", "model_final.pth"))

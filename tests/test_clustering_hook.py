@@ -1,6 +1,5 @@
 """ClusteringHook inside a real (tiny) fast-reid trainer on CPU: update order, classifier
 re-sizing, diagnostics log, kill-and-resume, 2-process DDP, and the failure modes."""
-import json
 import os
 import shutil
 
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 
 from canu_plugin.engine import Trainer, set_datasets_root, setup_cfg
 from canu_plugin.engine.hooks import ClusteringHook
+from canu_plugin.engine.run_files import epoch_records
 from canu_plugin.errors import CanuError
 from fastreid.engine.train_loop import HookBase
 
@@ -59,8 +59,7 @@ def test_hook_installs_labels_loader_classifier_and_optimizer_in_order(make_trai
         assert s["head_rows"] == k and s["loader_size"] == int((s["labels"] >= 0).sum())
         assert s["loader_matches"] and s["head_is_centroids"] and s["in_optimizer"] and s["fresh_state"]
         assert s["model_centroids"]
-    with open(tmp_path / "pseudo_labels.jsonl") as f:
-        log = [json.loads(line) for line in f]
+    log = epoch_records(tmp_path)["pseudo"]  # read back from metrics.json
     assert [r["epoch"] for r in log] == [0, 1]
     assert {"num_clusters", "mi_cam", "nmi_gt", "lost_ids", "purity", "clustering_knn_s", "cam_probe"} <= set(log[0])
     assert 0.0 <= log[0]["cam_probe"] <= 1.0
@@ -108,8 +107,7 @@ def test_later_failure_keeps_the_last_labels(make_trainer, tmp_path, monkeypatch
     trainer.register_hooks([probe])
     trainer.train()
     assert np.array_equal(probe.seen[0]["labels"], probe.seen[1]["labels"])
-    with open(tmp_path / "pseudo_labels.jsonl") as f:
-        assert [json.loads(line)["kept_previous"] for line in f] == [False, True]
+    assert [r["kept_previous"] for r in epoch_records(tmp_path)["pseudo"]] == [0.0, 1.0]
 
 
 def _ddp_run(out, root):

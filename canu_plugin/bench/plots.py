@@ -94,8 +94,13 @@ def lost_points(r):
 
 
 def map_points(r):
-    return {e["epoch"]: e["results"][r["target"]]["mAP"] for e in r["epochs"]
-            if r["target"] in e.get("results", {})}
+    points = {}
+    for e in r["epochs"]:
+        res = e.get("results", {})
+        value = res.get("mAP", res.get(f"{r['target']}/mAP"))
+        if value is not None:
+            points[e["epoch"]] = value
+    return points
 
 
 def write_plots(records, methods, folder):

@@ -15,7 +15,7 @@ COLUMNS = [
     ("cam probe %", lambda r: r["final"].get("cam_probe"), 1),
     ("d_inter", lambda r: r["final"].get("d_inter"), 3),
     ("lost ids", lambda r: r["pseudo"][-1].get("lost_ids") if r["pseudo"] else None, 1),
-    ("D acc", lambda r: r["disc"][-1].get("cam_disc_acc") if r["disc"] else None, 2),
+    ("D acc", lambda r: r["epochs"][-1].get("disc_acc") if r["epochs"] else None, 2),
     ("train s/epoch", lambda r: _mean([e.get("train_s") for e in r["epochs"]]), 1),
     ("clustering s/epoch", lambda r: _mean([p.get("extract_s", 0) + p.get("cluster_s", 0) for p in r["pseudo"]])
      if r["pseudo"] else None, 1),

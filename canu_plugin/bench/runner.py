@@ -14,6 +14,7 @@ import sys
 import time
 
 from canu_plugin.errors import CanuError
+from canu_plugin.engine.run_files import FINAL_RESULTS, epoch_records, read_final_results
 from canu_plugin.jsonl import read_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,33 +51,24 @@ def run_opts(key, method, seed, deps, folder, eval_period=0, extra=()):
     return opts + list(extra) + ["OUTPUT_DIR", os.path.join(folder, "runs", run_name(key, seed))]
 
 
-def _last_per_epoch(records):
-    """A resumed run logs some epochs twice: keep the last record of each epoch, in epoch order."""
-    by_epoch = {}
-    for r in records:
-        by_epoch[r["epoch"]] = {**by_epoch.get(r["epoch"], {}), **r}
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
 def collect(out_dir, target):
-    """Everything a run wrote that the report uses.
+    """Everything a run wrote that the report uses (:mod:`canu_plugin.engine.run_files`).
 
     Returns:
-        dict: ``final`` (target-set metrics of the last evaluation), ``epochs`` (run log),
-        ``pseudo`` (clustering log), ``disc`` (discriminator log), ``acan`` (ACAN diagnostics),
-        ``plots`` (PNG paths).
+        dict: ``final`` (the final model's metrics on ``target``, from final_results.json),
+        ``epochs`` (per finished epoch: train_s, discriminator means, evaluation results),
+        ``pseudo`` (per clustering), ``acan`` (ACAN diagnostics), ``plots`` (PNG paths).
     """
-    epochs = _last_per_epoch(read_jsonl(os.path.join(out_dir, "run_log.jsonl")))
-    evaluated = [e for e in epochs if "results" in e]
-    if not evaluated or target not in evaluated[-1]["results"]:
-        raise CanuError(f"{out_dir}: the run logged no evaluation on {target} (run_log.jsonl)")
+    final = read_final_results(out_dir)
+    if final is None or target not in final["results"]:
+        raise CanuError(f"{out_dir}: the run has no final evaluation on {target} ({FINAL_RESULTS}); "
+                        "it did not finish: run the same command again to resume it")
+    records = epoch_records(out_dir)
     plots = {"pca": os.path.join(out_dir, "eval", target, "pca_cam1_cam2.png")}
-    acan = read_jsonl(os.path.join(out_dir, "acan_diagnostics.jsonl"))
+    acan = list({r["epoch"]: r for r in read_jsonl(os.path.join(out_dir, "acan_diagnostics.jsonl"))}.values())
     if acan and acan[-1].get("confusion_png"):
         plots["confusion"] = acan[-1]["confusion_png"]
-    return {"final": evaluated[-1]["results"][target], "epochs": epochs,
-            "pseudo": _last_per_epoch(read_jsonl(os.path.join(out_dir, "pseudo_labels.jsonl"))),
-            "disc": _last_per_epoch(read_jsonl(os.path.join(out_dir, "discriminator.jsonl"))),
+    return {"final": final["results"][target], "epochs": records["epochs"], "pseudo": records["pseudo"],
             "acan": acan, "plots": {k: v for k, v in plots.items() if os.path.isfile(v)}}
 
 

@@ -16,17 +16,14 @@ Schemes (``scheme``):
   minimises the camera cross-entropy and the encoder receives ``-w`` times its gradient. For CANU
   this is the documented single-pass variant of the min-max; for ACAN it is the paper's GRL scheme.
 """
-import os
-import time
 
 import torch
-from fastreid.engine.train_loop import SimpleTrainer
 from fastreid.utils import comm
 from fastreid.utils.events import get_event_storage
 from torch.func import functional_call
 
 from canu_plugin.distributed import unwrap, wrap
-from canu_plugin.engine.diagnostic_hooks import DiscriminatorLogHook
+from canu_plugin.engine.precision import PrecisionTrainer, make_scaler
 from canu_plugin.errors import CanuError
 from canu_plugin.modeling.contract import AdversarialModel
 from canu_plugin.modeling import losses as L
@@ -55,29 +52,33 @@ def _frozen(module):
     return lambda *args: functional_call(module, state, args)
 
 
-class AdversarialTrainer(SimpleTrainer):
-    """``SimpleTrainer`` + camera discriminators with their own optimizer (see module docstring)."""
+class AdversarialTrainer(PrecisionTrainer):
+    """fast-reid's step (with ``SOLVER.AMP`` as :class:`PrecisionTrainer`) + camera discriminators
+    with their own optimizer (see the module docstring). With AMP the model's forward runs under
+    autocast; the discriminators and their losses run in float32 on float32 copies of its outputs,
+    and the discriminators' separate step (min-max, OCE, ACE) has its own GradScaler."""
 
     def __init__(self, model, data_loader, optimizer, param_wrapper, discriminators, d_optimizer,
-                 scheme="minmax", weight=0.1):
-        super().__init__(model, data_loader, optimizer, param_wrapper)
+                 scheme="minmax", weight=0.1, amp=False):
+        super().__init__(model, data_loader, optimizer, param_wrapper, amp=amp)
         if scheme not in SCHEMES:
             raise ValueError(f"unknown adversarial scheme {scheme!r}; expected one of {SCHEMES}")
         self.discriminators = discriminators  # list of modules (DDP-wrapped when distributed)
         self.d_optimizer = d_optimizer
+        self.d_grad_scaler = None if self.grad_scaler is None else make_scaler(self.device_type, self.amp_dtype)
         self.scheme = scheme
         self.weight = float(weight)
 
     def run_step(self):
         assert self.model.training, "[AdversarialTrainer] model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-        loss_dict, pairs = self.model(data, return_adv_inputs=True)
+        data, data_time = self.next_batch()
+        with self.autocast():
+            loss_dict, pairs = self.model(data, return_adv_inputs=True)
         if len(pairs) != len(self.discriminators):
             raise RuntimeError(f"model gave {len(pairs)} adversarial inputs for {len(self.discriminators)} discriminators")
         camids = [(p[2] if len(p) > 2 else data["camids"]).to(p[0].device) for p in pairs]
-        pairs = [p[:2] for p in pairs]
+        pairs = [(f.float(), None if c is None else c.float()) for f, c, *_ in pairs]
+        loss_dict = {k: v.float() for k, v in loss_dict.items()}
         if self.scheme == "grl":
             disc_loss, logits = self._grl_terms(pairs, camids, loss_dict)
         else:
@@ -85,17 +86,12 @@ class AdversarialTrainer(SimpleTrainer):
             adv = [encoder_adversarial_loss(self.scheme, _frozen(d)(f, None if c is None else c.detach()), cams)
                    for d, (f, c), cams in zip(self.discriminators, pairs, camids)]
             loss_dict["loss_cam_adv"] = self.weight * sum(adv)
-        losses = sum(loss_dict.values())
-        self.optimizer.zero_grad()
-        losses.backward()
-        self._write_metrics(loss_dict, data_time)
         self._write_discriminator_metrics(disc_loss, logits, camids)
-        self.optimizer.step()
-        if self.scheme == "grl":
-            self.d_optimizer.step()
+        optimizers = [self.optimizer, self.d_optimizer] if self.scheme == "grl" else [self.optimizer]
+        self.backward_and_step(loss_dict, data_time, optimizers)
 
     def _discriminator_step(self, pairs, camids):
-        """Minimise the camera cross-entropy of every discriminator on detached inputs.
+        """Minimise the camera cross-entropy of every discriminator on detached inputs (float32).
 
         Args:
             pairs: [(features, condition or None)]; camids: one (B',) tensor per pair.
@@ -103,13 +99,18 @@ class AdversarialTrainer(SimpleTrainer):
         logits = [d(f.detach(), None if c is None else c.detach()) for d, (f, c) in zip(self.discriminators, pairs)]
         disc_loss = sum(L.camera_cross_entropy(lg, cams) for lg, cams in zip(logits, camids))
         self.d_optimizer.zero_grad()
-        disc_loss.backward()
-        self.d_optimizer.step()
+        scaler = self.d_grad_scaler
+        (disc_loss if scaler is None else scaler.scale(disc_loss)).backward()
+        if scaler is None:
+            self.d_optimizer.step()
+        else:
+            scaler.step(self.d_optimizer)
+            scaler.update()
         return disc_loss.detach(), [lg.detach() for lg in logits]
 
     def _grl_terms(self, pairs, camids, loss_dict):
-        """One pass: D's loss through a gradient reversal (the encoder gets -weight x the gradient)."""
-        self.d_optimizer.zero_grad()
+        """One pass: D's loss through a gradient reversal (the encoder gets -weight x the gradient);
+        the model's backward fills D's gradients too, and both optimizers step on them."""
         logits = [d(grad_reverse(f, self.weight), None if c is None else c.detach())
                   for d, (f, c) in zip(self.discriminators, pairs)]
         disc_loss = sum(L.camera_cross_entropy(lg, cams) for lg, cams in zip(logits, camids))
@@ -163,7 +164,6 @@ def install_adversarial(trainer, cfg, num_cameras):
     run = [wrap(d) for d in discs]
     old = trainer._trainer
     trainer._trainer = AdversarialTrainer(old.model, old.data_loader, old.optimizer, old.param_wrapper,
-                                          run, d_optimizer, scheme=scheme, weight=weight)
+                                          run, d_optimizer, scheme=scheme, weight=weight, amp=cfg.SOLVER.AMP.ENABLED)
     trainer.checkpointer.checkpointables.update(discriminators=discs, d_optimizer=d_optimizer)
     trainer.discriminators = discs
-    trainer.register_hooks([DiscriminatorLogHook(os.path.join(cfg.OUTPUT_DIR, "discriminator.jsonl"))])

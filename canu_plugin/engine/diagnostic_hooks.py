@@ -1,12 +1,17 @@
-"""Per-epoch diagnostics hooks: the run log (epoch times and evaluation results), the
-discriminators' epoch means, and ACAN's camera-alignment diagnostics after each evaluation
-(d_inter-camera and the confusion matrix are pure functions of :mod:`canu_plugin.evaluation.camera_alignment`)."""
+"""Per-epoch diagnostics hooks: epoch times, the discriminators' epoch means, ACAN's
+camera-alignment diagnostics after each evaluation (d_inter-camera and the confusion matrix are pure
+functions of :mod:`canu_plugin.evaluation.camera_alignment`), and the writer that writes them all.
+
+Every per-epoch value is a scalar in fast-reid's EventStorage, put before the writers run
+(metrics.json and the TensorBoard event file hold them); only what a scalar cannot hold (ACAN's
+confusion matrices) is also written to a JSON-lines file."""
 import logging
 import os
 import time
 
 import numpy as np
 import torch
+from fastreid.engine.hooks import PeriodicWriter
 from fastreid.engine.train_loop import HookBase
 from fastreid.utils import comm
 
@@ -18,16 +23,13 @@ from canu_plugin.jsonl import append_jsonl
 logger = logging.getLogger(__name__)
 
 
-class RunLogHook(HookBase):
-    """One JSON line per epoch in ``OUTPUT_DIR/<RUN_LOG>``: the epoch's training-loop time
-    (``train_s``: its steps, data loading included; no clustering, no evaluation) and, when
-    fast-reid's EvalHook evaluated after it, the results (``{dataset: {metric: value}}``).
-    Placed after the EvalHook, so it sees that epoch's results."""
+class EpochTimeHook(HookBase):
+    """After every epoch, puts ``epoch`` (epochs finished) and ``time/epoch_train_s`` (the epoch's
+    training-loop seconds: its steps, data loading included; no clustering, no evaluation) in the
+    storage, at the epoch's last iteration, for fast-reid's writers (metrics.json, TensorBoard)."""
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self):
         self._first = self._last = None
-        self._seen = None  # the last results object written
 
     def before_epoch(self):
         self._first = self._last = None
@@ -40,49 +42,41 @@ class RunLogHook(HookBase):
         self._last = time.perf_counter()
 
     def after_epoch(self):
-        seconds = None if self._first is None else self._last - self._first
-        self._write(self.trainer.epoch + 1, seconds)
-
-    def after_train(self):  # fast-reid evaluates the last epoch here when EVAL_PERIOD does not divide it
-        self._write(self.trainer.epoch + 1, None, only_new_results=True)
-
-    def _write(self, epoch, seconds, only_new_results=False):
-        if not comm.is_main_process() or not self.path:
-            return
-        results = getattr(self.trainer, "_last_eval_results", None)
-        if only_new_results and (results is None or results is self._seen):
-            return
-        record = {"epoch": epoch} if seconds is None else {"epoch": epoch, "train_s": round(seconds, 3)}
-        if results is not None and results is not self._seen:
-            self._seen = results
-            if "Rank-1" in results:  # one test set: fast-reid returns its metrics directly
-                results = {self.trainer.cfg.DATASETS.TESTS[0]: results}
-            record["results"] = {ds: {k: float(v) for k, v in m.items() if isinstance(v, (int, float, np.number))}
-                                 for ds, m in results.items()}
-        append_jsonl(self.path, record)
+        storage = self.trainer.storage
+        storage.put_scalar("epoch", self.trainer.epoch + 1, smoothing_hint=False)
+        if self._first is not None:
+            storage.put_scalar("time/epoch_train_s", self._last - self._first, smoothing_hint=False)
 
 
-class DiscriminatorLogHook(HookBase):
+class DiscriminatorEpochHook(HookBase):
     """After every epoch, the epoch's mean discriminator camera accuracy and loss (the
     ``cam_disc_*`` values :class:`AdversarialTrainer` puts in the storage at every step) go to the
-    storage (``adv/epoch_disc_acc``, ``adv/epoch_disc_loss``) and to ``OUTPUT_DIR/<log_file>``."""
-
-    def __init__(self, log_path):
-        self.log_path = log_path
+    storage as ``adv/epoch_disc_acc`` and ``adv/epoch_disc_loss``."""
 
     def after_epoch(self):
-        if not comm.is_main_process():
+        if not comm.is_main_process():  # the per-step values are gathered on rank 0
             return
         storage, first = self.trainer.storage, self.trainer.iter - self.trainer.iters_per_epoch
-        record = {"epoch": self.trainer.epoch}
         for key in ("cam_disc_acc", "cam_disc_loss"):
             if key in storage.histories():
                 values = [v for v, it in storage.history(key).values() if it >= first]
                 if values:
-                    record[key] = float(np.mean(values))
-                    storage.put_scalar(f"adv/epoch_{key[4:]}", record[key], smoothing_hint=False)
-        if self.log_path and len(record) > 1:
-            append_jsonl(self.log_path, record)
+                    storage.put_scalar(f"adv/epoch_{key[4:]}", float(np.mean(values)), smoothing_hint=False)
+
+
+class FinalWriter(PeriodicWriter):
+    """fast-reid's ``PeriodicWriter`` that leaves an epoch's last iteration to ``after_epoch`` (a
+    write there would mark that iteration written before the epoch's values are put) and writes once
+    more when training ends (a final evaluation, ACAN's last diagnostics)."""
+
+    def after_step(self):
+        if (self.trainer.iter + 1) % self.trainer.iters_per_epoch:
+            super().after_step()
+
+    def after_train(self):
+        for writer in self._writers:
+            writer.write()
+        super().after_train()
 
 
 class ACANDiagnosticsHook(HookBase):
@@ -161,4 +155,4 @@ diagonal, i.e. camera-balanced accuracy). Writes ``OUTPUT_DIR/confusion_epochXXX
             append_jsonl(os.path.join(self.cfg.OUTPUT_DIR, self.cfg.MODEL.ACAN.DIAG_FILE), record)
 
 
-__all__ = ["RunLogHook", "DiscriminatorLogHook", "ACANDiagnosticsHook"]
+__all__ = ["EpochTimeHook", "DiscriminatorEpochHook", "FinalWriter", "ACANDiagnosticsHook"]

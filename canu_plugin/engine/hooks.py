@@ -1,16 +1,13 @@
 """Hooks of the pseudo-label loop: :class:`ClusteringHook` (when to cluster, whether to accept a
 clustering, logging, checkpointing) and :class:`MeanTeacherHook` (MMT's EMA teachers)."""
 import logging
-import os
 
 from fastreid.engine.train_loop import HookBase
-from fastreid.utils import comm
 from fastreid.utils.env import seed_all_rng
 
 from canu_plugin.data.pseudo_labels import PseudoLabels, required_clusters
 from canu_plugin.errors import CanuError
 from canu_plugin.evaluation.diagnostics import cluster_report
-from canu_plugin.jsonl import append_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +30,6 @@ class ClusteringHook(HookBase):
         self.pseudo = None         # PseudoLabels in use
         self.first_eps = None      # eps per view of the run's first clustering (EPS_RULE quantile_once)
         self._restored = None      # (PseudoLabels, classifier weights) from a checkpoint, until installed
-        self.log_path = os.path.join(cfg.OUTPUT_DIR, cfg.PSEUDO.LOG_FILE) if cfg.PSEUDO.LOG_FILE else ""
 
     # ---- the hook ----------------------------------------------------------------------------
     def before_epoch(self):
@@ -91,13 +87,15 @@ class ClusteringHook(HookBase):
         return False
 
     def _log(self, report):
+        """The log line, and every number of the report as a ``pseudo/*`` scalar at the epoch's first
+        iteration (the writers have written the previous epoch's last one: an earlier iteration
+        would never reach metrics.json or TensorBoard)."""
         logger.info("pseudo-labels: " + ", ".join(f"{k}={v}" for k, v in report.items()))
         storage = self.trainer.storage
+        storage.iter = self.trainer.iter
         for k, v in report.items():
-            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                storage.put_scalar(f"pseudo/{k}", v, smoothing_hint=False)
-        if self.log_path and comm.is_main_process():
-            append_jsonl(self.log_path, report)
+            if isinstance(v, (int, float)):
+                storage.put_scalar(f"pseudo/{k}", float(v), smoothing_hint=False)
 
     # ---- checkpointing (fast-reid's Checkpointer calls these) ---------------------------------
     def state_dict(self):

@@ -14,19 +14,24 @@ from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer
+from fastreid.engine import hooks as fastreid_hooks
 from fastreid.evaluation import ReidEvaluator
 from fastreid.solver import build_optimizer
 from fastreid.utils import comm
 from fastreid.utils.checkpoint import Checkpointer
+from fastreid.utils.events import CommonMetricPrinter
 
 from canu_plugin.data.datasets import check_dataset_layout
 from canu_plugin.data.pseudo_labels import TargetSet, placeholder_loader, pseudo_label_loader
 from canu_plugin.data.root import datasets_root
 from canu_plugin.distributed import unwrap, wrap
-from canu_plugin.engine.adversarial import install_adversarial
-from canu_plugin.engine.diagnostic_hooks import ACANDiagnosticsHook, RunLogHook
+from canu_plugin.engine.adversarial import adversarial_settings, install_adversarial
+from canu_plugin.engine.diagnostic_hooks import (ACANDiagnosticsHook, DiscriminatorEpochHook, EpochTimeHook,
+                                                FinalWriter)
 from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
 from canu_plugin.engine.label_generator import LabelGenerator
+from canu_plugin.engine import run_files, schedule
+from canu_plugin.engine.precision import PrecisionTrainer
 from canu_plugin.errors import CanuError, find_canu_error
 from canu_plugin.modeling.contract import PseudoLabelModel
 
@@ -70,6 +75,24 @@ def swap_parameter(optimizer, old, new, keep_state=False):
     raise ValueError("parameter to replace is not in the optimizer")
 
 
+def order_epoch_end(hooks, extra):
+    """fast-reid's hook list with ``extra`` placed after its EvalHook, and the writers (a
+    :class:`FinalWriter`) before the checkpointer: every epoch's values are written before the
+    checkpoint that ends the epoch, so a run killed in between redoes the epoch and writes them again."""
+    writers = [FinalWriter(h._writers, h._period) for h in hooks if isinstance(h, fastreid_hooks.PeriodicWriter)]
+    out = []
+    for h in hooks:
+        if isinstance(h, fastreid_hooks.PeriodicWriter):
+            continue
+        if isinstance(h, fastreid_hooks.PeriodicCheckpointer):
+            out += writers
+            writers = []
+        out.append(h)
+        if isinstance(h, fastreid_hooks.EvalHook):
+            out += extra
+    return out + writers
+
+
 class Trainer(DefaultTrainer):
     """fast-reid's DefaultTrainer + dataset checks + canu-plugin's chunked exact evaluator.
 
@@ -87,10 +110,11 @@ class Trainer(DefaultTrainer):
                 raise CanuError(f"PSEUDO.ENABLED trains on pseudo-labels but MODEL.META_ARCHITECTURE "
                                 f"{cfg.MODEL.META_ARCHITECTURE} is not a pseudo-label model: use PseudoBaseline "
                                 "(with MODEL.HEADS.NAME PseudoEmbeddingHead), MMT or SSG")
-            if cfg.PSEUDO.ITERS_PER_EPOCH > 0:
-                self.iters_per_epoch = cfg.PSEUDO.ITERS_PER_EPOCH
-                self.max_iter = self.max_epoch * self.iters_per_epoch
         install_adversarial(self, cfg, self._num_cameras())
+        if cfg.SOLVER.AMP.ENABLED and not isinstance(self._trainer, PrecisionTrainer) \
+                and self.unwrapped_model.device.type != "cuda":  # fast-reid's AMPTrainer needs CUDA
+            old = self._trainer
+            self._trainer = PrecisionTrainer(old.model, old.data_loader, old.optimizer, old.param_wrapper, amp=True)
 
     def _num_cameras(self):
         if self.target_set is not None:
@@ -98,12 +122,21 @@ class Trainer(DefaultTrainer):
         return self.data_loader.dataset.num_cameras
 
     def train(self):
-        """fast-reid's training; a run resumed after its last epoch only evaluates (fast-reid would
-        fail on the epoch counter of a loop that never ran)."""
+        """fast-reid's training, then ``OUTPUT_DIR/final_results.json`` (:mod:`.run_files`); a run
+        resumed after its last epoch only evaluates its final model (fast-reid would fail on the
+        epoch counter of a loop that never ran).
+
+        Returns:
+            fast-reid's test results of the final model (on the main process).
+        """
         if self.start_epoch >= self.max_epoch:
             logger.info("training already finished: evaluating the final model")
-            return self.test(self.cfg, self.model)
-        return super().train()
+            results = self.test(self.cfg, self.model)
+        else:
+            results = super().train()
+        if comm.is_main_process():
+            run_files.write_final_results(self.cfg.OUTPUT_DIR, results, self.max_epoch, self.cfg.DATASETS.TESTS)
+        return results
 
     @property
     def unwrapped_model(self):
@@ -142,20 +175,36 @@ class Trainer(DefaultTrainer):
         # the classifier is replaced every epoch: no contiguous parameter buffer
         return build_optimizer(cfg, model, contiguous=False)
 
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer, iters_per_epoch):
+        """fast-reid's schedulers, built for the run's real epoch length (:func:`.schedule.iters_per_epoch`)."""
+        return super().build_lr_scheduler(cfg, optimizer, schedule.iters_per_epoch(cfg, iters_per_epoch))
+
+    def build_writers(self):
+        """fast-reid's writers; the printer's ETA also counts the clustering still to come."""
+        period = self.cfg.CLUSTERING.PERIOD if self.cfg.PSEUDO.ENABLED else 0
+        return [schedule.EpochAwareMetricPrinter(self.max_iter, self.max_epoch, period)
+                if isinstance(w, CommonMetricPrinter) else w for w in super().build_writers()]
+
     def build_hooks(self):
+        # fast-reid sized the epoch from the loader before calling this; the run's real length first
+        self.iters_per_epoch = schedule.iters_per_epoch(self.cfg, self.iters_per_epoch)
+        self.max_iter = self.max_epoch * self.iters_per_epoch
         hooks = super().build_hooks()
-        model = self.unwrapped_model
-        if self.cfg.PSEUDO.ENABLED:
-            hook = ClusteringHook(self.cfg, LabelGenerator(self.cfg, self.target_set, datasets_root()))
+        model, cfg = self.unwrapped_model, self.cfg
+        first = []
+        if cfg.PSEUDO.ENABLED:
+            hook = ClusteringHook(cfg, LabelGenerator(cfg, self.target_set, datasets_root()))
             self.checkpointer.checkpointables["pseudo_labels"] = hook
-            hooks.insert(0, hook)
+            first.append(hook)
         if isinstance(model, PseudoLabelModel) and model.has_mean_teachers:
-            hooks.insert(1, MeanTeacherHook())
-        if self.cfg.MODEL.ACAN.ENABLED:  # d_inter-camera + discriminator confusion after each evaluation
-            hooks.append(ACANDiagnosticsHook(self.cfg))
-        if self.cfg.RUN_LOG:  # after fast-reid's EvalHook: sees the epoch's results
-            hooks.append(RunLogHook(os.path.join(self.cfg.OUTPUT_DIR, self.cfg.RUN_LOG)))
-        return hooks
+            first.append(MeanTeacherHook())
+        epoch_end = [EpochTimeHook()]  # after fast-reid's EvalHook, before the writers
+        if adversarial_settings(cfg) is not None:
+            epoch_end.append(DiscriminatorEpochHook())
+        if cfg.MODEL.ACAN.ENABLED:  # d_inter-camera + discriminator confusion after each evaluation
+            epoch_end.append(ACANDiagnosticsHook(cfg))
+        return first + order_epoch_end(hooks, epoch_end)
 
     def install_pseudo_labels(self, pseudo, seed, classifier_weights=None):
         """Train on ``pseudo`` from now on: rebuild the loader (every epoch, seeded by it) and, when
