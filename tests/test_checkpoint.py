@@ -1,7 +1,6 @@
 """Atomic, weights_only checkpoints through fast-reid's Checkpointer."""
 import os
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -1,9 +1,7 @@
 """Each compat fix, exercised through fast-reid's own code path."""
 import os
-import pickle
 import subprocess
 
-import numpy as np
 import pytest
 import torch
 

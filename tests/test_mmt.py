@@ -14,7 +14,7 @@ from fastreid.utils.events import EventStorage
 
 import canu_plugin.modeling.meta_arch.mmt as mmt_module
 from canu_plugin.data import pseudo_labels as pseudo
-from canu_plugin.engine import Trainer, setup_cfg
+from canu_plugin.engine import setup_cfg
 from canu_plugin.engine.hooks import MeanTeacherHook
 from canu_plugin.errors import CanuError
 

@@ -34,3 +34,20 @@ def test_pca_picture_is_written(tmp_path):
     assert n == 120
     img = Image.open(tmp_path / "pca.png")
     assert img.size == (450, 450)
+
+
+def test_probe_held_out_by_identity_sees_no_identity_twice():
+    """Cameras 0 and 1 each hold their own identities: split by image, the probe recognises the
+    identities it trained on; split by identity, only a real camera shift could tell them apart."""
+    rng = np.random.default_rng(1)
+    pids = np.repeat(np.arange(40), 6)
+    cams = (pids >= 20).astype(int)
+    x = rng.normal(size=(40, 64))[pids] + 0.1 * rng.normal(size=(240, 64))  # identity only, no camera shift
+    by_image, _ = camera_probe_accuracy(x, cams)
+    by_identity, _ = camera_probe_accuracy(x, cams, pids)
+    assert by_image > 0.95 and by_identity < 0.8
+    shifted = x.copy()
+    shifted[:, 0] += 8.0 * cams
+    assert camera_probe_accuracy(shifted, cams, pids)[0] > 0.95  # a camera shift is still found
+    with pytest.raises(ValueError, match="training side"):
+        camera_probe_accuracy(x, np.arange(240) % 2, np.zeros(240))  # one identity: nothing to hold out

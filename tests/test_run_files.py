@@ -56,6 +56,8 @@ def test_acan_diagnostics_reach_the_writers(tiny_trainer, tmp_path):
     in_tb = _tensorboard_counts(tmp_path)
     for key in ("acan/d_inter_SynthA", "acan/disc_acc", "adv/epoch_disc_acc"):
         assert in_json[key] == 2 and in_tb[key] == 2, key  # the last one comes after training: written too
+    final = read_final_results(tmp_path)["results"]["SynthA"]  # ACAN tests on the pooled feature itself
+    assert final["d_inter_pooled"] == pytest.approx(final["d_inter"], rel=1e-4)
 
 
 def test_final_results_keep_one_test_set_under_its_name(tmp_path):
@@ -65,3 +67,20 @@ def test_final_results_keep_one_test_set_under_its_name(tmp_path):
     write_final_results(str(tmp_path), {"A": {"mAP": 1.0}, "B": {"mAP": 2.0}}, 4, ("A", "B"))
     assert read_final_results(str(tmp_path))["results"] == {"A": {"mAP": 1.0}, "B": {"mAP": 2.0}}
     assert read_final_results(str(tmp_path / "missing")) is None
+
+
+def test_d_inter_pooled_is_measured_on_the_backbones_pooled_features(tiny_trainer, tmp_path):
+    from fastreid.data.datasets import DATASET_REGISTRY
+    from canu_plugin.engine import datasets_root
+    from canu_plugin.engine.features import extract_features
+    from canu_plugin.evaluation.camera_alignment import d_inter_camera
+    trainer = tiny_trainer("configs/synthetic/quick_sup.yml", tmp_path, "SOLVER.MAX_EPOCH", "1")
+    results = trainer.train()  # trained BNNeck statistics: the test feature is no longer the pooled one
+    data = DATASET_REGISTRY.get("SynthA")(root=datasets_root())
+    items = [it for it in data.query + data.gallery if it[1] >= 0]
+    model = trainer.unwrapped_model
+    pooled = extract_features(model, items, trainer.cfg, normalize=True,
+                              forward=lambda b: model.backbone(model.preprocess_image(b)).mean((2, 3)))
+    expected = d_inter_camera(pooled, [it[2] for it in items], normalize=True)
+    assert results["d_inter_pooled"] == pytest.approx(expected, rel=1e-4)
+    assert abs(results["d_inter_pooled"] - results["d_inter"]) > 1e-3  # the BNNeck changes the geometry

@@ -80,16 +80,22 @@ class LabelGenerator:
                 info = {f"clustering_{k}": round(float(x), 4) for k, x in view_info.items()
                         if k.endswith("_s") or k == "eps"}
         if self.cfg.PSEUDO.CAMERA_PROBE:
-            info["cam_probe"] = self._camera_probe(views[0])
+            info["cam_probe"] = self._camera_probe(views[0], out[0][0])
         extra = [lab for lab, _ in out[1:]]
         return (out[0][0], np.stack(extra, 1) if extra else None, torch.as_tensor(out[0][1], dtype=torch.float32),
                 tuple(eps), info)
 
-    def _camera_probe(self, features):
-        """Held-out accuracy (0-1) of a linear camera probe on the (N, D) target features, or None."""
+    def _camera_probe(self, features, labels):
+        """Held-out accuracy (0-1) of a linear camera probe on the (N, D) target features, or None.
+
+        Held-out images are of identities the probe did not see: the ground truth with
+        ``PSEUDO.GT_DIAGNOSTICS`` (diagnostics only), else the (N,) pseudo-labels (outliers alone).
+        """
         from canu_plugin.evaluation.probes import camera_probe_accuracy
+        groups = self.target.gt if self.cfg.PSEUDO.GT_DIAGNOSTICS else np.where(
+            labels >= 0, labels, labels.max() + 1 + np.arange(len(labels)))
         try:
-            return round(camera_probe_accuracy(np.asarray(features), self.target.camids,
+            return round(camera_probe_accuracy(np.asarray(features), self.target.camids, groups,
                                                max_samples=self.cfg.TEST.CANU.PROBE_MAX_IMAGES)[0], 4)
         except ValueError as e:
             logger.warning(f"camera probe skipped: {e}")

@@ -33,6 +33,7 @@ from canu_plugin.engine.label_generator import LabelGenerator
 from canu_plugin.engine import run_files, schedule
 from canu_plugin.engine.precision import PrecisionTrainer
 from canu_plugin.errors import CanuError, find_canu_error
+from canu_plugin.evaluation.pooled import PooledFeatureTap
 from canu_plugin.modeling.contract import PseudoLabelModel
 
 logger = logging.getLogger(__name__)
@@ -242,6 +243,15 @@ class Trainer(DefaultTrainer):
         test_set = CommDataset(data.query + data.gallery, build_transforms(cfg, is_train=False), relabel=False)
         return build_reid_test_loader(test_set=test_set, test_batch_size=cfg.TEST.IMS_PER_BATCH,
                                       num_query=len(data.query), num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+    @classmethod
+    def test(cls, cfg, model):
+        """fast-reid's test; with ``TEST.CANU.CAMERA_DIAGNOSTICS`` the backbones' pooled features are
+        recorded too (:mod:`canu_plugin.evaluation.pooled`: ``d_inter_pooled``)."""
+        if not (cfg.TEST.CANU.ENABLED and cfg.TEST.CANU.CAMERA_DIAGNOSTICS):
+            return super().test(cfg, model)
+        with PooledFeatureTap(model):
+            return super().test(cfg, model)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):

@@ -21,7 +21,6 @@ import contextlib
 import copy
 import itertools
 import logging
-import os
 from collections import OrderedDict
 
 import numpy as np
@@ -32,6 +31,7 @@ from fastreid.utils import comm
 
 from canu_plugin.errors import CanuError
 from canu_plugin.evaluation.metrics import rank_metrics, resolve_device
+from canu_plugin.evaluation.pooled import active_tap
 
 logger = logging.getLogger(__name__)
 
@@ -211,47 +211,31 @@ class CanuReidEvaluator(ReidEvaluator):
         gathered = self._gather()
         if gathered is None:
             return {}
-        res = self._rank_metrics(*gathered)
-        self._results = self._summary(res)
+        feats, pids, camids, pooled = gathered
+        self._results = self._summary(self._rank_metrics(feats, pids, camids))
         if cfg.TEST.CANU.CAMERA_DIAGNOSTICS:
-            self._results.update(self._camera_diagnostics(*gathered))
+            self._results.update(self._camera_diagnostics(feats, pids, camids, pooled))
         return copy.deepcopy(self._results)
 
-    def _camera_diagnostics(self, feats, pids, camids):
-        """How much camera the test features carry: held-out accuracy of a linear camera probe
-        (percent; ``cam_probe_chance`` = majority rate) and d_inter-camera (ACAN Table VII, unit
-        features), on query + gallery (distractors, pid < 0, left out). With ``TEST.CANU.PCA_CAMERAS``
-        also a PCA PNG of those two cameras in the evaluator's output folder (CANU-ReID Fig. 7).
+    def process(self, inputs, outputs):
+        """fast-reid's, plus the batch's pooled backbone features while a
+        :class:`~canu_plugin.evaluation.pooled.PooledFeatureTap` is active."""
+        super().process(inputs, outputs)
+        tap = active_tap()
+        pooled = tap.pop() if tap is not None else None
+        if pooled is not None and len(pooled) == len(outputs):
+            self._predictions[-1]["pooled"] = pooled.cpu()
 
-        Args:
-            feats: (N, D); pids, camids: (N,).
-        """
-        from canu_plugin.evaluation.camera_alignment import d_inter_camera
-        from canu_plugin.evaluation.probes import camera_probe_accuracy, pca_camera_pair
-        keep = (pids >= 0).numpy()
-        x = F.normalize(feats[keep].float(), dim=1).numpy()
-        cams, ids = camids[keep].numpy(), pids[keep].numpy()
-        out = OrderedDict()
-        try:
-            acc, chance = camera_probe_accuracy(x, cams, max_samples=self.cfg.TEST.CANU.PROBE_MAX_IMAGES)
-            out["cam_probe"], out["cam_probe_chance"] = acc * 100, chance * 100
-        except ValueError as e:  # one camera, or too few images per camera
-            logger.warning(f"camera probe skipped: {e}")
-        out["d_inter"] = d_inter_camera(x, cams, normalize=False)
-        pair = list(self.cfg.TEST.CANU.PCA_CAMERAS)
-        folder = self._output_dir or self.cfg.OUTPUT_DIR
-        if len(pair) == 2 and folder and set(pair) <= set(cams.tolist()):
-            os.makedirs(folder, exist_ok=True)
-            path = os.path.join(folder, f"pca_cam{pair[0] + 1}_cam{pair[1] + 1}.png")
-            try:
-                pca_camera_pair(x, cams, ids, pair[0], pair[1], path, label_offset=1,
-                                title=f"test features, cameras {pair[0] + 1} and {pair[1] + 1}, shared ids")
-            except ValueError as e:
-                logger.warning(f"PCA plot skipped: {e}")
-        return out
+    def _camera_diagnostics(self, feats, pids, camids, pooled=None):
+        """:func:`~canu_plugin.evaluation.probes.camera_diagnostics` with the ``TEST.CANU`` keys."""
+        from canu_plugin.evaluation.probes import camera_diagnostics
+        return camera_diagnostics(feats, pids, camids, pooled, max_images=self.cfg.TEST.CANU.PROBE_MAX_IMAGES,
+                                  pca_cameras=tuple(self.cfg.TEST.CANU.PCA_CAMERAS),
+                                  folder=self._output_dir or self.cfg.OUTPUT_DIR)
 
     def _gather(self):
-        """(features (N, D), pids (N,), camids (N,)) of all ranks on the main process, else None."""
+        """(features (N, D), pids (N,), camids (N,), pooled (N, C) or None) of all ranks on the
+        main process, else None."""
         predictions = self._predictions
         if comm.get_world_size() > 1:
             comm.synchronize()
@@ -261,7 +245,9 @@ class CanuReidEvaluator(ReidEvaluator):
         if not predictions:
             raise CanuError("the evaluator received no predictions: the test set is empty; check "
                             "DATASETS.TESTS and the dataset's query/ and bounding_box_test/ folders")
-        return tuple(torch.cat([p[k] for p in predictions]) for k in ("feats", "pids", "camids"))
+        feats, pids, camids = (torch.cat([p[k] for p in predictions]) for k in ("feats", "pids", "camids"))
+        pooled = torch.cat([p["pooled"] for p in predictions]) if all("pooled" in p for p in predictions) else None
+        return feats, pids, camids, pooled
 
     def _rank_metrics(self, feats, pids, camids):
         """:func:`.metrics.rank_metrics` with the configured metric, AQE and re-ranking."""

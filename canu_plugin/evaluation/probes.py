@@ -1,36 +1,67 @@
 """How much camera information features carry (CANU-ReID's argument, Fig. 7): a linear camera
 probe on frozen features and a PCA picture of two cameras."""
+import logging
+import os
+from collections import OrderedDict
+
 import numpy as np
+import torch.nn.functional as F
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+from canu_plugin.evaluation.camera_alignment import d_inter_camera
+
+logger = logging.getLogger(__name__)
 
 
-def camera_probe_accuracy(features, camids, test_fraction=0.3, seed=0, max_samples=0):
+def _split(y, groups, test_fraction, seed):
+    """Train / test indices stratified by camera; with ``groups``, no group (identity) on both sides."""
+    if groups is None:
+        return train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=y)
+    n_splits = max(int(round(1 / test_fraction)), 2)
+    if len(np.unique(groups)) < n_splits:
+        raise ValueError(f"{len(np.unique(groups))} identities cannot be held out in {n_splits} folds while "
+                         "keeping every camera on the training side")
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    train, test = next(folds.split(np.zeros(len(y)), y, groups))
+    missing = set(np.unique(y)) - set(np.unique(y[train]))
+    if missing or len(test) == 0:
+        raise ValueError(f"cannot hold out identities with every camera on the training side (camera(s) "
+                         f"{sorted(missing)} only seen with held-out identities)")
+    return train, test
+
+
+def camera_probe_accuracy(features, camids, groups=None, test_fraction=0.3, seed=0, max_samples=0):
     """Held-out accuracy of a linear classifier predicting the camera from frozen features.
 
     Args:
         features: (N, D) array; camids: (N,) camera ids.
+        groups: (N,) identity of each image: held-out images are of identities the probe never saw
+            (otherwise an identity seen in training would let it recognise the person's usual cameras);
+            None splits images at random.
         test_fraction: share of the images held out (stratified by camera).
         max_samples: > 0: use a random (seeded) subset of at most this many images.
     Returns:
         (accuracy, chance): accuracy on the held-out images and the majority-class rate.
     Raises:
-        ValueError: fewer than two cameras, or too few images per camera to hold some out.
+        ValueError: fewer than two cameras, too few images per camera, or no identity split that
+            keeps every camera on the training side.
     """
     x = np.asarray(features, np.float32)
     y = np.asarray(camids).astype(np.int64)
+    g = None if groups is None else np.asarray(groups)
     if 0 < max_samples < len(y):
         pick = np.sort(np.random.default_rng(seed).permutation(len(y))[:max_samples])
-        x, y = x[pick], y[pick]
+        x, y, g = x[pick], y[pick], None if g is None else g[pick]
     cams, counts = np.unique(y, return_counts=True)
     if len(cams) < 2:
         raise ValueError("a camera probe needs at least two cameras")
     if counts.min() < 2:
         raise ValueError(f"camera {cams[counts.argmin()]} has {counts.min()} image(s): too few to hold one out")
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
-    clf = LogisticRegression(max_iter=2000).fit(xtr, ytr)
-    return float((clf.predict(xte) == yte).mean()), float(counts.max() / counts.sum())
+    train, test = _split(y, g, test_fraction, seed)
+    clf = LogisticRegression(max_iter=2000).fit(x[train], y[train])
+    return float((clf.predict(x[test]) == y[test]).mean()), float(counts.max() / counts.sum())
 
 
 def pca_camera_pair(features, camids, pids, cam_a, cam_b, path, title="", label_offset=0):
@@ -64,3 +95,43 @@ def pca_camera_pair(features, camids, pids, cam_a, cam_b, path, title="", label_
     fig.savefig(path)
     plt.close(fig)
     return int(keep.sum())
+
+
+def camera_diagnostics(feats, pids, camids, pooled=None, max_images=4000, pca_cameras=(), folder=None):
+    """How much camera the test features carry, on query + gallery (distractors, pid < 0, left out).
+
+    - ``cam_probe``: held-out accuracy (%) of a linear camera probe, held out by identity
+      (``cam_probe_chance``: the majority rate);
+    - ``d_inter``: d_inter-camera (ACAN Table VII) of the unit test features;
+    - ``d_inter_pooled``: the same on the backbones' pooled features (same kind for every model,
+      :mod:`canu_plugin.evaluation.pooled`), when ``pooled`` is given;
+    - with two ``pca_cameras`` and a ``folder``: ``pca_cam<a>_cam<b>.png`` there (CANU-ReID Fig. 7).
+
+    Args:
+        feats: (N, D) tensor; pids, camids: (N,) tensors; pooled: (N, C) tensor or None;
+        max_images: probe subset size (0 = all).
+    Returns:
+        OrderedDict of floats.
+    """
+    keep = (pids >= 0).numpy()
+    x = F.normalize(feats[keep].float(), dim=1).numpy()
+    cams, ids = camids[keep].numpy(), pids[keep].numpy()
+    out = OrderedDict()
+    try:
+        acc, chance = camera_probe_accuracy(x, cams, ids, max_samples=max_images)
+        out["cam_probe"], out["cam_probe_chance"] = acc * 100, chance * 100
+    except ValueError as e:  # one camera, or too few images per camera
+        logger.warning(f"camera probe skipped: {e}")
+    out["d_inter"] = d_inter_camera(x, cams, normalize=False)
+    if pooled is not None:
+        out["d_inter_pooled"] = d_inter_camera(pooled[keep], cams, normalize=True)
+    pair = list(pca_cameras)
+    if len(pair) == 2 and folder and set(pair) <= set(cams.tolist()):
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"pca_cam{pair[0] + 1}_cam{pair[1] + 1}.png")
+        try:
+            pca_camera_pair(x, cams, ids, pair[0], pair[1], path, label_offset=1,
+                            title=f"test features, cameras {pair[0] + 1} and {pair[1] + 1}, shared ids")
+        except ValueError as e:
+            logger.warning(f"PCA plot skipped: {e}")
+    return out
