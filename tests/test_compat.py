@@ -115,3 +115,33 @@ def test_default_optimizer_updates_the_model():
         optimizer.step()
         params.assert_buffer_is_valid()
     assert not torch.allclose(before, model[0].weight)
+
+
+def test_flip_test_normalises_each_view_once():
+    """fast-reid's flip test: (f(x) + f(flip(x))) / 2, each image normalised once (fast-reid 1.4.0's
+    in-place preprocessing normalised the flipped images twice)."""
+    import torch
+    from fastreid.evaluation.evaluator import inference_on_dataset
+    from canu_plugin.engine import setup_cfg
+    from fastreid.modeling import build_model
+    torch.manual_seed(0)
+    model = build_model(setup_cfg("configs/synthetic/quick_sup.yml")).eval()
+    images = torch.rand(4, 3, 32, 16) * 255
+
+    class Keep:
+        def reset(self):
+            self.out = None
+
+        def process(self, inputs, outputs):
+            self.out = outputs
+
+        def evaluate(self):
+            return {}
+    class Loader(list):
+        dataset = range(4)
+    keep = Keep()
+    inference_on_dataset(model, Loader([{"images": images.clone(), "targets": torch.zeros(4), "camids": torch.zeros(4)}]),
+                         keep, flip_test=True)
+    with torch.no_grad():
+        expected = (model({"images": images.clone()}) + model({"images": images.flip(dims=[3])})) / 2
+    assert torch.allclose(keep.out, expected, atol=1e-5)

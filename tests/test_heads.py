@@ -72,3 +72,32 @@ def test_freeze_triplet_only_freezes_classifier_and_unused_neck():
     other.heads.neck_feat = "after"  # the losses see the neck's output: it trains
     freeze_triplet_only([other.heads])
     assert not other.heads.weight.requires_grad and other.heads.bottleneck[0].weight.requires_grad
+
+
+def test_canu_feature_chooses_what_the_camera_branch_sees(pseudo_of):
+    """MODEL.CANU.FEATURE: the head's training feature (pooled, NECK_FEAT before) or the unit BNNeck
+    embedding, the space of the clusters; the head returns that embedding in training."""
+    cfg = _cfg()
+    cfg.merge_from_list(["MODEL.HEADS.NECK_FEAT", "before"])
+    images, targets = torch.rand(4, 3, 32, 16) * 255, torch.tensor([0, 1, 2, 2])
+    outs = {}
+    for kind in ("train_feature", "embedding"):
+        cfg.MODEL.CANU.FEATURE = kind
+        torch.manual_seed(0)
+        model = build_model(cfg).train()
+        model.install_clusters(pseudo_of(torch.randn(3, 512)))
+        with EventStorage(0):
+            _, [(feats, cond)] = model({"images": images.clone(), "targets": targets}, return_adv_inputs=True)
+            head_out = model.heads(model.backbone(model.preprocess_image({"images": images.clone()})), targets)
+        outs[kind] = feats
+        assert model.adversarial_dims == [(512, 512)]
+    assert torch.allclose(outs["train_feature"], head_out["features"], atol=1e-5)  # the pooled feature
+    assert torch.allclose(outs["embedding"], F.normalize(head_out["embedding"], dim=1), atol=1e-5)
+    assert torch.allclose(outs["embedding"].norm(dim=1), torch.ones(4), atol=1e-5)
+    assert not torch.allclose(head_out["embedding"], head_out["features"])  # BNNeck output != pooled
+    cfg.MODEL.CANU.FEATURE = "logits"
+    with pytest.raises(CanuError, match="FEATURE"):
+        model = build_model(cfg).train()
+        model.install_clusters(pseudo_of(torch.randn(3, 512)))
+        with EventStorage(0):
+            model({"images": images.clone(), "targets": targets}, return_adv_inputs=True)

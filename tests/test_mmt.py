@@ -282,3 +282,17 @@ def test_two_view_dataset_reads_each_image_once(tiny_items, monkeypatch):
     data = pseudo.PseudoLabelDataset(tiny_items, build_transforms(setup_cfg(QUICK), is_train=True), num_views=2)
     item = data[3]
     assert reads == [tiny_items[3][0]] and item["images_2"].shape == item["images"].shape
+
+
+def test_test_net_chooses_the_tested_teacher_and_clustering_stays_on_both():
+    m = _model().eval()
+    images = torch.rand(3, 3, 32, 16) * 255
+    with torch.no_grad():
+        x = m.net1.preprocess_image(images)
+        t1, t2 = (F.normalize(t.heads(t.backbone(x)), dim=1) for t in m.teachers)
+        m.test_net = "teacher1"
+        assert torch.allclose(m({"images": images}), t1, atol=1e-6)
+        assert torch.allclose(m.cluster_forward({"images": images}), (t1 + t2) / 2, atol=1e-6)
+    assert _model("MODEL.MMT.TEST_NET", "teacher2").test_net == "teacher2"
+    with pytest.raises(CanuError, match="TEST_NET"):
+        _model("MODEL.MMT.TEST_NET", "best")

@@ -176,3 +176,29 @@ def test_tiny_canu_ssg_epochs_and_resume_restores_view_labels(make_trainer, tmp_
     resumed.train()  # epoch 1 keeps the epoch-0 clusters (PERIOD 2): the loader gets the restored labels
     keep = saved["labels"] >= 0
     assert resumed.data_loader.dataset.view_labels.tolist() == saved["view_labels"][keep].tolist()
+
+
+def test_ssg_reference_clustering_keeps_the_first_eps_and_uses_the_source(make_trainer, tmp_path, monkeypatch):
+    """SSG's rule end to end: the source term (features of the source domain, here SynthB), flip
+    features, the first clustering's quantile eps kept for the run and across a resume."""
+    import canu_plugin.clustering as clustering
+    calls = []
+    real = clustering.cluster
+
+    def spy(feats, cfg, return_info=False, kept_eps=None, source_features=None):
+        calls.append((kept_eps, None if source_features is None else tuple(source_features.shape)))
+        return real(feats, cfg, return_info=return_info, kept_eps=kept_eps, source_features=source_features)
+    monkeypatch.setattr(clustering, "cluster", spy)
+    opts = ["CLUSTERING.EPS_RULE", "quantile_once", "CLUSTERING.RHO", "0.03", "CLUSTERING.DIST_NORM", "row_max",
+            "CLUSTERING.SOURCE_LAMBDA", "0.1", "PSEUDO.SOURCE_DATASETS", '("SynthB",)', "PSEUDO.FLIP", "True"]
+    trainer = make_trainer(tmp_path, *opts)
+    trainer.train()
+    first = hook_of(trainer).first_eps
+    assert len(first) == 3 and all(0 < e < 0.9 for e in first)  # one eps per view
+    assert [k for k, _ in calls[:3]] == [None] * 3 and [k for k, _ in calls[3:]] == list(first)  # epoch 1 reuses them
+    assert all(s is not None and s[1] == D for _, s in calls)  # each view with its source view
+    saved = torch.load(tmp_path / "model_final.pth", weights_only=True)["pseudo_labels"]
+    assert tuple(saved["first_eps"]) == first
+    resumed = make_trainer(tmp_path, *opts, "SOLVER.MAX_EPOCH", "3")
+    resumed.resume_or_load(resume=True)
+    assert hook_of(resumed).first_eps == first

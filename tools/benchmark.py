@@ -18,7 +18,7 @@ import sys
 import time
 
 import canu_plugin  # noqa: F401
-from canu_plugin.bench.methods import DEFAULT_METHODS, SETTINGS, plan
+from canu_plugin.bench.methods import SETTINGS, default_methods, plan
 from canu_plugin.bench.plots import write_plots
 from canu_plugin.bench.report import load_records, write_report
 from canu_plugin.bench.runner import execute, run_name
@@ -28,7 +28,7 @@ from canu_plugin.errors import CanuError, user_errors
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--setting", default="synthetic", choices=sorted(SETTINGS))
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    p.add_argument("--methods", nargs="+", default=None, help="default: every method the setting has")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--root", default=os.getenv("FASTREID_DATASETS", "datasets"), help="dataset root")
     p.add_argument("--output", default="results", help="results/<setting>/ goes here")
@@ -66,6 +66,7 @@ def sweep(args, folder):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.methods = args.methods or default_methods(args.setting)
     os.environ["FASTREID_DATASETS"] = os.path.abspath(args.root)
     folder = os.path.abspath(os.path.join(args.output, args.setting))
     os.makedirs(folder, exist_ok=True)

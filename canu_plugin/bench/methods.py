@@ -54,9 +54,11 @@ def _synthetic_methods():
     }
 
 
-def _real_methods(src, tgt, src_ds, tgt_ds):
+def _real_methods(src, tgt, src_ds, tgt_ds, with_ssg=True):
+    """The methods of one real-data pair; SSG's rows only where its configs exist (the papers run
+    SSG / CANU-SSG on M->D and D->M only)."""
     pair = f"{src}2{tgt}"
-    return {
+    methods = {
         "source": Method("fast-reid supervised, source only (direct transfer)", f"configs/{src_ds}/sup_R50.yml",
                          "source", opts=("DATASETS.TESTS", f'("{src_ds}", "{tgt_ds}")')),
         "source_b": Method("second source model (MMT's net 2)", f"configs/{src_ds}/sup_R50.yml", "source",
@@ -76,6 +78,7 @@ def _real_methods(src, tgt, src_ds, tgt_ds):
         "acan_ace": Method("ACAN-ACE", f"configs/acan/{tgt_ds}_ace.yml", "acan"),
         "upper": Method("fast-reid supervised on the target (upper bound)", f"configs/{tgt_ds}/sup_R50.yml", "upper"),
     }
+    return methods if with_ssg else {k: v for k, v in methods.items() if "ssg" not in k}
 
 
 SETTINGS = {
@@ -84,10 +87,19 @@ SETTINGS = {
                 methods=_real_methods("M", "D", "Market1501", "DukeMTMC")),
     "D2M": dict(target="Market1501", datasets=("DukeMTMC", "Market1501"),
                 methods=_real_methods("D", "M", "DukeMTMC", "Market1501")),
+    "M2MSMT": dict(target="MSMT17", datasets=("Market1501", "MSMT17"),
+                   methods=_real_methods("M", "MSMT", "Market1501", "MSMT17", with_ssg=False)),
+    "D2MSMT": dict(target="MSMT17", datasets=("DukeMTMC", "MSMT17"),
+                   methods=_real_methods("D", "MSMT", "DukeMTMC", "MSMT17", with_ssg=False)),
 }
 DEFAULT_METHODS = ("source", "pseudo", "adv", "canu", "mmt", "adv_mmt", "canu_mmt", "ssg", "adv_ssg", "canu_ssg",
                    "acan_triplet", "acan_grl", "acan_oce", "acan_ace", "upper")
 SECOND_SOURCE_SEED = 100  # MMT's net 2 starts from the source model trained with seed + 100
+
+
+def default_methods(setting):
+    """:data:`DEFAULT_METHODS` that the setting has (no SSG rows on MSMT17)."""
+    return [m for m in DEFAULT_METHODS if m in SETTINGS[setting]["methods"]]
 
 
 def plan(setting, methods, seeds):

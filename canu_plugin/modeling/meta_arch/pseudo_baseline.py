@@ -10,7 +10,7 @@ from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
 
 from canu_plugin.errors import CanuError
-from canu_plugin.modeling.contract import PseudoLabelModel, adversarial_feature
+from canu_plugin.modeling.contract import ADV_FEATURES, PseudoLabelModel, adversarial_feature
 
 
 @META_ARCH_REGISTRY.register()
@@ -23,6 +23,8 @@ class PseudoBaseline(Baseline, PseudoLabelModel):
         if not hasattr(self.heads, "reset_classifier"):
             raise CanuError(f"{type(self).__name__} needs a resizable head: set "
                             "MODEL.HEADS.NAME PseudoEmbeddingHead")
+        if adv_feature not in ADV_FEATURES:
+            raise CanuError(f"MODEL.CANU.FEATURE {adv_feature!r}: use one of {ADV_FEATURES}")
         self.adv_feature = adv_feature  # MODEL.CANU.FEATURE: what the camera branch of D sees
         self.init_pseudo_label_state()
 
