@@ -44,6 +44,22 @@ def atomic_write(path, write_fn, mode="wb"):
         raise
 
 
+def remove_stale_temporaries(folder):
+    """Delete what a kill during :func:`atomic_write` left in ``folder`` (``.<name>.<random>.tmp``).
+
+    Returns:
+        the names removed.
+    """
+    if not os.path.isdir(folder):
+        return []
+    stale = [n for n in os.listdir(folder) if n.startswith(".") and n.endswith(".tmp")]
+    for name in stale:
+        os.remove(os.path.join(folder, name))
+    if stale:
+        logger.info(f"removed {len(stale)} partial file(s) of an interrupted write in {folder}: {stale}")
+    return stale
+
+
 def atomic_save(self, name, **kwargs):
     """``Checkpointer.save`` that writes ``<save_dir>/<name>.pth`` atomically, then tags it."""
     if not self.save_dir or not self.save_to_disk:
@@ -65,24 +81,41 @@ def atomic_tag_last_checkpoint(self, last_filename_basename):
     atomic_write(save_file, lambda f: f.write(last_filename_basename), mode="w")
 
 
+def _is_torch_file(path):
+    """Does ``path`` start like a file ``torch.save`` wrote (a zip archive, or a legacy pickle)?"""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)  # zip / pickle 2-5
+
+
 def safe_load_file(self, f):
     """Load a checkpoint with ``torch.load(weights_only=True)`` (numpy arrays allowed).
 
     Raises:
-        CanuError: the file is torn / not a checkpoint, or holds arbitrary Python objects.
+        CanuError: no such file, not a torch file (text, JSON, random bytes), a torn file, or one
+            holding arbitrary Python objects.
     """
+    if not os.path.isfile(f):
+        raise CanuError(f"checkpoint {f!r} does not exist: check the path (MODEL.WEIGHTS, or the file named "
+                        "in OUTPUT_DIR/last_checkpoint)")
+    if not _is_torch_file(f):
+        raise CanuError(f"{f!r} is not a checkpoint written by torch.save (a text, JSON or other file): point "
+                        "MODEL.WEIGHTS at a .pth file saved by fast-reid / this plugin")
     try:
         with torch.serialization.safe_globals(_NUMPY_SAFE):
             return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
     except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # a broken pickle stream, not a forbidden object
+            raise CanuError(f"checkpoint {f!r} is corrupt ({str(e).splitlines()[0][:120]}): use an earlier "
+                            "checkpoint from the same folder, or train again") from e
         raise CanuError(
             f"checkpoint {f!r} holds Python objects that torch.load(weights_only=True) refuses "
             f"({str(e).splitlines()[0]}). If you trust the file, convert it once: "
             "sd = torch.load(path, weights_only=False); torch.save({'model': sd['model']}, new_path)"
         ) from e
-    except (RuntimeError, EOFError) as e:
-        raise CanuError(f"checkpoint {f!r} is not a readable torch file ({e}). It may be truncated: "
-                        "use an earlier checkpoint from the same folder.") from e
+    except (RuntimeError, EOFError, KeyError, ValueError) as e:
+        raise CanuError(f"checkpoint {f!r} is not a readable torch file ({type(e).__name__}: {e}). It may be "
+                        "truncated: use an earlier checkpoint from the same folder.") from e
 
 
 def strip_module_prefix(state):

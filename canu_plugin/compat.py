@@ -32,7 +32,7 @@ import warnings
 
 import torch
 
-from canu_plugin.errors import CanuError
+from canu_plugin.errors import unreadable_image
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +170,7 @@ def _fix_read_image():
         try:
             return original(file_name, format)
         except (OSError, ValueError, SyntaxError) as e:
-            raise CanuError(
-                f"cannot read image {file_name!r} ({type(e).__name__}: {e}). The file is missing "
-                "or corrupt: restore it from the original archive, or delete it and restart.") from e
+            raise unreadable_image(file_name, e) from e
 
     read_image._canu_compat = True
     common.read_image = read_image

@@ -78,3 +78,17 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def sync_buffers(*modules):
+    """Set every buffer (BatchNorm statistics, counters) of ``modules`` to rank 0's, in place.
+
+    fast-reid wraps models with ``broadcast_buffers=False``: each process keeps the BatchNorm
+    statistics of its own batches, the checkpoint holds rank 0's only, and features extracted by
+    another rank would be computed with statistics rank 0 does not have.
+    """
+    if comm.get_world_size() == 1:
+        return
+    for module in modules:
+        for buf in unwrap(module).buffers():
+            dist.broadcast(buf.data, src=0)

@@ -10,6 +10,12 @@ class CanuError(RuntimeError):
     """
 
 
+def unreadable_image(path, exc):
+    """The CanuError for an image file that cannot be read (missing or corrupt)."""
+    return CanuError(f"cannot read image {path!r} ({type(exc).__name__}: {exc}). The file is missing or corrupt: "
+                     "restore it from the original archive, or delete it and restart.")
+
+
 def find_canu_error(exc):
     """Return the CanuError behind ``exc`` (itself, a cause, or one re-raised by a DataLoader
     worker, which re-creates exceptions from their formatted traceback), or None."""

@@ -21,7 +21,7 @@ import canu_plugin  # noqa: F401
 from canu_plugin.bench.methods import SETTINGS, default_methods, plan
 from canu_plugin.bench.plots import write_plots
 from canu_plugin.bench.report import load_records, write_report
-from canu_plugin.bench.runner import execute, run_name
+from canu_plugin.bench.runner import check_identity, execute, identity, run_name, run_opts
 from canu_plugin.errors import CanuError, user_errors
 
 
@@ -53,11 +53,15 @@ def prepare_data(setting, root):
 def sweep(args, folder):
     """Run every planned run not finished yet; returns the stems that were run now."""
     setting = SETTINGS[args.setting]
-    done, ran = set(load_records(folder)), []
+    done, ran = load_records(folder), []
     for key, seed, deps in plan(args.setting, args.methods, args.seeds):
-        if (key, seed) in done:
-            continue
         stems = {role: run_name(*dep) for role, dep in deps.items()}
+        if (key, seed) in done:  # finished: reused only if it was run with these options
+            method = setting["methods"][key]
+            opts = run_opts(key, method, seed, stems, folder, args.eval_period, args.opts)
+            check_identity(done[(key, seed)].get("identity"), identity(method, opts, folder),
+                           os.path.join(folder, run_name(key, seed) + ".json"))
+            continue
         execute(args.setting, key, setting["methods"][key], seed, stems, folder, setting["target"],
                 eval_period=args.eval_period, extra=args.opts)
         ran.append(run_name(key, seed))
@@ -86,6 +90,16 @@ def main(argv=None):
         print(f"[bench] plot:  {p}")
 
 
-if __name__ == "__main__":
+def cli(entry):
+    """Run ``entry()`` as a command: a CanuError is one line, Ctrl-C says how to resume."""
     with user_errors():
-        sys.exit(main())
+        try:
+            sys.exit(entry())
+        except KeyboardInterrupt:
+            print("\n[bench] interrupted: run the same command again to resume (finished runs are kept, the "
+                  "interrupted one continues from its last checkpoint)", file=sys.stderr)
+            sys.exit(130)
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -17,8 +17,6 @@ import os
 import sys
 import time
 
-from canu_plugin.errors import user_errors
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchmark  # noqa: E402  (tools/benchmark.py)
 
@@ -33,5 +31,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    with user_errors():
-        sys.exit(main())
+    benchmark.cli(main)

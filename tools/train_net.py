@@ -12,12 +12,15 @@ import canu_plugin  # noqa: F401  (compat fixes + registration into fast-reid's 
 from canu_plugin.engine import Trainer, seed_from_config, setup_cfg
 from canu_plugin.errors import user_errors
 from fastreid.engine import default_argument_parser, default_setup, launch
+from fastreid.utils import comm
+from fastreid.utils.logger import setup_logger
 
 
 def setup(args):
     """Config from file + command line, then fast-reid's logging/output set-up."""
     cfg = setup_cfg(args.config_file, args.opts)
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="canu_plugin")  # into log.txt too
     seed_from_config(cfg)  # SEED >= 0: a reproducible run (fast-reid seeds randomly)
     return cfg
 

@@ -33,14 +33,14 @@ def parse_args(argv=None):
 
 def source_features(args):
     """(features (N, D), ground-truth ids (N,)) of the source test identities."""
-    from fastreid.data.datasets import DATASET_REGISTRY
     from fastreid.utils.checkpoint import Checkpointer
+    from canu_plugin.data.datasets import test_items
     from canu_plugin.engine import Trainer, datasets_root, setup_cfg
     from canu_plugin.engine.features import extract_features
     cfg = setup_cfg(args.config_file, [*args.opts, "MODEL.BACKBONE.PRETRAIN", "False"])
     name = args.dataset or cfg.DATASETS.NAMES[0]
-    data = DATASET_REGISTRY.get(name)(root=datasets_root())
-    items = [it for it in data.query + data.gallery if it[1] > 0]  # 0 / -1: distractors and junk
+    query, gallery = test_items(name, datasets_root())
+    items = [it for it in query + gallery if it[1] > 0]  # 0 / -1: distractors and junk
     model = Trainer.build_model(cfg)
     Checkpointer(model).load(args.weights)
     return extract_features(model, items, cfg).numpy(), [it[1] for it in items], name

@@ -80,15 +80,39 @@ def _drop_periodic_checkpoints(out_dir):
             os.remove(os.path.join(out_dir, name))
 
 
+def identity(method, opts, folder):
+    """What makes a run this run: its config and its effective overrides (the output folder's own
+    path written as ``<output>``, so that a results folder can be moved)."""
+    return {"config": method.config, "opts": [str(o).replace(folder, "<output>") for o in opts[:-2]]}
+
+
+def check_identity(recorded, planned, where):
+    """Refuse to reuse a run made with other options (its numbers would be labelled with these)."""
+    if recorded != planned:
+        was = recorded.get("opts") if isinstance(recorded, dict) else None
+        changed = sorted(set(map(str, planned["opts"])) ^ set(map(str, was or [])))
+        raise CanuError(f"{where} was run with other options than this command's (differing: {changed[:6]}): use "
+                        "another --output for these options, or delete that run to redo it")
+
+
 def execute(setting, key, method, seed, deps, folder, target, eval_period=0, extra=(), log=print):
     """Train (or resume) one run in a child process and write its JSON record.
 
     Returns:
-        the record (dict). Raises CanuError when the run fails (its log file is named).
+        the record (dict). Raises CanuError when the run fails (its log file is named) or when its
+        folder holds a run made with other options.
     """
     opts = run_opts(key, method, seed, deps, folder, eval_period, extra)
     out_dir = opts[-1]
     os.makedirs(out_dir, exist_ok=True)
+    planned = identity(method, opts, folder)
+    marker = os.path.join(out_dir, "bench_run.json")
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            check_identity(json.load(f), planned, out_dir)
+    else:
+        with open(marker, "w") as f:
+            json.dump(planned, f, indent=1)
     cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
            os.path.join(REPO, method.config), "--resume", *opts]
     log(f"[bench] {run_name(key, seed)}: {method.label}")
@@ -100,7 +124,7 @@ def execute(setting, key, method, seed, deps, folder, target, eval_period=0, ext
         raise CanuError(f"run {run_name(key, seed)} failed (exit {proc.returncode}); see "
                         f"{os.path.join(out_dir, 'bench_stdout.log')}")
     record = {"setting": setting, "method": key, "seed": seed, "label": method.label, "family": method.family,
-              "target": target, "config": method.config, "opts": opts, "wall_s": round(wall, 1), **collect(out_dir, target)}
+              "target": target, "identity": planned, "wall_s": round(wall, 1), **collect(out_dir, target)}
     path = os.path.join(folder, run_name(key, seed) + ".json")
     with open(path + ".tmp", "w") as f:
         json.dump(record, f, indent=1)

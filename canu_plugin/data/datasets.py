@@ -16,7 +16,7 @@ import warnings
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.datasets.market1501 import Market1501
 
-from canu_plugin.errors import CanuError
+from canu_plugin.errors import CanuError, unreadable_image
 
 NAME_PATTERN = re.compile(r"([-\d]+)_c(\d)")  # fast-reid's Market1501 / DukeMTMC file-name pattern
 EXPECTED_NAME = ("<pid>_c<cam>s<seq>_<frame>_<box>.jpg, e.g. 0002_c1s1_000451_03.jpg "
@@ -146,6 +146,32 @@ def train_items(names, root, combineall=False, show=True):
             data.show_train()
         items.extend(data.train)
     return items
+
+
+def test_items(name, root, show=False):
+    """fast-reid's (query, gallery) item lists ``(path, pid, camid)`` of test set ``name``."""
+    from fastreid.utils import comm
+    check_dataset_layout(name, root)
+    data = DATASET_REGISTRY.get(name)(root=root)
+    if show and comm.is_main_process():
+        data.show_test()
+    return data.query, data.gallery
+
+
+def check_images_readable(paths):
+    """Open the header of every image (cheap: no decoding), so that a missing or corrupt file stops
+    the run before training rather than at the first evaluation.
+
+    Raises:
+        CanuError: naming the first unreadable file and the fix.
+    """
+    from PIL import Image
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img.size  # noqa: B018  (reading the header is the check)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise unreadable_image(path, e) from e
 
 
 class SynthDomain(Market1501):

@@ -11,11 +11,13 @@ import time
 
 import numpy as np
 import torch
-from fastreid.engine.hooks import PeriodicWriter
+from fastreid.engine.hooks import EvalHook, PeriodicWriter
 from fastreid.engine.train_loop import HookBase
 from fastreid.utils import comm
 
+from canu_plugin.data.datasets import test_items
 from canu_plugin.data.root import datasets_root
+from canu_plugin.distributed import sync_buffers
 from canu_plugin.engine.features import extract_features
 from canu_plugin.evaluation.camera_alignment import balanced_sample, camera_confusion, d_inter_camera, plot_confusion
 from canu_plugin.jsonl import append_jsonl
@@ -64,6 +66,33 @@ class DiscriminatorEpochHook(HookBase):
                     storage.put_scalar(f"adv/epoch_{key[4:]}", float(np.mean(values)), smoothing_hint=False)
 
 
+class BufferSyncHook(HookBase):
+    """At every epoch's start and end (before clustering, evaluation and checkpoint), every process
+    takes rank 0's buffers (:func:`canu_plugin.distributed.sync_buffers`): features are extracted with
+    the statistics the checkpoint keeps, and a resumed run continues from the state every rank had."""
+
+    def _sync(self):
+        sync_buffers(self.trainer.model, *getattr(self.trainer, "discriminators", []))
+
+    def before_epoch(self):
+        self._sync()
+
+    def after_epoch(self):
+        self._sync()
+
+
+class FinalEvalHook(EvalHook):
+    """fast-reid's ``EvalHook`` where ``TEST.EVAL_PERIOD`` 0 means "after the last epoch only"
+    (fast-reid divides by the period there)."""
+
+    def after_train(self):
+        if self._period > 0:
+            return super().after_train()
+        if self.trainer.epoch + 1 >= self.trainer.max_epoch:
+            self._do_eval()
+        del self._func
+
+
 class FinalWriter(PeriodicWriter):
     """fast-reid's ``PeriodicWriter`` that leaves an epoch's last iteration to ``after_epoch`` (a
     write there would mark that iteration written before the epoch's values are put) and writes once
@@ -104,10 +133,9 @@ diagonal, i.e. camera-balanced accuracy). Writes ``OUTPUT_DIR/confusion_epochXXX
             self.run(self._finished)
 
     def _test_items(self):
-        from fastreid.data.datasets import DATASET_REGISTRY
         for name in self.cfg.DATASETS.TESTS:
-            data = DATASET_REGISTRY.get(name)(root=datasets_root())
-            yield name, data.query + data.gallery
+            query, gallery = test_items(name, datasets_root())
+            yield name, query + gallery
 
     def run(self, epoch):
         """Compute, log and save the diagnostics of the model after ``epoch`` epochs; returns the
@@ -155,4 +183,5 @@ diagonal, i.e. camera-balanced accuracy). Writes ``OUTPUT_DIR/confusion_epochXXX
             append_jsonl(os.path.join(self.cfg.OUTPUT_DIR, self.cfg.MODEL.ACAN.DIAG_FILE), record)
 
 
-__all__ = ["EpochTimeHook", "DiscriminatorEpochHook", "FinalWriter", "ACANDiagnosticsHook"]
+__all__ = ["EpochTimeHook", "DiscriminatorEpochHook", "BufferSyncHook", "FinalEvalHook", "FinalWriter",
+           "ACANDiagnosticsHook"]

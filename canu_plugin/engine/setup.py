@@ -19,6 +19,10 @@ def _merge(cfg, config_file, opts):
         except KeyError as e:
             raise CanuError(f"{config_file}: {e.args[0]}. Check the spelling against "
                             "fastreid/config/defaults.py and canu_plugin/config.py.") from e
+    flags = [o for o in opts if str(o).startswith("--")]
+    if flags:
+        raise CanuError(f"{flags[0]} comes after the KEY VALUE overrides, where it is read as a key: put the "
+                        f"flags first, e.g. tools/train_net.py --config-file FILE {flags[0]} KEY VALUE ...")
     if len(opts) % 2:
         raise CanuError(f"command-line overrides must come in KEY VALUE pairs, got {opts!r}")
     try:
@@ -34,6 +38,35 @@ def _check_device(cfg):
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CanuError(f"MODEL.DEVICE is {device!r} but torch sees no CUDA device: add "
                         "`MODEL.DEVICE cpu` to the command line, or run on a machine with a GPU.")
+
+
+def _check_periods(cfg):
+    if cfg.SOLVER.CHECKPOINT_PERIOD < 1:
+        raise CanuError(f"SOLVER.CHECKPOINT_PERIOD {cfg.SOLVER.CHECKPOINT_PERIOD}: it counts epochs between "
+                        "checkpoints and must be >= 1 (1 makes every epoch resumable)")
+    if cfg.TEST.EVAL_PERIOD < 0:
+        raise CanuError(f"TEST.EVAL_PERIOD {cfg.TEST.EVAL_PERIOD}: use N >= 1 (every N epochs and after the "
+                        "last) or 0 (after the last epoch only)")
+
+
+def check_batch(cfg, world_size):
+    """Batch sizes fast-reid's samplers can fill (an identity sampler asked for fewer images than
+    one identity's K spins forever).
+
+    Raises:
+        CanuError: ``SOLVER.IMS_PER_BATCH`` not divisible by the processes, or, with P x K batches
+            (pseudo-labels, identity samplers), its per-process share not a multiple of K >= 1.
+    """
+    total, k = cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE
+    if total < world_size or total % world_size:
+        raise CanuError(f"SOLVER.IMS_PER_BATCH {total} cannot be split over {world_size} processes: use a "
+                        f"multiple of {world_size}")
+    identity = cfg.PSEUDO.ENABLED or cfg.MODEL.ACAN.ENABLED or "Identity" in cfg.DATALOADER.SAMPLER_TRAIN
+    per_rank = total // world_size
+    if identity and (k < 1 or per_rank < k or per_rank % k):
+        raise CanuError(f"P x K batches of {per_rank} image(s) per process cannot hold identities of "
+                        f"DATALOADER.NUM_INSTANCE {k} images: make SOLVER.IMS_PER_BATCH a multiple of "
+                        f"{max(k, 1) * world_size} (K x processes), or lower DATALOADER.NUM_INSTANCE")
 
 
 def _check_pretrain(cfg):
@@ -52,6 +85,7 @@ def setup_cfg(config_file="", opts=(), freeze=True):
     cfg = add_canu_config(get_cfg())
     _merge(cfg, config_file, opts)
     _check_device(cfg)
+    _check_periods(cfg)
     _check_pretrain(cfg)
     if freeze:
         cfg.freeze()

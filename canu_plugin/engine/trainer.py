@@ -11,7 +11,6 @@ import os
 
 from fastreid.data import build_reid_test_loader
 from fastreid.data.common import CommDataset
-from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer
 from fastreid.engine import hooks as fastreid_hooks
@@ -21,15 +20,17 @@ from fastreid.utils import comm
 from fastreid.utils.checkpoint import Checkpointer
 from fastreid.utils.events import CommonMetricPrinter
 
-from canu_plugin.data.datasets import check_dataset_layout
+from canu_plugin.data.datasets import check_dataset_layout, check_images_readable, test_items
+from canu_plugin.checkpoint import remove_stale_temporaries
 from canu_plugin.data.pseudo_labels import TargetSet, placeholder_loader, pseudo_label_loader
 from canu_plugin.data.root import datasets_root
 from canu_plugin.distributed import unwrap, wrap
 from canu_plugin.engine.adversarial import adversarial_settings, install_adversarial
-from canu_plugin.engine.diagnostic_hooks import (ACANDiagnosticsHook, DiscriminatorEpochHook, EpochTimeHook,
-                                                FinalWriter)
+from canu_plugin.engine.diagnostic_hooks import (ACANDiagnosticsHook, BufferSyncHook, DiscriminatorEpochHook,
+                                                EpochTimeHook, FinalEvalHook, FinalWriter)
 from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
 from canu_plugin.engine.label_generator import LabelGenerator
+from canu_plugin.engine.setup import check_batch
 from canu_plugin.engine import run_files, schedule
 from canu_plugin.engine.precision import PrecisionTrainer
 from canu_plugin.errors import CanuError, find_canu_error
@@ -77,9 +78,10 @@ def swap_parameter(optimizer, old, new, keep_state=False):
 
 
 def order_epoch_end(hooks, extra):
-    """fast-reid's hook list with ``extra`` placed after its EvalHook, and the writers (a
-    :class:`FinalWriter`) before the checkpointer: every epoch's values are written before the
-    checkpoint that ends the epoch, so a run killed in between redoes the epoch and writes them again."""
+    """fast-reid's hook list with its EvalHook as a :class:`FinalEvalHook` followed by ``extra``,
+    and the writers (a :class:`FinalWriter`) before the checkpointer: every epoch's values are written
+    before the checkpoint that ends the epoch, so a run killed in between redoes the epoch and writes
+    them again."""
     writers = [FinalWriter(h._writers, h._period) for h in hooks if isinstance(h, fastreid_hooks.PeriodicWriter)]
     out = []
     for h in hooks:
@@ -88,9 +90,10 @@ def order_epoch_end(hooks, extra):
         if isinstance(h, fastreid_hooks.PeriodicCheckpointer):
             out += writers
             writers = []
-        out.append(h)
         if isinstance(h, fastreid_hooks.EvalHook):
-            out += extra
+            out += [FinalEvalHook(h._period, h._func), *extra]
+            continue
+        out.append(h)
     return out + writers
 
 
@@ -103,6 +106,11 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
+        check_batch(cfg, comm.get_world_size())
+        for name in cfg.DATASETS.TESTS:  # a corrupt test image would otherwise stop the run after training
+            check_images_readable(it[0] for part in test_items(name, datasets_root()) for it in part)
+        if comm.is_main_process():
+            remove_stale_temporaries(cfg.OUTPUT_DIR)
         self.target_set = TargetSet.from_config(cfg, datasets_root()) if cfg.PSEUDO.ENABLED else None
         self._installed = None  # the PseudoLabels the model and loader hold
         super().__init__(cfg)
@@ -121,6 +129,21 @@ class Trainer(DefaultTrainer):
         if self.target_set is not None:
             return self.target_set.num_cameras
         return self.data_loader.dataset.num_cameras
+
+    def resume_or_load(self, resume=True):
+        """fast-reid's, with one-line errors for a missing ``MODEL.WEIGHTS`` or a ``last_checkpoint``
+        naming a file that is gone (fast-reid asserts)."""
+        ckpt = self.checkpointer
+        if resume and ckpt.has_checkpoint():
+            path = ckpt.get_checkpoint_file()
+            if not os.path.isfile(path):
+                raise CanuError(f"{os.path.join(self.cfg.OUTPUT_DIR, 'last_checkpoint')} names {os.path.basename(path)} "
+                                "but that file is gone: put it back, write the name of another model_*.pth of the "
+                                "folder into last_checkpoint, or delete last_checkpoint to start over")
+        elif self.cfg.MODEL.WEIGHTS and not os.path.isfile(self.cfg.MODEL.WEIGHTS):
+            raise CanuError(f"MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS!r} does not exist: train that model first (e.g. "
+                            "the source model) or fix the path; leave MODEL.WEIGHTS empty to start from MODEL.BACKBONE")
+        return super().resume_or_load(resume=resume)
 
     def train(self):
         """fast-reid's training, then ``OUTPUT_DIR/final_results.json`` (:mod:`.run_files`); a run
@@ -193,7 +216,7 @@ class Trainer(DefaultTrainer):
         self.max_iter = self.max_epoch * self.iters_per_epoch
         hooks = super().build_hooks()
         model, cfg = self.unwrapped_model, self.cfg
-        first = []
+        first = [BufferSyncHook()] if comm.get_world_size() > 1 else []
         if cfg.PSEUDO.ENABLED:
             hook = ClusteringHook(cfg, LabelGenerator(cfg, self.target_set, datasets_root()))
             self.checkpointer.checkpointables["pseudo_labels"] = hook
@@ -236,13 +259,10 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         """fast-reid's test loader, with ``DATALOADER.NUM_WORKERS`` workers (fast-reid fixes 4)."""
-        check_datasets([dataset_name])
-        data = DATASET_REGISTRY.get(dataset_name)(root=datasets_root())
-        if comm.is_main_process():
-            data.show_test()
-        test_set = CommDataset(data.query + data.gallery, build_transforms(cfg, is_train=False), relabel=False)
+        query, gallery = test_items(dataset_name, datasets_root(), show=True)
+        test_set = CommDataset(query + gallery, build_transforms(cfg, is_train=False), relabel=False)
         return build_reid_test_loader(test_set=test_set, test_batch_size=cfg.TEST.IMS_PER_BATCH,
-                                      num_query=len(data.query), num_workers=cfg.DATALOADER.NUM_WORKERS)
+                                      num_query=len(query), num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def test(cls, cfg, model):
