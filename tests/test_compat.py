@@ -117,3 +117,19 @@ def test_default_optimizer_updates_the_model():
         optimizer.step()
         params.assert_buffer_is_valid()
     assert not torch.allclose(before, model[0].weight)
+
+
+def test_progress_line_of_a_one_iteration_run():
+    """fast-reid writes the progress line after the last step and again after the epoch; without a
+    timer history (< 4 iterations) its ETA estimate divided by zero."""
+    from fastreid.utils.events import CommonMetricPrinter, EventStorage
+    printer = CommonMetricPrinter(max_iter=2)
+    with EventStorage(start_iter=0) as storage:
+        storage.epoch = 0  # set by fast-reid's trainer
+        storage.put_scalar("total_loss", 1.0)
+        printer.write()
+        printer.write()  # same iteration: skipped, no ZeroDivisionError
+        storage.step()
+        storage.put_scalar("total_loss", 0.5)
+        printer.write()
+    assert printer._last_write[0] == 1

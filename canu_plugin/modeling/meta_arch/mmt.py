@@ -43,7 +43,7 @@ from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from torch import nn
 
-from canu_plugin.checkpoint import safe_load_file
+from canu_plugin.checkpoint import safe_load_file, state_dict_of
 from canu_plugin.data.two_view import SECOND_VIEW
 from canu_plugin.errors import CanuError
 from canu_plugin.modeling.losses import soft_cross_entropy, soft_triplet
@@ -65,9 +65,7 @@ def load_source_weights(net, path):
         raise CanuError(f"MODEL.MMT.SOURCE_WEIGHTS: {path!r} does not exist. Train the two source models first "
                         "(e.g. tools/train_net.py --config-file configs/Market1501/sup_R50.yml OUTPUT_DIR ...) "
                         "or fix the path; set MODEL.MMT.SOURCE_WEIGHTS [] to start from MODEL.BACKBONE.")
-    state = safe_load_file(None, path)  # torch.load(weights_only=True) with a CanuError on a bad file
-    state = state.get("model", state)
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = state_dict_of(safe_load_file(None, path))  # weights_only load; CanuError on a bad file
     own = net.state_dict()
     bad = [k for k in own if k.startswith("backbone.") and (k not in state or state[k].shape != own[k].shape)]
     if bad:
