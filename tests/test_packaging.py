@@ -132,3 +132,21 @@ def test_too_old_torch_is_refused(monkeypatch):
         requirements.check_requirements()
     monkeypatch.setattr(torch, "__version__", "2.5.0a0+git1234")
     requirements.check_requirements()
+
+
+def test_ci_runs_the_readme_block_that_installs_the_wheel():
+    """.ci/wheel-check executes the README's 'Use it with fast-reid' block; it must exist, install this
+    version's wheel, leave the repository, and train and export with the console scripts."""
+    ci = open(os.path.join(REPO, ".ci", "wheel-check")).read()
+    awk = re.search(r"awk '(.*?)' \\\n\s*README.md", ci, re.S).group(1)
+    block = subprocess.run(["awk", awk, os.path.join(REPO, "README.md")], capture_output=True, text=True,
+                           check=True).stdout
+    assert f"canu_plugin-{canu_plugin.__version__}-py3-none-any.whl[cpu]" in block
+    lines = block.splitlines()
+    fastreid = next(i for i, ln in enumerate(lines) if "--no-deps fastreid==1.4.0" in ln)
+    plugin = next(i for i, ln in enumerate(lines) if ".whl[cpu]" in ln)
+    assert plugin < fastreid  # fastreid last: no pip ERROR about its torch pin
+    leave = next(i for i, ln in enumerate(lines) if ln.startswith("mkdir -p ~/") and "&& cd ~/" in ln)
+    for command in ("canu-train --help", "canu-synth ", "canu-train --config-file configs/", "canu-export "):
+        assert any(ln.startswith(command) for ln in lines[leave:]), command
+    assert ".ci/wheel-check" in open(os.path.join(REPO, ".ci", "run")).read()
