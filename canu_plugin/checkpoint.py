@@ -85,13 +85,30 @@ def safe_load_file(self, f):
                         "use an earlier checkpoint from the same folder.") from e
 
 
+def strip_module_prefix(state):
+    """A state dict without DistributedDataParallel's ``module.`` key prefix."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def backbone_mismatches(model_state, state):
+    """Keys of the model's backbone tensors (``backbone.*`` or ``*.backbone.*``) that ``state``
+    lacks or holds with another shape: a checkpoint of another architecture.
+
+    Args:
+        model_state: the model's state dict; state: the checkpoint's (``module.`` stripped).
+    Returns:
+        list of keys, empty when the backbone matches.
+    """
+    return [k for k, v in model_state.items() if (k.startswith("backbone.") or ".backbone." in k)
+            and (k not in state or tuple(state[k].shape) != tuple(v.shape))]
+
+
 def state_dict_of(checkpoint):
     """The model tensors of a loaded checkpoint: its ``model`` entry (or the dict itself, for a
     plain state dict), without a ``module.`` prefix, numpy arrays (old fast-reid model-zoo files)
     turned into tensors, as fast-reid's Checkpointer does."""
-    state = checkpoint.get("model", checkpoint)
-    return {k[len("module."):] if k.startswith("module.") else k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v
-            for k, v in state.items()}
+    state = strip_module_prefix(checkpoint.get("model", checkpoint))
+    return {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
 
 
 def checked_load_model(self, checkpoint):
@@ -104,12 +121,11 @@ def checked_load_model(self, checkpoint):
     if "model" not in checkpoint:
         raise CanuError("checkpoint has no 'model' entry: it was not written by fast-reid's "
                         "Checkpointer. Save it as {'model': state_dict}.")
-    state = {k[len("module."):] if k.startswith("module.") else k: v
-             for k, v in checkpoint["model"].items()}
+    state = strip_module_prefix(checkpoint["model"])
     model_state = self.model.state_dict()
     backbone = [k for k in model_state if k.startswith("backbone.")]
-    bad = [k for k in backbone if k not in state or tuple(state[k].shape) != tuple(model_state[k].shape)]
-    if backbone and len(bad) > 0:
+    bad = [k for k in backbone_mismatches(model_state, state) if k.startswith("backbone.")]
+    if bad:
         examples = ", ".join(bad[:3])
         raise CanuError(
             f"checkpoint does not match this model's backbone: {len(bad)} of {len(backbone)} backbone "

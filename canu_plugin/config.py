@@ -15,8 +15,14 @@ def _add_clustering_config(cfg):
     _C.CLUSTERING.K1 = 30                  # k-reciprocal neighbourhood size (re-ranking); at most the sample count
     _C.CLUSTERING.K2 = 6                   # query-expansion neighbourhood size (<= K1; 1 = no expansion)
     _C.CLUSTERING.EPS = 0.6                # DBSCAN radius on the Jaccard distance, in (0, 1) (EPS_RULE "fixed")
-    _C.CLUSTERING.EPS_RULE = "fixed"       # "fixed" (EPS) or "quantile" (MMT/SSG: mean of the smallest RHO-fraction)
-    _C.CLUSTERING.RHO = 1.6e-3             # fraction for EPS_RULE "quantile" (MMT/SSG; some MSMT17 scripts: 7e-4)
+    _C.CLUSTERING.EPS_RULE = "fixed"       # "fixed" (EPS); "quantile": mean of the smallest RHO-fraction of the Jaccard
+                                           # distances, every clustering; "quantile_once": that eps from the first
+                                           # clustering, then kept for the run (MMT's / SSG's code; checkpointed)
+    _C.CLUSTERING.RHO = 1.6e-3             # fraction for the quantile rules (MMT's and SSG's code, every target incl. MSMT17)
+    _C.CLUSTERING.DIST_NORM = "none"       # Jaccard weights exp(-d): "none" (SpCL/OpenUnReID) or "row_max": d divided by
+                                           # the row's largest distance (MMT's and SSG's re-ranking code)
+    _C.CLUSTERING.SOURCE_LAMBDA = 0.0      # SSG: distance = (1 - l) Jaccard + l (v_i + v_j), v = distance to the nearest
+                                           # source sample (PSEUDO.SOURCE_DATASETS); SSG's code: 0.1; 0 = off
     _C.CLUSTERING.MIN_SAMPLES = 4          # DBSCAN min_samples (the point itself counts)
     _C.CLUSTERING.NUM_CLUSTERS = 500       # k for k-means
     _C.CLUSTERING.KMEANS_ITERS = 100       # faiss k-means iterations (MMT: sklearn KMeans, max_iter=300)
@@ -38,6 +44,8 @@ def _add_pseudo_config(cfg):
     _C.PSEUDO.GT_DIAGNOSTICS = True        # log NMI/ARI/purity/lost ids against the dataset's labels (diagnostics only)
     _C.PSEUDO.LOG_FILE = "pseudo_labels.jsonl"  # per-epoch diagnostics, one JSON object a line, in OUTPUT_DIR
     _C.PSEUDO.CAMERA_PROBE = True          # per epoch: held-out camera-probe accuracy on the clustered target features
+    _C.PSEUDO.SOURCE_DATASETS = ()         # labelled source dataset(s) whose training features enter the clustering
+                                           # distance (CLUSTERING.SOURCE_LAMBDA > 0, SSG); extracted every clustering
 
 
 def _add_adversarial_config(cfg):

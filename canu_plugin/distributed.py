@@ -1,4 +1,5 @@
-"""Process-group start-up for fastreid's ``launch`` on machines without CUDA.
+"""Process groups: start-up for fastreid's ``launch`` on machines without CUDA, and the small
+DDP helpers the engine shares (wrap / unwrap a model, broadcast an object from rank 0).
 
 fastreid's ``_distributed_worker`` asserts CUDA and always uses NCCL. The wrapper built here uses
 it unchanged when CUDA devices are present, and otherwise starts the same process group with the
@@ -53,3 +54,27 @@ def install():
     _ORIGINAL["worker"] = launch_mod._distributed_worker
     launch_mod._distributed_worker = _worker
     return True
+
+
+def unwrap(model):
+    """The module inside a DistributedDataParallel wrapper (the model itself when not wrapped)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def wrap(module):
+    """``module`` wrapped in DistributedDataParallel as fast-reid wraps its model (one device per
+    process, ``broadcast_buffers=False``); the module itself in a single process."""
+    if comm.get_world_size() == 1:
+        return module
+    from fastreid.engine import defaults as fastreid_defaults  # its DDP: device_ids dropped on CPU (compat)
+    return fastreid_defaults.DistributedDataParallel(module, device_ids=[comm.get_local_rank()],
+                                                     broadcast_buffers=False)
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (torch.distributed's object broadcast); ``obj`` in one process."""
+    if comm.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

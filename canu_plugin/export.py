@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from canu_plugin.checkpoint import atomic_write, safe_load_file
+from canu_plugin.checkpoint import atomic_write, safe_load_file, strip_module_prefix
 from canu_plugin.errors import CanuError
 
 SINGLE_NETWORK = ("Baseline", "PseudoBaseline", "ACAN")
@@ -45,7 +45,7 @@ def baseline_state(arch, state, mmt_net="teacher1", ssg_full_body=False):
     Raises:
         CanuError: unknown architecture, SSG without ``ssg_full_body``, bad ``mmt_net``.
     """
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = strip_module_prefix(state)
     if arch == "MMT":
         if mmt_net not in MMT_NETS:
             raise CanuError(f"MMT network {mmt_net!r}: choose one of {', '.join(MMT_NETS)} (--mmt-net)")

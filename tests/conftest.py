@@ -44,3 +44,17 @@ def use_synth_root(synth_root, monkeypatch):
     monkeypatch.setenv("FASTREID_DATASETS", synth_root)
     set_datasets_root(synth_root)
     return synth_root
+
+
+@pytest.fixture
+def pseudo_of():
+    """Factory of :class:`PseudoLabels` for model-level tests: ``pseudo_of(centroids (K, D),
+    labels=None, view_labels=None)`` (labels default to one sample per cluster)."""
+    import torch
+    from canu_plugin.data.pseudo_labels import PseudoLabels
+
+    def make(centroids, labels=None, view_labels=None):
+        k = centroids.shape[0]
+        labels = np.arange(k) if labels is None else np.asarray(labels)
+        return PseudoLabels(labels=labels, centroids=torch.as_tensor(centroids), epoch=0, view_labels=view_labels)
+    return make

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 import canu_plugin  # noqa: F401
+from canu_plugin.engine.diagnostic_hooks import ACANDiagnosticsHook
 from canu_plugin.evaluation import camera_alignment as CA
 
 
@@ -89,7 +90,7 @@ def _run(scheme, out):
     from canu_plugin.engine import Trainer, setup_cfg
     name = "triplet" if scheme == "none" else scheme
     trainer = Trainer(setup_cfg(f"configs/synthetic/acan_{name}.yml", [*TINY, "OUTPUT_DIR", str(out)]))
-    assert sum(isinstance(h, CA.ACANDiagnosticsHook) for h in trainer._hooks) == 1  # registered by the Trainer
+    assert sum(isinstance(h, ACANDiagnosticsHook) for h in trainer._hooks) == 1  # registered by the Trainer
     trainer.iters_per_epoch, trainer.max_iter = 2, 4  # two steps per epoch keep the test fast
     trainer.train()
     return trainer, [json.loads(line) for line in open(out / "acan_diagnostics.jsonl")]

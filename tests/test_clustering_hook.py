@@ -33,19 +33,19 @@ class Probe(HookBase):
 
     def before_epoch(self):
         t = self.trainer
-        hook = next(h for h in t._hooks if isinstance(h, ClusteringHook))
+        pseudo = next(h for h in t._hooks if isinstance(h, ClusteringHook)).pseudo
         head = t.unwrapped_model.heads
         items = t.data_loader.dataset.img_items
-        by_path = dict(zip(hook.target.paths, hook.labels))
+        by_path = dict(zip(t.target_set.paths, pseudo.labels))
         self.seen.append({
-            "labels": hook.labels.copy(),
+            "labels": pseudo.labels.copy(),
             "loader_matches": all(by_path[p] == lab and lab >= 0 for p, lab, _ in items),
             "loader_size": len(items),
             "head_rows": head.weight.shape[0],
-            "head_is_centroids": torch.allclose(head.weight.detach(), F.normalize(hook.centroids, dim=1), atol=1e-6),
+            "head_is_centroids": torch.allclose(head.weight.detach(), F.normalize(pseudo.centroids, dim=1), atol=1e-6),
             "in_optimizer": any(p is head.weight for g in t.optimizer.param_groups for p in g["params"]),
             "fresh_state": head.weight not in t.optimizer.state,
-            "model_centroids": torch.equal(t.unwrapped_model.centroids, hook.centroids),
+            "model_centroids": torch.equal(t.unwrapped_model.centroids, pseudo.centroids),
         })
 
 
@@ -103,9 +103,9 @@ def test_later_failure_keeps_the_last_labels(root, tmp_path, monkeypatch):
     real = clustering.cluster
     calls = []
 
-    def flaky(feats, cfg, return_info=False):
+    def flaky(feats, cfg, return_info=False, **kw):
         calls.append(1)
-        labels, centroids, info = real(feats, cfg, return_info=True)
+        labels, centroids, info = real(feats, cfg, return_info=True, **kw)
         if len(calls) == 2:  # second epoch: everything is an outlier
             labels, centroids = np.full_like(labels, -1), centroids[:0]
         return labels, centroids, info
@@ -122,9 +122,9 @@ def _ddp_run(out, root):
     set_datasets_root(root)
     trainer = make_trainer(out, "SOLVER.MAX_EPOCH", "1")
     trainer.train()
-    hook = next(h for h in trainer._hooks if isinstance(h, ClusteringHook))
+    pseudo = next(h for h in trainer._hooks if isinstance(h, ClusteringHook)).pseudo
     rank = torch.distributed.get_rank()
-    torch.save({"labels": torch.from_numpy(hook.labels), "centroids": hook.centroids,
+    torch.save({"labels": torch.from_numpy(pseudo.labels), "centroids": pseudo.centroids,
                 "iters": trainer.iter}, os.path.join(out, f"rank{rank}.pt"))
 
 

@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from fastreid.utils.checkpoint import Checkpointer
 
 from canu_plugin.cli import export as export_cli
+from canu_plugin.data.pseudo_labels import PseudoLabels
 from canu_plugin.engine import Trainer, setup_cfg
 from canu_plugin.errors import CanuError
 from canu_plugin.export import baseline_state, export_baseline, export_onnx, load_baseline
+from canu_plugin.modeling.contract import PseudoLabelModel
 
 TINY = ["MODEL.DEVICE", "cpu", "INPUT.SIZE_TRAIN", "[32,16]", "INPUT.SIZE_TEST", "[32,16]"]
 CONFIGS = {"pseudo": "configs/synthetic/quick_pseudo.yml", "mmt": "configs/synthetic/quick_mmt.yml",
@@ -26,8 +28,9 @@ def _trained(tmp_path, kind):
     torch.manual_seed(0)
     cfg = setup_cfg(CONFIGS[kind], TINY)
     model = Trainer.build_model(cfg)
-    if hasattr(model, "set_pseudo_labels"):
-        model.set_pseudo_labels(torch.randn(7, model.adversarial_dims[0][1]))
+    if isinstance(model, PseudoLabelModel):
+        centroids = torch.randn(7, model.adversarial_dims[0][1])
+        model.install_clusters(PseudoLabels(labels=np.arange(7), centroids=centroids, epoch=0))
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1 + 0.1 * torch.randn_like(p))

@@ -20,10 +20,10 @@ def _cfg():
     return cfg
 
 
-def test_reset_classifier_resizes_and_initialises_from_centroids():
+def test_reset_classifier_resizes_and_initialises_from_centroids(pseudo_of):
     model = build_model(_cfg())
     centroids = torch.randn(7, 512)
-    [(old, new)] = model.set_pseudo_labels(centroids)  # the pairs the optimizer must swap
+    [(old, new)] = model.install_clusters(pseudo_of(centroids))  # the pairs the optimizer must swap
     assert old.shape == (1, 512) and new.shape == (7, 512)
     assert model.heads.weight is new and model.heads.num_classes == 7
     assert torch.allclose(new, F.normalize(centroids, dim=1))
@@ -32,9 +32,9 @@ def test_reset_classifier_resizes_and_initialises_from_centroids():
     assert torch.equal(model.centroids_of(targets), centroids[targets])
 
 
-def test_training_step_uses_the_new_classes():
+def test_training_step_uses_the_new_classes(pseudo_of):
     model = build_model(_cfg())
-    model.set_pseudo_labels(torch.randn(5, 512))
+    model.install_clusters(pseudo_of(torch.randn(5, 512)))
     batch = {"images": torch.rand(4, 3, 32, 16) * 255, "targets": torch.tensor([0, 1, 4, 4])}
     with EventStorage(0):  # fast-reid logs the classifier accuracy there
         losses = model(batch)

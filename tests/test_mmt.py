@@ -13,7 +13,8 @@ from fastreid.modeling import build_model
 from fastreid.utils.events import EventStorage
 
 import canu_plugin.modeling.meta_arch.mmt as mmt_module
-from canu_plugin.engine import Trainer, pseudo, setup_cfg
+from canu_plugin.data import pseudo_labels as pseudo
+from canu_plugin.engine import Trainer, setup_cfg
 from canu_plugin.engine.hooks import MeanTeacherHook
 from canu_plugin.errors import CanuError
 
@@ -46,9 +47,9 @@ def test_configs_load():
         assert cfg.MODEL.META_ARCHITECTURE == "MMT" and cfg.DATASETS.NAMES == ("SynthB",)
 
 
-def test_ema_update_math():
+def test_ema_update_math(pseudo_of):
     m = _model()
-    m.set_pseudo_labels(torch.randn(4, 512))
+    m.install_clusters(pseudo_of(torch.randn(4, 512)))
     with torch.no_grad():
         for p in m.net1.parameters():
             p.add_(1.0)
@@ -69,9 +70,9 @@ def test_ema_update_math():
     assert not any(p.requires_grad for t in m.teachers for p in t.parameters())
 
 
-def test_losses_pair_each_student_with_the_other_teacher(monkeypatch):
+def test_losses_pair_each_student_with_the_other_teacher(monkeypatch, pseudo_of):
     m = _model("MODEL.MMT.CE_SOFT_WEIGHT", "0.25", "MODEL.MMT.TRI_SOFT_WEIGHT", "0.75")
-    m.set_pseudo_labels(torch.randn(4, 512))
+    m.install_clusters(pseudo_of(torch.randn(4, 512)))
     with torch.no_grad():  # four distinguishable networks
         for t in m.teachers:
             for p in t.parameters():
@@ -110,20 +111,22 @@ def test_losses_pair_each_student_with_the_other_teacher(monkeypatch):
         m({k: v for k, v in _batch().items() if k != "images_2"})
 
 
-def test_eval_is_the_mean_of_the_teachers_and_pseudo_label_contract():
+def test_eval_is_the_mean_of_the_teachers_and_pseudo_label_contract(pseudo_of):
     m = _model()
     assert m.adversarial_dims == [(512, 512), (512, 512)]
     old = [net.heads.weight for net in m.students]
     centroids = torch.randn(6, 512)
-    pairs = m.set_pseudo_labels(centroids)
+    pairs = m.install_clusters(pseudo_of(centroids))
     assert [o for o, _ in pairs] == old and [n for _, n in pairs] == [net.heads.weight for net in m.students]
     weights = m.classifier_weights()
     assert len(weights) == 4 and all(w.shape == (6, 512) for w in weights)
     assert all(torch.allclose(w, F.normalize(centroids, dim=1)) for w in weights)
     assert [w.requires_grad for w in weights] == [True, True, False, False]
     saved = [torch.randn(6, 512) for _ in range(4)]
-    m.load_classifier_weights(saved)
+    m.install_clusters(pseudo_of(centroids), classifier_weights=saved)
     assert all(torch.equal(w, s) for w, s in zip(m.classifier_weights(), saved))
+    with pytest.raises(CanuError, match="four classifiers"):
+        m.install_clusters(pseudo_of(centroids), classifier_weights=saved[:2])
     assert torch.equal(m.centroids_of(torch.tensor([5, 0])), centroids[[5, 0]])
     m.eval()
     images = torch.rand(3, 3, 32, 16) * 255
@@ -185,14 +188,19 @@ def test_two_view_loader(tiny_items):
     small = ["SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_INSTANCE", "2"]
     torch.manual_seed(0)
     random.seed(0)
-    batch = next(iter(pseudo.pseudo_loader(setup_cfg(QUICK, small), target, labels, seed=0)))
+    labels = pseudo.PseudoLabels(labels=labels, centroids=torch.zeros(4, 8), epoch=0)
+    views = _model().num_train_views
+    assert views == 2
+    batch = next(iter(pseudo.pseudo_label_loader(setup_cfg(QUICK, small), target, labels, 0, views)))
     assert batch["images_2"].shape == batch["images"].shape == (4, 3, 32, 16)
     assert not torch.equal(batch["images"], batch["images_2"])  # independent random flips / crops
     fixed = small + ["INPUT.FLIP.ENABLED", "False", "INPUT.PADDING.ENABLED", "False"]
-    batch = next(iter(pseudo.pseudo_loader(setup_cfg(QUICK, fixed), target, labels, seed=0)))
+    batch = next(iter(pseudo.pseudo_label_loader(setup_cfg(QUICK, fixed), target, labels, 0, views)))
     assert torch.equal(batch["images"], batch["images_2"])  # same image, deterministic transforms
     plain = small + ["MODEL.META_ARCHITECTURE", "PseudoBaseline"]
-    assert "images_2" not in next(iter(pseudo.pseudo_loader(setup_cfg(QUICK, plain), target, labels, seed=0)))
+    one = build_model(setup_cfg(QUICK, plain)).num_train_views
+    assert one == 1 and "images_2" not in next(iter(pseudo.pseudo_label_loader(setup_cfg(QUICK, plain), target,
+                                                                               labels, 0, one)))
 
 
 class Probe(HookBase):
@@ -266,11 +274,10 @@ def test_tiny_canu_mmt_run_and_resume(use_synth_root, tmp_path):
 
 def test_two_view_dataset_reads_each_image_once(tiny_items, monkeypatch):
     import fastreid.data.common as common
-    from canu_plugin.data.two_view import TwoViewDataset
     from fastreid.data.transforms import build_transforms
     reads = []
     real = common.read_image
     monkeypatch.setattr(common, "read_image", lambda path, *a: reads.append(path) or real(path, *a))
-    data = TwoViewDataset(tiny_items, build_transforms(setup_cfg(QUICK), is_train=True), relabel=False)
+    data = pseudo.PseudoLabelDataset(tiny_items, build_transforms(setup_cfg(QUICK), is_train=True), num_views=2)
     item = data[3]
     assert reads == [tiny_items[3][0]] and item["images_2"].shape == item["images"].shape

@@ -1,13 +1,21 @@
-"""engine/pseudo.py: target set, pseudo-labelled loader, optimizer swap."""
+"""data/pseudo_labels.py (target set, PseudoLabels, pseudo-labelled loader) and the trainer's optimizer swap."""
 import numpy as np
 import pytest
 import torch
 
 import canu_plugin  # noqa: F401
 from canu_plugin.config import add_canu_config
-from canu_plugin.engine import pseudo
+from canu_plugin.data import pseudo_labels as pseudo
+from canu_plugin.engine.trainer import swap_parameter
 from canu_plugin.errors import CanuError
 from fastreid.config import get_cfg
+
+
+def _loader(cfg, target, labels, seed, num_views=1):
+    labels = np.asarray(labels)
+    k = int(labels.max()) + 1
+    fake = pseudo.PseudoLabels(labels=labels, centroids=torch.zeros(k, 4), epoch=0)
+    return pseudo.pseudo_label_loader(cfg, target, fake, seed, num_views)
 
 
 def _cfg(**over):
@@ -29,7 +37,7 @@ def test_target_set_indexes_cameras_and_ids(tiny_items):
 def test_pseudo_loader_drops_outliers_and_uses_labels(tiny_items):
     target = pseudo.TargetSet(tiny_items)
     labels = np.array([0, 0, 1, 1, -1, -1, 2, 2])
-    loader = pseudo.pseudo_loader(_cfg(), target, labels, seed=3)
+    loader = _loader(_cfg(), target, labels, seed=3)
     assert len(loader.dataset) == 6
     batch = next(iter(loader))
     assert batch["images"].shape == (4, 3, 32, 16)
@@ -43,7 +51,7 @@ def test_pseudo_loader_drops_outliers_and_uses_labels(tiny_items):
 def test_pseudo_loader_refuses_too_few_clusters(tiny_items):
     target = pseudo.TargetSet(tiny_items)
     with pytest.raises(CanuError, match="only 1 clusters"):
-        pseudo.pseudo_loader(_cfg(), target, np.array([0] * 8), seed=0)
+        _loader(_cfg(), target, np.array([0] * 8), seed=0)
 
 
 def test_swap_parameter_resets_or_moves_state():
@@ -53,11 +61,60 @@ def test_swap_parameter_resets_or_moves_state():
     (old.sum() + other.sum()).backward()
     opt.step()
     new = torch.nn.Parameter(torch.zeros(5, 2))
-    pseudo.swap_parameter(opt, old, new)
+    swap_parameter(opt, old, new)
     assert opt.param_groups[0]["params"][0] is new and new not in opt.state and old not in opt.state
     assert other in opt.state
     same = torch.nn.Parameter(torch.zeros(2))
-    pseudo.swap_parameter(opt, other, same, keep_state=True)
+    swap_parameter(opt, other, same, keep_state=True)
     assert same in opt.state and opt.state[same]["exp_avg"].shape == (2,)
     with pytest.raises(ValueError):
-        pseudo.swap_parameter(opt, old, new)
+        swap_parameter(opt, old, new)
+
+
+def _batches(loader, n):
+    it = iter(loader)
+    return [next(it) for _ in range(n)]
+
+
+def test_balanced_sampler_draws_positives_from_other_cameras(tmp_path):
+    """MMT's sampler (BalancedIdentitySampler): each group of K is an anchor then K-1 images of the
+    same pseudo-identity from cameras other than the anchor's, whenever the cluster has such images."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    items = []  # cluster 0..3 span 3 cameras, cluster 4 and 5 one camera each
+    for pid, cams in enumerate([(0, 1, 2)] * 4 + [(0,), (1,)]):
+        for cam in cams:
+            for k in range(3):
+                path = tmp_path / f"{pid:04d}_c{cam + 1}s1_{pid * 100 + cam * 10 + k:06d}_00.jpg"
+                Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(path)
+                items.append((str(path), pid, cam))
+    target = pseudo.TargetSet(items)
+    labels = np.array([pid for _, pid, _ in items])
+    cam_of = {p: c for p, _, c in items}
+    for name, cross in (("BalancedIdentitySampler", True), ("NaiveIdentitySampler", False)):
+        cfg = _cfg()
+        cfg.merge_from_list(["DATALOADER.SAMPLER_TRAIN", name, "DATALOADER.NUM_INSTANCE", "4",
+                             "SOLVER.IMS_PER_BATCH", "8"])
+        same_cam_positives = 0
+        for batch in _batches(_loader(cfg, target, labels, seed=5), 12):
+            paths, targets = batch["img_paths"], batch["targets"].tolist()
+            for g in range(0, len(paths), 4):
+                assert len(set(targets[g:g + 4])) == 1  # one pseudo-identity per group of K
+                anchor_cam = cam_of[paths[g]]
+                positives = [cam_of[p] for p in paths[g + 1:g + 4]]
+                if targets[g] < 4:  # the cluster has other cameras
+                    same_cam_positives += sum(c == anchor_cam for c in positives)
+                    if cross:
+                        assert anchor_cam not in positives
+                else:
+                    assert set(positives) == {anchor_cam}
+        assert (same_cam_positives == 0) == cross  # the naive sampler does draw same-camera positives
+
+
+def test_unknown_sampler_is_refused_and_training_sampler_means_naive(tiny_items):
+    target = pseudo.TargetSet(tiny_items)
+    cfg = _cfg()
+    cfg.merge_from_list(["DATALOADER.SAMPLER_TRAIN", "ImbalancedDatasetSampler"])
+    with pytest.raises(CanuError, match="SAMPLER_TRAIN"):
+        _loader(cfg, target, np.array([0, 0, 1, 1, 2, 2, 3, 3]), seed=0)
+    assert pseudo.identity_sampler("TrainingSampler") is pseudo.NaiveIdentitySampler

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -45,29 +46,28 @@ def test_three_embeddings_pool_disjoint_halves():
         model.part_features(torch.zeros(1, D, 1, 2))
 
 
-def test_cluster_feature_views_split_and_normalise():
+def test_cluster_views_split_and_normalise():
     model = build()
     raw = torch.randn(10, 3 * D) * 5
-    views = model.cluster_feature_views(raw)
+    views = model.cluster_views(raw)
     assert len(views) == 3
     for k, v in enumerate(views):
         assert v.shape == (10, D)
         assert torch.allclose(v.norm(dim=1), torch.ones(10), atol=1e-5)
         assert torch.allclose(v, F.normalize(raw[:, k * D:(k + 1) * D], dim=1))
     with pytest.raises(ValueError):
-        model.cluster_feature_views(torch.randn(3, 3 * D + 1))
+        model.cluster_views(torch.randn(3, 3 * D + 1))
 
 
-def test_part_labels_by_path_and_outliers_left_out_of_the_part_triplet():
+def test_part_labels_come_with_the_batch_and_outliers_are_left_out_of_the_part_triplet():
     model = build().train()
     data = batch(8)
-    paths = data["img_paths"]
     upper = [0, 0, 1, 1, 2, 2, -1, -1]
     lower = [-1] * 8
-    model.set_view_labels({p: [u, lw] for p, u, lw in zip(paths, upper, lower)})
-    assert model.part_labels(paths[::-1])[:, 0].tolist() == upper[::-1]
-    with pytest.raises(CanuError, match="no part labels"):
-        model.part_labels(["unknown.jpg"])
+    data["view_targets"] = torch.tensor([upper, lower]).T
+    assert model.part_labels(data)[:, 0].tolist() == upper
+    with pytest.raises(CanuError, match="view_targets"):
+        model.part_labels({k: v for k, v in data.items() if k != "view_targets"})
     feats = torch.randn(8, D, requires_grad=True)
     labels = torch.tensor(upper)
     loss = model.masked_triplet(feats, labels)
@@ -80,13 +80,16 @@ def test_part_labels_by_path_and_outliers_left_out_of_the_part_triplet():
     assert losses["loss_triplet_lower"].item() == 0.0  # every sample is a lower-body outlier
 
 
-def test_no_classifier_and_adversarial_pairs_carry_the_full_body_centroid():
+def test_no_classifier_and_adversarial_pairs_carry_the_full_body_centroid(pseudo_of):
     model = build().train()
     centroids = torch.randn(4, D)
-    assert model.set_pseudo_labels(centroids) == [] and model.classifier_weights() == []
+    with pytest.raises(CanuError, match="upper and lower"):
+        model.install_clusters(pseudo_of(centroids))
+    assert model.install_clusters(pseudo_of(centroids, view_labels=np.zeros((4, 2), np.int64))) == []
+    assert model.classifier_weights() == []
     assert model.adversarial_dims == [(D, D)] * 3
     data = batch(8)
-    model.set_view_labels({p: [i % 3, i % 2] for i, p in enumerate(data["img_paths"])})
+    data["view_targets"] = torch.tensor([[i % 3, i % 2] for i in range(8)])
     targets = data["targets"].clone()
     losses, pairs = model(data, return_adv_inputs=True)
     assert len(pairs) == 3 and len(losses) == 3
@@ -123,12 +126,13 @@ def hook_of(trainer):
 def test_tiny_ssg_epoch(use_synth_root, tmp_path):
     trainer = make_trainer(tmp_path, "SOLVER.MAX_EPOCH", "1")
     trainer.train()
-    hook = hook_of(trainer)
-    assert hook.view_labels.shape == (len(hook.target), 2)
+    pseudo = hook_of(trainer).pseudo
+    assert pseudo.view_labels.shape == (len(trainer.target_set), 2)
+    keep = pseudo.labels >= 0
+    assert trainer.data_loader.dataset.view_labels.tolist() == pseudo.view_labels[keep].tolist()
     model = trainer.unwrapped_model
-    assert model.part_labels(hook.target.paths).tolist() == hook.view_labels.tolist()
     assert model.centroids.shape[1] == D
-    assert (hook.view_labels >= 0).any(0).all()  # both parts found clusters
+    assert (pseudo.view_labels >= 0).any(0).all()  # both parts found clusters
     assert {"loss_triplet_full", "loss_triplet_upper", "loss_triplet_lower"} <= set(trainer.storage.histories())
     with open(tmp_path / "pseudo_labels.jsonl") as f:
         log = json.loads(f.readline())
@@ -151,7 +155,7 @@ def test_tiny_canu_ssg_epochs_and_resume_restores_view_labels(use_synth_root, tm
     resumed = make_trainer(cut, *opts)
     resumed.resume_or_load(resume=True)
     assert resumed.start_epoch == 1
-    assert torch.equal(torch.from_numpy(hook_of(resumed).view_labels), saved["view_labels"])
-    resumed.train()  # epoch 1 keeps the epoch-0 clusters (PERIOD 2): the model gets the restored labels
-    paths = hook_of(resumed).target.paths
-    assert resumed.unwrapped_model.part_labels(paths).cpu().tolist() == saved["view_labels"].tolist()
+    assert torch.equal(torch.from_numpy(hook_of(resumed).pseudo.view_labels), saved["view_labels"])
+    resumed.train()  # epoch 1 keeps the epoch-0 clusters (PERIOD 2): the loader gets the restored labels
+    keep = saved["labels"] >= 0
+    assert resumed.data_loader.dataset.view_labels.tolist() == saved["view_labels"][keep].tolist()

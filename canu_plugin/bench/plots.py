@@ -5,14 +5,9 @@ import os
 
 import numpy as np
 
+from canu_plugin.plotting import pyplot
+
 FAMILY_TITLES = {"clustering": "pseudo-label baseline", "mmt": "MMT", "ssg": "SSG", "acan": "ACAN"}
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def _series(runs, points):
@@ -47,7 +42,7 @@ def curves(records, methods, families, points, ylabel, title, path):
             panels.append((fam, lines))
     if not panels:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, (fam, lines) in zip(axes[0], panels):
         for label, n, x, y in lines:
@@ -74,7 +69,7 @@ def montage(images, path, title, columns=4):
     images = [(c, p) for c, p in images if p and os.path.isfile(p)]
     if not images:
         return None
-    plt = _plt()
+    plt = pyplot()
     cols = min(columns, len(images))
     rows = (len(images) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(max(4.2 * cols, 6.0), 4.2 * rows), squeeze=False)

@@ -18,6 +18,8 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from canu_plugin.clustering.distance_terms import (add_source_term, check_source_eps, quantile_eps_with_source,
+                                                   source_distance_vector)
 from canu_plugin.clustering.inputs import as_unit_features, check_eps, check_k
 from canu_plugin.clustering.jaccard import jaccard_from_knn
 from canu_plugin.clustering.knn import knn_search, resolve_backend
@@ -27,7 +29,7 @@ from canu_plugin.errors import CanuError
 logger = logging.getLogger(__name__)
 
 METHODS = ("dbscan", "kmeans")
-EPS_RULES = ("fixed", "quantile")
+EPS_RULES = ("fixed", "quantile", "quantile_once")  # quantile_once: the first clustering's eps, then kept
 
 
 def quantile_eps(dist, rho=1.6e-3):
@@ -148,9 +150,26 @@ def resolve_workers(workers=0):
     return int(workers) if int(workers) > 0 else min(4, os.cpu_count() or 1)
 
 
-def _dbscan_path(x, k1, k2, eps, eps_rule, rho, min_samples, backend, chunk, max_pairs, workers, info):
-    """k-NN -> sparse Jaccard -> DBSCAN, filling timings and eps into ``info``."""
-    if eps_rule not in EPS_RULES:
+def _source_jaccard(x, sims, idx, k1, k2, eps, eps_rule, rho, terms, jaccard_kw):
+    """Jaccard + SSG's source term (:mod:`.distance_terms`): (distance matrix, eps)."""
+    v, lam = terms
+    if eps_rule == "quantile":  # the rule needs every stored pair: absent ones are not all equal now
+        dist = add_source_term(jaccard_from_knn(x, sims, idx, k1, k2, **jaccard_kw), v, lam)
+        eps = quantile_eps_with_source(dist, v, lam, rho)
+    else:  # (1 - lam) J + lam (v_i + v_j) <= eps needs J <= eps / (1 - lam)
+        dist = add_source_term(jaccard_from_knn(x, sims, idx, k1, k2, max_dist=min(eps / (1 - lam), 1.0),
+                                                **jaccard_kw), v, lam)
+    check_source_eps(eps, lam)
+    return dist, eps
+
+
+def _dbscan_path(x, k1, k2, eps, eps_rule, rho, min_samples, backend, chunk, max_pairs, workers, info,
+                 dist_norm="none", source_terms=None):
+    """k-NN -> sparse Jaccard (-> source term) -> DBSCAN, filling timings and eps into ``info``.
+
+    ``source_terms``: None or ``(v (N,), lambda)`` of :func:`.distance_terms.source_distance_vector`.
+    """
+    if eps_rule not in ("fixed", "quantile"):
         raise CanuError(f"unknown eps rule {eps_rule!r}: set CLUSTERING.EPS_RULE to one of {EPS_RULES}")
     check_k(x.shape[0], k1, k2)
     if eps_rule == "fixed":
@@ -159,15 +178,18 @@ def _dbscan_path(x, k1, k2, eps, eps_rule, rho, min_samples, backend, chunk, max
     sims, idx = knn_search(x, k1, backend=backend, chunk=chunk)
     t1 = time.perf_counter()
     n = x.shape[0]
-    if eps_rule == "quantile":  # keep just what the rule needs: the smallest rho-fraction and below
+    jaccard_kw = dict(max_pairs=max_pairs, workers=workers, dist_norm=dist_norm)
+    if source_terms is not None:
+        dist, eps = _source_jaccard(x, sims, idx, k1, k2, eps, eps_rule, rho, source_terms, jaccard_kw)
+    elif eps_rule == "quantile":  # keep just what the rule needs: the smallest rho-fraction and below
         keep = int(np.round(rho * (n * (n - 1) // 2))) + 1
-        dist = jaccard_from_knn(x, sims, idx, k1, k2, keep_smallest=keep, max_pairs=max_pairs, workers=workers)
+        dist = jaccard_from_knn(x, sims, idx, k1, k2, keep_smallest=keep, **jaccard_kw)
         eps = quantile_eps(dist, rho)
         if eps >= 1.0:
             raise CanuError(f"CLUSTERING.RHO={rho} gives eps={eps:.4f}: almost no pair of samples shares a "
                             "k-reciprocal neighbour; lower CLUSTERING.RHO or use EPS_RULE='fixed'")
     else:  # only distances <= eps matter to DBSCAN
-        dist = jaccard_from_knn(x, sims, idx, k1, k2, max_dist=eps, max_pairs=max_pairs, workers=workers)
+        dist = jaccard_from_knn(x, sims, idx, k1, k2, max_dist=eps, **jaccard_kw)
     del sims, idx
     t2 = time.perf_counter()
     labels = dbscan_precomputed(dist, eps, min_samples)
@@ -180,7 +202,7 @@ def _dbscan_path(x, k1, k2, eps, eps_rule, rho, min_samples, backend, chunk, max
 def cluster_features(features, method="dbscan", k1=30, k2=6, eps=0.6, eps_rule="fixed", rho=1.6e-3,
                      min_samples=4, num_clusters=500, kmeans_iters=100, seed=0, backend="auto",
                      chunk=8192, normalize_centroids=False, max_pairs=DEFAULT_MAX_PAIRS, workers=0,
-                     return_info=False):
+                     dist_norm="none", source_features=None, source_lambda=0.0, return_info=False):
     """Cluster features into pseudo-identities (explicit-parameter form of :func:`cluster`).
 
     Args:
@@ -188,6 +210,9 @@ def cluster_features(features, method="dbscan", k1=30, k2=6, eps=0.6, eps_rule="
             rows are L2-normalised if they are not already.
         method: "dbscan" (k-reciprocal Jaccard + DBSCAN) or "kmeans" (faiss).
         k1, k2, eps, eps_rule ("fixed" | "quantile"), rho, min_samples: DBSCAN path parameters.
+        dist_norm: "none" | "row_max" distances in the Jaccard weights (:mod:`.distance_terms`).
+        source_features, source_lambda: (M, D) source-domain features and the weight of SSG's
+            source term (:mod:`.distance_terms`); ignored when either is missing / 0.
         num_clusters, kmeans_iters, seed: k-means parameters.
         backend, chunk: k-NN backend ("auto" | "faiss-gpu" | "faiss-cpu") and query chunk.
         normalize_centroids: unit-normalise the centroids.
@@ -201,8 +226,12 @@ def cluster_features(features, method="dbscan", k1=30, k2=6, eps=0.6, eps_rule="
     info = {"method": method, "backend": resolve_backend(backend)}
     t0 = time.perf_counter()
     if method == "dbscan":
+        terms = None
+        if source_features is not None and source_lambda > 0:
+            terms = (source_distance_vector(x, as_unit_features(source_features, "source features")),
+                     float(source_lambda))
         labels = _dbscan_path(x, k1, k2, eps, eps_rule, rho, min_samples, backend, chunk, max_pairs,
-                              resolve_workers(workers), info)
+                              resolve_workers(workers), info, dist_norm, terms)
     elif method == "kmeans":
         labels = kmeans_labels(x, num_clusters, kmeans_iters, seed, backend)
     else:
@@ -215,23 +244,33 @@ def cluster_features(features, method="dbscan", k1=30, k2=6, eps=0.6, eps_rule="
     return (labels, centroids, info) if return_info else (labels, centroids)
 
 
-def cluster(features, cfg, return_info=False):
+def cluster(features, cfg, return_info=False, kept_eps=None, source_features=None):
     """Training entry point: :func:`cluster_features` with the ``cfg.CLUSTERING`` keys.
 
     Args:
         features: (N, D) L2-normalised features (numpy or torch, CPU or CUDA).
         cfg: fast-reid config with ``add_canu_config`` applied.
         return_info: also return the info dict (eps used, timings, counts).
+        kept_eps: with ``EPS_RULE "quantile_once"``, the eps of the run's first clustering (None:
+            this is the first one, eps comes from the rho-quantile); ignored by the other rules.
+        source_features: (M, D) source-domain features for ``CLUSTERING.SOURCE_LAMBDA`` > 0.
     Returns:
         labels (N,) int64 (-1 = outlier, 0..K-1), centroids (K, D) float32 (means; unit-normalised
         when CLUSTERING.NORM_CENTROIDS); K may be 0 (all outliers): centroids then have shape (0, D).
     """
     c = cfg.CLUSTERING
+    rule, eps = c.EPS_RULE, c.EPS
+    if rule == "quantile_once":
+        rule, eps = ("quantile", eps) if kept_eps is None else ("fixed", float(kept_eps))
+    if c.SOURCE_LAMBDA > 0 and source_features is None:
+        raise CanuError("CLUSTERING.SOURCE_LAMBDA > 0 needs the source domain's features: set "
+                        "PSEUDO.SOURCE_DATASETS to the labelled source dataset(s), or SOURCE_LAMBDA 0")
     return cluster_features(
-        features, method=c.METHOD, k1=c.K1, k2=c.K2, eps=c.EPS, eps_rule=c.EPS_RULE, rho=c.RHO,
+        features, method=c.METHOD, k1=c.K1, k2=c.K2, eps=eps, eps_rule=rule, rho=c.RHO,
         min_samples=c.MIN_SAMPLES, num_clusters=c.NUM_CLUSTERS, kmeans_iters=c.KMEANS_ITERS,
         seed=c.SEED, backend=c.KNN_BACKEND, chunk=c.KNN_CHUNK, normalize_centroids=c.NORM_CENTROIDS,
-        max_pairs=c.MAX_PAIRS, workers=c.WORKERS, return_info=return_info)
+        max_pairs=c.MAX_PAIRS, workers=c.WORKERS, dist_norm=c.DIST_NORM, source_features=source_features,
+        source_lambda=c.SOURCE_LAMBDA, return_info=return_info)
 
 
 __all__ = ["METHODS", "EPS_RULES", "resolve_workers", "quantile_eps", "dbscan_precomputed", "kmeans_labels",

@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from canu_plugin.clustering.inputs import as_unit_features, check_k
 from canu_plugin.clustering.knn import knn_search
 from canu_plugin.clustering.minsum import DEFAULT_MAX_PAIRS, jaccard_from_vectors, row_ids
+from canu_plugin.errors import CanuError
 
 _DOT_BATCH = 4096            # pairs per batch when computing missing inner products
 
@@ -98,7 +99,7 @@ def _pair_dots(x, rows, cols, workers=1):
     return out
 
 
-def encoding_vectors(x, sims, idx, e, workers=1):
+def encoding_vectors(x, sims, idx, e, workers=1, row_scale=None):
     """The k-reciprocal feature vectors V (rows sum to 1).
 
     Args:
@@ -107,6 +108,8 @@ def encoding_vectors(x, sims, idx, e, workers=1):
         idx: (N, k) int64 k-NN table.
         e: (N, N) binary CSR of the expanded sets (:func:`expanded_neighbours`).
         workers: threads for the inner products missing from the k-NN table.
+        row_scale: optional (N,) divisor of row i's distances in the weights, ``exp(-d_ij /
+            row_scale[i])`` (MMT / SSG: the row's largest distance, see :mod:`.distance_terms`).
     Returns:
         (N, N) float64 CSR with the structure of ``e``.
     """
@@ -116,7 +119,8 @@ def encoding_vectors(x, sims, idx, e, workers=1):
     s = np.asarray(shifted[rows, cols]).ravel() - 3.0
     missing = np.flatnonzero(s < -2.5)  # pairs outside the k-NN table: inner product from features
     s[missing] = _pair_dots(x, rows[missing], cols[missing], workers)
-    w = np.exp(2.0 * s - 2.0)  # exp(-d), d = 2 - 2 s
+    d = 2.0 - 2.0 * s  # the original distance
+    w = np.exp(-d if row_scale is None else -d / np.asarray(row_scale, np.float64)[rows])
     w /= np.bincount(rows, weights=w, minlength=x.shape[0])[rows]
     return sp.csr_matrix((w, cols, e.indptr), shape=e.shape)
 
@@ -140,7 +144,7 @@ def query_expansion(v, idx, k2):
 
 
 def jaccard_from_knn(features, sims, idx, k1=30, k2=6, max_dist=1.0, keep_smallest=0,
-                     max_pairs=DEFAULT_MAX_PAIRS, workers=1):
+                     max_pairs=DEFAULT_MAX_PAIRS, workers=1, dist_norm="none"):
     """Sparse Jaccard distance from a precomputed k-NN table (the stages after the k-NN).
 
     Args:
@@ -149,14 +153,20 @@ def jaccard_from_knn(features, sims, idx, k1=30, k2=6, max_dist=1.0, keep_smalle
         k1, k2: re-ranking parameters (k2 <= k1 <= N).
         max_dist, keep_smallest, max_pairs, workers: what to store, the memory bound and the
             threads, see :func:`.minsum.jaccard_from_vectors` (defaults: the complete matrix).
+        dist_norm: "none" (weights exp(-d), SpCL / OpenUnReID) or "row_max" (exp(-d / row max),
+            MMT / SSG's code; one more O(N^2 D) pass for the farthest samples).
     Returns:
         (N, N) float32 CSR; absent entries mean 1.0 (or above ``max_dist``), see module docstring.
     """
+    from canu_plugin.clustering.distance_terms import DIST_NORMS, farthest_distances
     check_k(features.shape[0], k1, k2)
     if idx.shape[1] < k1:
         raise ValueError(f"k-NN table has {idx.shape[1]} columns, k1={k1} needed")
+    if dist_norm not in DIST_NORMS:
+        raise CanuError(f"unknown distance normalisation {dist_norm!r}: set CLUSTERING.DIST_NORM to one of {DIST_NORMS}")
+    scale = farthest_distances(features) if dist_norm == "row_max" else None
     e = expanded_neighbours(idx, k1)
-    v = encoding_vectors(features, sims[:, :k1], idx[:, :k1], e, workers)
+    v = encoding_vectors(features, sims[:, :k1], idx[:, :k1], e, workers, row_scale=scale)
     del e
     vqe = query_expansion(v, idx, k2)
     del v

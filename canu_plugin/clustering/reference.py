@@ -30,8 +30,9 @@ def _reciprocal(rank, i, width):
     return fwd[(back == i).any(axis=1)]
 
 
-def _encoding_matrix(x, rank, k1):
-    """(N, N) float32 dense V: softmax(-d) over each point's expanded k-reciprocal set."""
+def _encoding_matrix(x, rank, k1, row_max=False):
+    """(N, N) float32 dense V: softmax(-d) over each point's expanded k-reciprocal set (with
+    ``row_max``: softmax(-d / max_j d_ij), MMT / SSG's code)."""
     n = x.shape[0]
     hw = half_width(k1)
     full = [_reciprocal(rank, i, k1) for i in range(n)]
@@ -47,6 +48,9 @@ def _encoding_matrix(x, rank, k1):
         if len(expanded) == 0:
             continue
         neg_d = -(2.0 - 2.0 * (x[expanded] @ x[i]))  # -original distance, float32
+        if row_max:
+            far = float((2.0 - 2.0 * (x @ x[i])).max())
+            neg_d = neg_d / (far if far > 0 else 1.0)
         w = np.exp(neg_d - neg_d.max())
         v[i, expanded] = w / w.sum()
     return v
@@ -67,13 +71,14 @@ def _min_sums_to_distance(v):
     return dist
 
 
-def jaccard_reference(features, k1=30, k2=6, rank=None):
+def jaccard_reference(features, k1=30, k2=6, rank=None, dist_norm="none"):
     """Dense k-reciprocal Jaccard distance.
 
     Args:
         features: (N, D) array or tensor (L2-normalised like the sparse path).
         k1, k2: re-ranking parameters.
         rank: optional (N, >= k1) int64 k-NN table; computed with faiss when None.
+        dist_norm: "none" or "row_max" (see :mod:`.distance_terms`).
     Returns:
         (N, N) float32 dense distance matrix.
     """
@@ -81,7 +86,7 @@ def jaccard_reference(features, k1=30, k2=6, rank=None):
     check_k(x.shape[0], k1, k2)
     if rank is None:
         rank = knn_reference(x, k1)
-    v = _encoding_matrix(x, rank, k1)
+    v = _encoding_matrix(x, rank, k1, row_max=dist_norm == "row_max")
     if k2 != 1:
         v_qe = np.zeros_like(v)
         for i in range(x.shape[0]):
@@ -112,13 +117,26 @@ def dbscan_reference(dist, eps=0.6, min_samples=4):
     return labels.astype(np.int64)
 
 
-def cluster_reference(features, k1=30, k2=6, eps=0.6, min_samples=4, eps_rule="fixed", rho=1.6e-3):
+def source_term_reference(dist, target, source, lam):
+    """SSG's dense ``(1 - lam) * dist + lam * (v_i + v_j)``, ``v`` from the target's squared
+    distances to the nearest source sample (``1 - exp(-d^2)``, divided by its maximum)."""
+    t, s = as_unit_features(target).astype(np.float64), as_unit_features(source).astype(np.float64)
+    d2 = np.maximum((t ** 2).sum(1)[:, None] + (s ** 2).sum(1)[None, :] - 2.0 * t @ s.T, 0.0)
+    v = (1.0 - np.exp(-d2)).min(1)
+    v = v / v.max()
+    return ((1.0 - lam) * dist + lam * (v[:, None] + v[None, :])).astype(np.float32)
+
+
+def cluster_reference(features, k1=30, k2=6, eps=0.6, min_samples=4, eps_rule="fixed", rho=1.6e-3,
+                      dist_norm="none", source=None, source_lambda=0.0):
     """Dense pipeline end to end: (labels (N,) int64, eps used)."""
-    dist = jaccard_reference(features, k1, k2)
+    dist = jaccard_reference(features, k1, k2, dist_norm=dist_norm)
+    if source is not None and source_lambda > 0:
+        dist = source_term_reference(dist, features, source, source_lambda)
     if eps_rule == "quantile":
         eps = quantile_eps_reference(dist, rho)
     return dbscan_reference(dist, eps, min_samples), float(eps)
 
 
 __all__ = ["knn_reference", "jaccard_reference", "quantile_eps_reference", "dbscan_reference",
-           "cluster_reference"]
+           "source_term_reference", "cluster_reference"]

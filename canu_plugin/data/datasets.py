@@ -131,6 +131,24 @@ def check_dataset_layout(name, root, check_names=True):
         _check_msmt(root, fix)
 
 
+def train_items(names, root, combineall=False, show=True):
+    """fast-reid's training items ``(path, pid, camid)`` of every dataset in ``names``, in order.
+
+    Args:
+        names: dataset names registered in DATASET_REGISTRY (``DATASETS.NAMES``).
+        root: dataset root; combineall: ``DATASETS.COMBINEALL``; show: print fast-reid's table (rank 0).
+    """
+    from fastreid.utils import comm
+    items = []
+    for name in names:
+        check_dataset_layout(name, root)
+        data = DATASET_REGISTRY.get(name)(root=root, combineall=combineall)
+        if show and comm.is_main_process():
+            data.show_train()
+        items.extend(data.train)
+    return items
+
+
 class SynthDomain(Market1501):
     """Base of the synthetic domains: fast-reid's Market1501 parser, plus clear errors for missing
     folders and unreadable file names, and train/query/gallery lists sorted by image path.

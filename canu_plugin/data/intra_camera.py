@@ -17,26 +17,20 @@ dataset-specific protocol (Market-1501 and DukeMTMC-reID use all their cameras).
 part (:mod:`canu_plugin.data.samplers`), every sample carrying ``acan_part`` (0 / 1).
 """
 import logging
-import re
 from collections import defaultdict
 
 from fastreid.data import build_reid_train_loader
 from fastreid.data.common import CommDataset
-from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 
-from canu_plugin.data.samplers import (CAMERA_PART, TRIPLET_PART, ACANSampler, CameraBalancedSampler,
-                                       PerCameraIdentitySampler)
+from canu_plugin.data.datasets import train_items
+from canu_plugin.data.keys import CAMERA_PART, PART_KEY, TRIPLET_PART
+from canu_plugin.data.labels import natural_key
+from canu_plugin.data.samplers import ACANSampler, CameraBalancedSampler, PerCameraIdentitySampler
 from canu_plugin.errors import CanuError
 
 logger = logging.getLogger(__name__)
-PART_KEY = "acan_part"  # dataset dict field: 0 = triplet part, 1 = camera-balanced part
-
-
-def _natural(value):
-    """Sort key putting "msmt17_2" before "msmt17_10" (numbers compared as numbers)."""
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(value)) if t]
 
 
 def intra_camera_items(items, min_ids_per_camera=1, drop_small=True):
@@ -60,15 +54,15 @@ def intra_camera_items(items, min_ids_per_camera=1, drop_small=True):
         ids[cam].add(pid)
     small = {cam: len(p) for cam, p in ids.items() if len(p) < min_ids_per_camera}
     if small and not drop_small:
-        raise CanuError(f"camera(s) {sorted(small, key=_natural)} have fewer than {min_ids_per_camera} identities "
+        raise CanuError(f"camera(s) {sorted(small, key=natural_key)} have fewer than {min_ids_per_camera} identities "
                         "(MODEL.ACAN.PIDS_PER_GROUP): set MODEL.ACAN.DROP_SMALL_CAMERAS True to drop them (the "
                         "paper's MSMT17 protocol) or lower MODEL.ACAN.PIDS_PER_GROUP")
-    cameras = sorted((c for c in ids if c not in small), key=_natural)
+    cameras = sorted((c for c in ids if c not in small), key=natural_key)
     if len(cameras) < 2:
         raise CanuError(f"only {len(cameras)} camera(s) have at least {min_ids_per_camera} identities: ACAN needs "
                         "two or more; lower MODEL.ACAN.PIDS_PER_GROUP")
     cam_index = {c: i for i, c in enumerate(cameras)}
-    pairs = sorted({(cam_index[c], p) for _, p, c in items if c in cam_index}, key=lambda t: (t[0], _natural(t[1])))
+    pairs = sorted({(cam_index[c], p) for _, p, c in items if c in cam_index}, key=lambda t: (t[0], natural_key(t[1])))
     label_of = {pair: i for i, pair in enumerate(pairs)}
     new = [(path, label_of[(cam_index[c], p)], cam_index[c]) for path, p, c in items if c in cam_index]
     if small:
@@ -117,12 +111,7 @@ def acan_batch_sizes(cfg, num_cameras):
 
 def build_acan_dataset(cfg, root, transform=None):
     """The intra-camera-labelled training set of ``cfg.DATASETS.NAMES`` (fast-reid's parsers)."""
-    items = []
-    for name in cfg.DATASETS.NAMES:
-        data = DATASET_REGISTRY.get(name)(root=root, combineall=cfg.DATASETS.COMBINEALL)
-        if comm.is_main_process():
-            data.show_train()
-        items.extend(data.train)
+    items = train_items(cfg.DATASETS.NAMES, root, cfg.DATASETS.COMBINEALL)
     items, info = intra_camera_items(items, cfg.MODEL.ACAN.PIDS_PER_GROUP, cfg.MODEL.ACAN.DROP_SMALL_CAMERAS)
     logger.info(f"ACAN: {info['num_labels']} per-camera identities over {len(info['cameras'])} cameras")
     return IntraCameraDataset(items, transform, cameras=info["cameras"])

@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.data import Sampler
 from fastreid.utils import comm
 
-TRIPLET_PART, CAMERA_PART = 0, 1
+from canu_plugin.data.keys import CAMERA_PART, TRIPLET_PART
 
 
 def _shared_seed(seed):

@@ -19,16 +19,16 @@ Schemes (``scheme``):
 import os
 import time
 
-import numpy as np
 import torch
-from fastreid.engine import defaults as fastreid_defaults
-from fastreid.engine.train_loop import HookBase, SimpleTrainer
+from fastreid.engine.train_loop import SimpleTrainer
 from fastreid.utils import comm
 from fastreid.utils.events import get_event_storage
 from torch.func import functional_call
 
+from canu_plugin.distributed import unwrap, wrap
+from canu_plugin.engine.diagnostic_hooks import DiscriminatorLogHook
 from canu_plugin.errors import CanuError
-from canu_plugin.jsonl import append_jsonl
+from canu_plugin.modeling.contract import AdversarialModel
 from canu_plugin.modeling import losses as L
 from canu_plugin.modeling.discriminators import build_discriminator
 from canu_plugin.modeling.layers import grad_reverse
@@ -49,7 +49,7 @@ def encoder_adversarial_loss(scheme, logits, camids):
 
 def _frozen(module):
     """Call ``module`` with detached copies of its parameters and buffers (no update, no grad)."""
-    module = getattr(module, "module", module)
+    module = unwrap(module)
     state = {k: v.detach().clone() if k.endswith(("running_mean", "running_var", "num_batches_tracked"))
              else v.detach() for k, v in list(module.named_parameters()) + list(module.named_buffers())}
     return lambda *args: functional_call(module, state, args)
@@ -125,29 +125,6 @@ class AdversarialTrainer(SimpleTrainer):
                 storage.put_scalar(k, sum(v[k] for v in values) / len(values))
 
 
-class DiscriminatorLogHook(HookBase):
-    """After every epoch, the epoch's mean discriminator camera accuracy and loss (the
-    ``cam_disc_*`` values :class:`AdversarialTrainer` puts in the storage at every step) go to the
-    storage (``adv/epoch_disc_acc``, ``adv/epoch_disc_loss``) and to ``OUTPUT_DIR/<log_file>``."""
-
-    def __init__(self, log_path):
-        self.log_path = log_path
-
-    def after_epoch(self):
-        if not comm.is_main_process():
-            return
-        storage, first = self.trainer.storage, self.trainer.iter - self.trainer.iters_per_epoch
-        record = {"epoch": self.trainer.epoch}
-        for key in ("cam_disc_acc", "cam_disc_loss"):
-            if key in storage.histories():
-                values = [v for v, it in storage.history(key).values() if it >= first]
-                if values:
-                    record[key] = float(np.mean(values))
-                    storage.put_scalar(f"adv/epoch_{key[4:]}", record[key], smoothing_hint=False)
-        if self.log_path and len(record) > 1:
-            append_jsonl(self.log_path, record)
-
-
 def adversarial_settings(cfg):
     """(discriminator name, scheme, weight, optimizer factory) of the enabled method, or None."""
     if cfg.MODEL.CANU.ENABLED and cfg.MODEL.ACAN.ENABLED:
@@ -177,13 +154,13 @@ def install_adversarial(trainer, cfg, num_cameras):
         raise CanuError(f"the training set has {num_cameras} camera: a camera discriminator has nothing to learn. "
                         "Use a dataset with several cameras, or disable MODEL.CANU.ENABLED / MODEL.ACAN.ENABLED.")
     model = trainer.unwrapped_model
+    if not isinstance(model, AdversarialModel):
+        raise CanuError(f"MODEL.META_ARCHITECTURE {type(model).__name__} feeds no camera discriminator: CANU needs a "
+                        "pseudo-label model (PseudoBaseline, MMT, SSG) and ACAN its own (ACAN)")
     discs = torch.nn.ModuleList(build_discriminator(name, cfg, f, num_cameras, c)
                                 for f, c in model.adversarial_dims).to(model.device)
     d_optimizer = make_optimizer(discs.parameters())
-    run = list(discs)
-    if comm.get_world_size() > 1:
-        run = [fastreid_defaults.DistributedDataParallel(d, device_ids=[comm.get_local_rank()],
-                                                         broadcast_buffers=False) for d in discs]
+    run = [wrap(d) for d in discs]
     old = trainer._trainer
     trainer._trainer = AdversarialTrainer(old.model, old.data_loader, old.optimizer, old.param_wrapper,
                                           run, d_optimizer, scheme=scheme, weight=weight)

@@ -7,9 +7,11 @@ from fastreid.data.common import CommDataset
 from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 
+from canu_plugin.distributed import unwrap
+
 
 @torch.no_grad()
-def extract_features(model, items, cfg, normalize=True):
+def extract_features(model, items, cfg, normalize=True, forward=None):
     """Eval-mode embeddings of ``items`` with the test transforms.
 
     Every rank runs its shard (fast-reid's ``InferenceSampler``); the shards are gathered on
@@ -20,10 +22,12 @@ def extract_features(model, items, cfg, normalize=True):
         items: list of (img_path, pid, camid) of length N.
         cfg: config (INPUT.SIZE_TEST, TEST.IMS_PER_BATCH, DATALOADER.NUM_WORKERS).
         normalize: L2-normalise the features.
+        forward: batch -> (B, D) features (default: the model itself, e.g. ``model.cluster_forward``).
     Returns:
         (N, D) float32 CPU tensor on rank 0; None on the other ranks.
     """
-    module = model.module if hasattr(model, "module") else model
+    module = unwrap(model)
+    forward = forward or module
     dataset = CommDataset([(p, 0, 0) for p, _, _ in items], build_transforms(cfg, is_train=False),
                           relabel=False)
     loader, _ = build_reid_test_loader(test_set=dataset, test_batch_size=cfg.TEST.IMS_PER_BATCH,
@@ -33,7 +37,7 @@ def extract_features(model, items, cfg, normalize=True):
     feats = []
     try:
         for batch in loader:
-            feats.append(module(batch).float().cpu())
+            feats.append(forward(batch).float().cpu())
     finally:
         module.train(was_training)
     local = torch.cat(feats) if feats else torch.zeros(0, 0)

@@ -1,28 +1,34 @@
-"""``Trainer``: fast-reid's ``DefaultTrainer`` with canu-plugin's evaluator and input checks.
+"""``Trainer``: fast-reid's ``DefaultTrainer`` extended for canu-plugin's methods.
 
-Only classmethods are overridden (the detectron2 / fast-reid ``projects/`` pattern); the training
-loop, hooks, checkpointing and ``launch`` are fast-reid's own.
+fast-reid's training loop, hooks, checkpointing and ``launch`` are used as they are; this class adds
+dataset checks, the chunked exact evaluator, ACAN's intra-camera loader, the camera-adversarial
+step (:mod:`.adversarial`) and the pseudo-label loop: the trainer owns the unlabelled target set
+(``target_set``) and installs each clustering (:meth:`install_pseudo_labels`) that the
+:class:`~canu_plugin.engine.hooks.ClusteringHook` gets from the :class:`~canu_plugin.engine.label_generator.LabelGenerator`.
 """
 import logging
 import os
 
-import fastreid.data.build as fastreid_build
 from fastreid.data import build_reid_test_loader
 from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer
-from fastreid.engine import defaults as fastreid_defaults
 from fastreid.evaluation import ReidEvaluator
 from fastreid.solver import build_optimizer
 from fastreid.utils import comm
 from fastreid.utils.checkpoint import Checkpointer
 
-from canu_plugin.engine import pseudo
+from canu_plugin.data.datasets import check_dataset_layout
+from canu_plugin.data.pseudo_labels import TargetSet, placeholder_loader, pseudo_label_loader
+from canu_plugin.data.root import datasets_root
+from canu_plugin.distributed import unwrap, wrap
 from canu_plugin.engine.adversarial import install_adversarial
-from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook, RunLogHook
+from canu_plugin.engine.diagnostic_hooks import ACANDiagnosticsHook, RunLogHook
+from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
+from canu_plugin.engine.label_generator import LabelGenerator
 from canu_plugin.errors import CanuError, find_canu_error
-from canu_plugin.evaluation.camera_alignment import ACANDiagnosticsHook
+from canu_plugin.modeling.contract import PseudoLabelModel
 
 logger = logging.getLogger(__name__)
 
@@ -40,46 +46,56 @@ class _QuietUserErrors(logging.Filter):
 logging.getLogger("fastreid.engine.train_loop").addFilter(_QuietUserErrors())
 
 
-def datasets_root():
-    """The dataset root fast-reid's loaders read (``$FASTREID_DATASETS`` at import, default ``datasets``)."""
-    return fastreid_build._root
-
-
-def set_datasets_root(path):
-    """Point fast-reid's loaders (and child processes, via ``$FASTREID_DATASETS``) at ``path``.
-
-    fast-reid reads the variable once, when ``fastreid.data.build`` is imported.
-    """
-    path = os.path.abspath(path)
-    os.environ["FASTREID_DATASETS"] = path
-    fastreid_build._root = path
-
-
 def check_datasets(names):
     """Fail early, with the fix, when a dataset folder is missing or laid out wrongly."""
-    from canu_plugin.data.datasets import check_dataset_layout
     for name in names:
         check_dataset_layout(name, datasets_root())
+
+
+def swap_parameter(optimizer, old, new, keep_state=False):
+    """Put ``new`` where ``old`` is in the optimizer's param groups and reset (or move) its state.
+
+    Args:
+        keep_state: move the old state to the new parameter when the shapes agree (resume).
+    """
+    for group in optimizer.param_groups:
+        for i, p in enumerate(group["params"]):
+            if p is old:
+                group["params"][i] = new
+                state = optimizer.state.pop(old, None)
+                if keep_state and state and all(
+                        not hasattr(v, "shape") or v.dim() == 0 or v.shape == new.shape for v in state.values()):
+                    optimizer.state[new] = state
+                return
+    raise ValueError("parameter to replace is not in the optimizer")
 
 
 class Trainer(DefaultTrainer):
     """fast-reid's DefaultTrainer + dataset checks + canu-plugin's chunked exact evaluator.
 
     With ``PSEUDO.ENABLED`` it trains on cluster pseudo-labels of the (unlabelled) datasets in
-    ``DATASETS.NAMES``: a :class:`ClusteringHook` re-clusters them every epoch and calls
-    :meth:`set_pseudo_labels`.
+    ``DATASETS.NAMES`` (``target_set``); the model must be a
+    :class:`~canu_plugin.modeling.contract.PseudoLabelModel`.
     """
 
     def __init__(self, cfg):
+        self.target_set = TargetSet.from_config(cfg, datasets_root()) if cfg.PSEUDO.ENABLED else None
+        self._installed = None  # the PseudoLabels the model and loader hold
         super().__init__(cfg)
-        if cfg.PSEUDO.ENABLED and cfg.PSEUDO.ITERS_PER_EPOCH > 0:
-            self.iters_per_epoch = cfg.PSEUDO.ITERS_PER_EPOCH
-            self.max_iter = self.max_epoch * self.iters_per_epoch
+        if cfg.PSEUDO.ENABLED:
+            if not isinstance(self.unwrapped_model, PseudoLabelModel):
+                raise CanuError(f"PSEUDO.ENABLED trains on pseudo-labels but MODEL.META_ARCHITECTURE "
+                                f"{cfg.MODEL.META_ARCHITECTURE} is not a pseudo-label model: use PseudoBaseline "
+                                "(with MODEL.HEADS.NAME PseudoEmbeddingHead), MMT or SSG")
+            if cfg.PSEUDO.ITERS_PER_EPOCH > 0:
+                self.iters_per_epoch = cfg.PSEUDO.ITERS_PER_EPOCH
+                self.max_iter = self.max_epoch * self.iters_per_epoch
         install_adversarial(self, cfg, self._num_cameras())
 
     def _num_cameras(self):
-        target = getattr(self.data_loader, "canu_target", None)
-        return int(target.camids.max()) + 1 if target is not None else self.data_loader.dataset.num_cameras
+        if self.target_set is not None:
+            return self.target_set.num_cameras
+        return self.data_loader.dataset.num_cameras
 
     def train(self):
         """fast-reid's training; a run resumed after its last epoch only evaluates (fast-reid would
@@ -92,7 +108,7 @@ class Trainer(DefaultTrainer):
     @property
     def unwrapped_model(self):
         """The model without its DistributedDataParallel wrapper."""
-        return getattr(self.model, "module", self.model)
+        return unwrap(self.model)
 
     @classmethod
     def build_model(cls, cfg):
@@ -108,18 +124,16 @@ class Trainer(DefaultTrainer):
                 "Put the file on disk and set MODEL.BACKBONE.PRETRAIN_PATH to it, or set "
                 "MODEL.BACKBONE.PRETRAIN False to train from scratch.") from e
 
-    @classmethod
-    def build_train_loader(cls, cfg):
-        check_datasets(cfg.DATASETS.NAMES)
+    def build_train_loader(self, cfg):
+        """ACAN's intra-camera loader, the placeholder loader of pseudo-label training (one class,
+        until the first clustering), or fast-reid's own."""
         if cfg.MODEL.ACAN.ENABLED:  # intra-camera labels only
             from canu_plugin.data.intra_camera import build_acan_train_loader
             return build_acan_train_loader(cfg, datasets_root())
-        if not cfg.PSEUDO.ENABLED:
-            return super().build_train_loader(cfg)
-        target = pseudo.TargetSet.from_config(cfg, datasets_root())
-        loader = pseudo.placeholder_loader(cfg, target)
-        loader.canu_target = target
-        return loader
+        if self.target_set is not None and cfg.PSEUDO.ENABLED:
+            return placeholder_loader(cfg, self.target_set)
+        check_datasets(cfg.DATASETS.NAMES)
+        return super().build_train_loader(cfg)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -130,11 +144,12 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         hooks = super().build_hooks()
+        model = self.unwrapped_model
         if self.cfg.PSEUDO.ENABLED:
-            hook = ClusteringHook(self.cfg, self.data_loader.canu_target)
+            hook = ClusteringHook(self.cfg, LabelGenerator(self.cfg, self.target_set, datasets_root()))
             self.checkpointer.checkpointables["pseudo_labels"] = hook
             hooks.insert(0, hook)
-        if hasattr(self.unwrapped_model, "update_teachers"):  # MMT's mean teachers
+        if isinstance(model, PseudoLabelModel) and model.has_mean_teachers:
             hooks.insert(1, MeanTeacherHook())
         if self.cfg.MODEL.ACAN.ENABLED:  # d_inter-camera + discriminator confusion after each evaluation
             hooks.append(ACANDiagnosticsHook(self.cfg))
@@ -142,41 +157,31 @@ class Trainer(DefaultTrainer):
             hooks.append(RunLogHook(os.path.join(self.cfg.OUTPUT_DIR, self.cfg.RUN_LOG)))
         return hooks
 
-    def set_pseudo_labels(self, target, labels, centroids, seed, classifier_init=None, view_labels=None):
-        """Install an epoch's pseudo-labels: rebuild the loader; with ``classifier_init`` re-size the
-        classifiers, reset their optimizer state and initialise them.
+    def install_pseudo_labels(self, pseudo, seed, classifier_weights=None):
+        """Train on ``pseudo`` from now on: rebuild the loader (every epoch, seeded by it) and, when
+        ``pseudo`` is not installed yet, install its clusters in the model and swap the re-sized
+        classifiers in the optimizer (fresh state, or the saved state when ``classifier_weights``
+        restores a checkpoint's classifiers).
 
         Args:
-            target: :class:`pseudo.TargetSet` of N samples.
-            labels: (N,) int64 pseudo-labels, -1 = outlier.
-            centroids: (K, D) centroids, kept by the model for conditioning.
-            seed: sampler seed for this epoch.
-            classifier_init: ``centroids`` (fresh clusters: classifiers set from them) or the list of
-                saved classifier weights (resume); None keeps the classifiers.
-            view_labels: (N, V-1) labels of the model's extra clustering views (SSG), or None.
+            pseudo: :class:`~canu_plugin.data.pseudo_labels.PseudoLabels` of ``target_set``.
+            seed: sampler seed of the epoch (identical on every rank).
+            classifier_weights: None, or the classifiers saved with ``pseudo`` (resume).
         """
         old_loader = self._trainer.data_loader
         if hasattr(old_loader, "shutdown"):
             old_loader.shutdown()
-        loader = pseudo.pseudo_loader(self.cfg, target, labels, seed)
-        loader.canu_target = target
+        module = self.unwrapped_model
+        loader = pseudo_label_loader(self.cfg, self.target_set, pseudo, seed, module.num_train_views)
         self._trainer.data_loader = loader
         self._trainer._data_loader_iter = iter(loader)
-        module = self.unwrapped_model
-        if view_labels is not None:
-            module.set_view_labels(dict(zip(target.paths, view_labels.tolist())))
-        if classifier_init is None:
-            module.centroids = centroids.to(module.device)
+        if pseudo is self._installed:
             return
-        pairs = module.set_pseudo_labels(centroids)
-        restored = classifier_init is not centroids
-        if restored:
-            module.load_classifier_weights(classifier_init)
-        for old, new in pairs:
-            pseudo.swap_parameter(self.optimizer, old, new, keep_state=restored)
-        if comm.get_world_size() > 1:  # DDP must see the new parameters
-            self._trainer.model = fastreid_defaults.DistributedDataParallel(
-                module, device_ids=[comm.get_local_rank()], broadcast_buffers=False)
+        restore = classifier_weights is not None
+        for old, new in module.install_clusters(pseudo, classifier_weights):
+            swap_parameter(self.optimizer, old, new, keep_state=restore)
+        self._trainer.model = wrap(module)  # DDP must see the new parameters
+        self._installed = pseudo
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -1,5 +1,6 @@
-"""ACAN's camera-alignment diagnostics: inter-camera distance (Table VII) and the discriminator's
-camera confusion matrix (Fig. 8), plus :class:`ACANDiagnosticsHook` that writes them at evaluation.
+"""ACAN's camera-alignment diagnostics, pure functions: inter-camera distance (Table VII) and the
+discriminator's camera confusion matrix (Fig. 8); ``engine.diagnostic_hooks.ACANDiagnosticsHook``
+computes them at each evaluation.
 
 ``d_inter-camera = (1/C) sum_c ||mean_c - mean||_2`` with ``mean_c`` the mean feature of camera c
 and ``mean`` the mean of all samples. The paper does not say whether the features are
@@ -8,24 +9,17 @@ unit-length features (raw pooled ResNet-50 features have norms in the tens), so 
 the default (``normalize=True``, ``MODEL.ACAN.DIAG_NORMALIZE``); ``normalize=False`` measures the
 raw features.
 """
-import logging
-import os
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fastreid.engine.train_loop import HookBase
-from fastreid.utils import comm
 
-from canu_plugin.jsonl import append_jsonl
-
-logger = logging.getLogger(__name__)
+from canu_plugin.data.labels import index_labels
 
 
-def _camera_index(camids):
+def _index_and_count(camids):
     """(N,) int64 camera indices in [0, C) of any camera labels, and C."""
-    uniq, inv = np.unique(np.asarray(camids), return_inverse=True)
-    return inv.reshape(-1), len(uniq)
+    index, uniq = index_labels(np.asarray(camids).reshape(-1).tolist())
+    return index, len(uniq)
 
 
 def d_inter_camera(features, camids, normalize=True):
@@ -41,7 +35,7 @@ def d_inter_camera(features, camids, normalize=True):
     feats = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features).double()
     if feats.dim() != 2 or feats.size(0) == 0:
         raise ValueError(f"features must be a non-empty (N, D) array, got shape {tuple(feats.shape)}")
-    cams, num = _camera_index(camids.cpu().numpy() if torch.is_tensor(camids) else camids)
+    cams, num = _index_and_count(camids.cpu().numpy() if torch.is_tensor(camids) else camids)
     if len(cams) != feats.size(0):
         raise ValueError(f"{feats.size(0)} features but {len(cams)} camera ids")
     if normalize:
@@ -84,9 +78,8 @@ def camera_confusion(logits_or_preds, camids, num_cameras, soft=False):
 
 def plot_confusion(matrix, path, title=""):
     """Save a (C, C) confusion matrix as a PNG heat map (matplotlib, Agg backend). Returns ``path``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from canu_plugin.plotting import pyplot
+    plt = pyplot()
     matrix = np.asarray(matrix, dtype=float)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"matrix must be square (C, C), got shape {matrix.shape}")
@@ -115,85 +108,7 @@ def balanced_sample(camids, per_camera, seed=0):
     Args:
         camids: (N,) camera labels. Returns: (M,) int64 indices.
     """
-    cams, num = _camera_index(camids)
+    cams, num = _index_and_count(camids)
     rng = np.random.default_rng(seed)
     picks = [rng.permutation(np.flatnonzero(cams == c))[:per_camera] for c in range(num)]
     return np.sort(np.concatenate(picks))
-
-
-class ACANDiagnosticsHook(HookBase):
-    """After every evaluation (fast-reid's ``EvalHook`` schedule: every ``TEST.EVAL_PERIOD`` epochs
-    and after the last one), computes d_inter-camera of the eval-mode test features of every
-    ``DATASETS.TESTS`` dataset (and of a camera-balanced training sample), and, when the trainer
-    has discriminators, the first discriminator's confusion matrix on that training sample
-    (eval-mode features; argmax and mean-probability matrices, ``disc_acc`` = mean of the argmax
-diagonal, i.e. camera-balanced accuracy). Writes ``OUTPUT_DIR/confusion_epochXXX.png``
-    and one JSON line in ``OUTPUT_DIR/<MODEL.ACAN.DIAG_FILE>``. All ranks extract; rank 0 writes.
-    """
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.period = cfg.TEST.EVAL_PERIOD
-        self._finished = -1  # last epoch whose after_epoch ran
-
-    def after_epoch(self):
-        self._finished = next_epoch = self.trainer.epoch + 1
-        if self.period > 0 and next_epoch % self.period == 0 and next_epoch < self.trainer.max_epoch:
-            self.run(next_epoch)
-
-    def after_train(self):
-        if self._finished == self.trainer.max_epoch:  # the last epoch completed (not a failed run)
-            self.run(self._finished)
-
-    def _test_items(self):
-        from fastreid.data.datasets import DATASET_REGISTRY
-        from canu_plugin.engine.trainer import datasets_root
-        for name in self.cfg.DATASETS.TESTS:
-            data = DATASET_REGISTRY.get(name)(root=datasets_root())
-            yield name, data.query + data.gallery
-
-    def run(self, epoch):
-        """Compute, log and save the diagnostics of the model after ``epoch`` epochs; returns the
-        record (dict) on rank 0, None elsewhere."""
-        from canu_plugin.engine.features import extract_features
-        norm, model = self.cfg.MODEL.ACAN.DIAG_NORMALIZE, self.trainer.model
-        record = {"epoch": epoch, "scheme": self.cfg.MODEL.ACAN.SCHEME}
-        for name, items in self._test_items():
-            feats = extract_features(model, items, self.cfg, normalize=False)
-            if comm.is_main_process():
-                record[f"d_inter_{name}"] = d_inter_camera(feats, [it[2] for it in items], normalize=norm)
-        train = self.trainer.data_loader.dataset.img_items
-        idx = balanced_sample([it[2] for it in train], self.cfg.MODEL.ACAN.DIAG_IMAGES_PER_CAMERA)
-        sample = [train[i] for i in idx]
-        feats = extract_features(model, sample, self.cfg, normalize=False)
-        if not comm.is_main_process():
-            return None
-        camids = torch.tensor([it[2] for it in sample])
-        record["d_inter_train_sample"] = d_inter_camera(feats, camids, normalize=norm)
-        discs = getattr(self.trainer, "discriminators", None)
-        if discs is not None and len(discs):
-            record.update(self._confusion(discs[0], feats, camids, epoch))
-        self._write(record)
-        return record
-
-    @torch.no_grad()
-    def _confusion(self, disc, feats, camids, epoch):
-        was_training = disc.training
-        disc.eval()
-        try:
-            logits = disc(feats.to(next(disc.parameters()).device), None).float().cpu()
-        finally:
-            disc.train(was_training)
-        num = logits.size(1)
-        hard, soft = camera_confusion(logits, camids, num), camera_confusion(logits, camids, num, soft=True)
-        path = os.path.join(self.cfg.OUTPUT_DIR, f"confusion_epoch{epoch:03d}.png")
-        plot_confusion(hard, path, f"{self.cfg.MODEL.ACAN.SCHEME}: camera discriminator, epoch {epoch}")
-        return {"disc_acc": float(np.trace(hard) / num), "confusion": np.round(hard, 4).tolist(),
-                "confusion_prob": np.round(soft, 4).tolist(), "confusion_png": path}
-
-    def _write(self, record):
-        scalars = {k: v for k, v in record.items() if k.startswith(("d_inter", "disc_acc"))}
-        logger.info("ACAN diagnostics: " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
-        self.trainer.storage.put_scalars(**{f"acan/{k}": v for k, v in scalars.items()}, smoothing_hint=False)
-        if self.cfg.MODEL.ACAN.DIAG_FILE:
-            append_jsonl(os.path.join(self.cfg.OUTPUT_DIR, self.cfg.MODEL.ACAN.DIAG_FILE), record)

@@ -44,9 +44,8 @@ def pca_camera_pair(features, camids, pids, cam_a, cam_b, path, title="", label_
     Returns:
         the number of points drawn.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from canu_plugin.plotting import pyplot
+    plt = pyplot()
     x, c, p = np.asarray(features, np.float32), np.asarray(camids), np.asarray(pids)
     shared = np.intersect1d(p[c == cam_a], p[c == cam_b])
     keep = np.isin(c, [cam_a, cam_b]) & np.isin(p, shared)

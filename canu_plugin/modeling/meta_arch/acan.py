@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
 
-from canu_plugin.data.intra_camera import CAMERA_PART, PART_KEY
+from canu_plugin.data.keys import CAMERA_PART, PART_KEY
 from canu_plugin.errors import CanuError
+from canu_plugin.modeling.contract import AdversarialModel
 from canu_plugin.modeling.heads import freeze_triplet_only
 from canu_plugin.modeling.losses import per_camera_triplet
 
@@ -37,7 +38,7 @@ def _feature_dim(cfg):
 
 
 @META_ARCH_REGISTRY.register()
-class ACAN(Baseline):
+class ACAN(Baseline, AdversarialModel):
     """fast-reid Baseline trained with ACAN's per-camera triplet and camera-adversarial inputs."""
 
     @configurable

@@ -8,7 +8,7 @@ MMT's warm-up ``min(1 - 1/t, ALPHA)`` at step t; teachers' BatchNorm statistics 
 train-mode forward passes, as in MMT's code).
 
 Training batches hold two independent random augmentations of the same images (see
-:class:`canu_plugin.data.two_view.TwoViewDataset`): ``"images"`` feeds net1 and teacher1,
+:class:`canu_plugin.data.pseudo_labels.PseudoLabelDataset`, ``num_train_views`` 2): ``"images"`` feeds net1 and teacher1,
 ``"images_2"`` net2 and teacher2 (as MMT's code does), so each student learns from the *other*
 network's teacher seeing the *other* view. With w_ce = ``CE_SOFT_WEIGHT``, w_tri = ``TRI_SOFT_WEIGHT``:
 
@@ -43,9 +43,10 @@ from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from torch import nn
 
-from canu_plugin.checkpoint import safe_load_file, state_dict_of
-from canu_plugin.data.two_view import SECOND_VIEW
+from canu_plugin.checkpoint import backbone_mismatches, safe_load_file, state_dict_of
+from canu_plugin.data.keys import SECOND_VIEW
 from canu_plugin.errors import CanuError
+from canu_plugin.modeling.contract import PseudoLabelModel
 from canu_plugin.modeling.losses import soft_cross_entropy, soft_triplet
 from canu_plugin.modeling.meta_arch.pseudo_baseline import PseudoBaseline
 
@@ -65,9 +66,9 @@ def load_source_weights(net, path):
         raise CanuError(f"MODEL.MMT.SOURCE_WEIGHTS: {path!r} does not exist. Train the two source models first "
                         "(e.g. tools/train_net.py --config-file configs/Market1501/sup_R50.yml OUTPUT_DIR ...) "
                         "or fix the path; set MODEL.MMT.SOURCE_WEIGHTS [] to start from MODEL.BACKBONE.")
-    state = state_dict_of(safe_load_file(None, path))  # weights_only load; CanuError on a bad file
+    state = state_dict_of(safe_load_file(None, path))  # weights_only load (numpy too); CanuError on a bad file
     own = net.state_dict()
-    bad = [k for k in own if k.startswith("backbone.") and (k not in state or state[k].shape != own[k].shape)]
+    bad = backbone_mismatches(own, state)
     if bad:
         raise CanuError(f"MODEL.MMT.SOURCE_WEIGHTS: {path!r} does not match this model's backbone ({len(bad)} "
                         f"tensors missing or of another shape, e.g. {', '.join(bad[:3])}): it was trained with "
@@ -94,8 +95,11 @@ def _outputs(net, images, targets):
 
 
 @META_ARCH_REGISTRY.register()
-class MMT(nn.Module):
+class MMT(nn.Module, PseudoLabelModel):
     """Two PseudoBaseline students + two mean teachers (see module docstring)."""
+
+    num_train_views = 2       # "images" feed net1 / teacher1, "images_2" net2 / teacher2
+    has_mean_teachers = True  # update_teachers() after every optimizer step
 
     @configurable
     def __init__(self, *, net1, net2, alpha=0.999, ema_warmup=True, ce_soft_weight=0.5, tri_soft_weight=0.8):
@@ -104,8 +108,7 @@ class MMT(nn.Module):
         self.teacher1, self.teacher2 = _teacher(net1), _teacher(net2)
         self.alpha, self.ema_warmup = float(alpha), bool(ema_warmup)
         self.ce_soft_weight, self.tri_soft_weight = float(ce_soft_weight), float(tri_soft_weight)
-        # (K, D) centroids of the teachers' averaged embedding; the clustering hook checkpoints them
-        self.register_buffer("centroids", torch.zeros(0, 0), persistent=False)
+        self.init_pseudo_label_state()  # (K, D) centroids of the teachers' averaged embedding
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))  # EMA updates so far (warm-up)
 
     @classmethod
@@ -154,8 +157,8 @@ class MMT(nn.Module):
             images = self.net1.preprocess_image(batched_inputs)
             return sum(F.normalize(t.heads(t.backbone(images)), dim=1) for t in self.teachers) / 2
         if not isinstance(batched_inputs, dict) or SECOND_VIEW not in batched_inputs:
-            raise CanuError("MMT trains on two augmented views per image: build the loader with canu_plugin."
-                            "data.two_view.TwoViewDataset (pseudo_loader does it for MODEL.META_ARCHITECTURE MMT)")
+            raise CanuError("MMT trains on two augmented views per image ('images_2'): train with "
+                            "PSEUDO.ENABLED True (the pseudo-label loader draws num_train_views views)")
         targets = batched_inputs["targets"].to(self.device)
         views = [self.net1.preprocess_image(batched_inputs[k].to(self.device)) for k in ("images", SECOND_VIEW)]
         students = [_outputs(net, x, targets) for net, x in zip(self.students, views)]
@@ -201,24 +204,27 @@ class MMT(nn.Module):
             for name, p in teacher.named_parameters():
                 p.mul_(alpha).add_(params[name].detach(), alpha=1.0 - alpha)
 
-    # ---- the pseudo-label contract (see PseudoBaseline) ---------------------------------------
+    # ---- the pseudo-label contract (modeling/contract.py) ------------------------------------
     @property
     def adversarial_dims(self):
         """``[(feature width, condition width)]`` of net1's and net2's discriminators."""
         return self.net1.adversarial_dims + self.net2.adversarial_dims
 
-    def set_pseudo_labels(self, centroids):
-        """Install this epoch's clusters in all four classifiers (rows = normalised centroids).
+    def install_clusters(self, pseudo, classifier_weights=None):
+        """Install a clustering in all four networks: the (K, D) centroids of the teachers' averaged
+        embedding re-size every classifier (normalised centroids, or the four ``classifier_weights``
+        saved with these clusters: net1, net2, teacher1, teacher2).
 
-        Args:
-            centroids: (K, D) centroids of the teachers' averaged embedding.
         Returns:
             [(old, new)] of the two students' classifiers (the teachers' are not optimised).
         """
-        self.centroids = centroids.detach().float().to(self.device)
-        pairs = [pair for net in self.students for pair in net.set_pseudo_labels(self.centroids)]
-        for teacher in self.teachers:
-            teacher.set_pseudo_labels(self.centroids)
+        self.set_centroids(pseudo.centroids)
+        saved = [None] * 4 if classifier_weights is None else [[w] for w in classifier_weights]
+        if len(saved) != 4:
+            raise CanuError(f"MMT restores four classifiers (net1, net2, teacher1, teacher2), got {len(saved)}")
+        pairs = [pair for net, w in zip(self.students, saved[:2]) for pair in net.install_clusters(pseudo, w)]
+        for teacher, w in zip(self.teachers, saved[2:]):
+            teacher.install_clusters(pseudo, w)
             teacher.requires_grad_(False)
         return pairs
 
@@ -235,14 +241,9 @@ class MMT(nn.Module):
                                 "net1/net2/teacher1/teacher2. Give the two source models in "
                                 "MODEL.MMT.SOURCE_WEIGHTS and leave MODEL.WEIGHTS empty.")
         else:
-            bad = [k for k in self.state_dict() if ".backbone." in k and k not in state_dict]
+            bad = backbone_mismatches(self.state_dict(), state_dict)
             if bad:
                 raise CanuError(f"checkpoint does not match this MMT model's backbones: {len(bad)} tensors missing "
                                 f"or of another shape (e.g. {', '.join(bad[:3])}); it was trained with another "
                                 "MODEL.BACKBONE (NAME/DEPTH/WITH_IBN).")
         return super().load_state_dict(state_dict, *args, **kwargs)
-
-    load_classifier_weights = PseudoBaseline.load_classifier_weights
-    cluster_feature_views = PseudoBaseline.cluster_feature_views
-    set_view_labels = PseudoBaseline.set_view_labels
-    centroids_of = PseudoBaseline.centroids_of

@@ -1,20 +1,20 @@
-"""``PseudoBaseline``: fast-reid's Baseline trained on cluster pseudo-labels.
+"""``PseudoBaseline``: fast-reid's Baseline trained on cluster pseudo-labels (a
+:class:`~canu_plugin.modeling.contract.PseudoLabelModel`).
 
-The clustering hook calls :meth:`PseudoBaseline.set_pseudo_labels` at every re-clustering: the
-classifier gets one row per cluster (initialised from the normalised centroids) and the
-centroids are kept as a buffer, so that a method can look up the centroid of each sample's
-cluster from its pseudo-label (CANU's conditioning input) with :meth:`centroids_of`.
+At every clustering the trainer calls :meth:`PseudoBaseline.install_clusters`: the classifier gets
+one row per cluster (initialised from the normalised centroids) and the centroids are kept as a
+buffer, so that the centroid of each sample's cluster can be looked up from its pseudo-label
+(CANU's conditioning input) with ``centroids_of``.
 """
-import torch
-import torch.nn.functional as F
 from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
 
 from canu_plugin.errors import CanuError
+from canu_plugin.modeling.contract import PseudoLabelModel
 
 
 @META_ARCH_REGISTRY.register()
-class PseudoBaseline(Baseline):
+class PseudoBaseline(Baseline, PseudoLabelModel):
     """Baseline + per-epoch pseudo-identity centroids and a resizable classifier."""
 
     @configurable
@@ -23,8 +23,7 @@ class PseudoBaseline(Baseline):
         if not hasattr(self.heads, "reset_classifier"):
             raise CanuError(f"{type(self).__name__} needs a resizable head: set "
                             "MODEL.HEADS.NAME PseudoEmbeddingHead")
-        # (K, D); not persistent: K changes every epoch, the clustering hook checkpoints it
-        self.register_buffer("centroids", torch.zeros(0, 0), persistent=False)
+        self.init_pseudo_label_state()
 
     def forward(self, batched_inputs, return_adv_inputs=False):
         """fast-reid's Baseline forward; in training with ``return_adv_inputs`` also returns the
@@ -45,47 +44,20 @@ class PseudoBaseline(Baseline):
         first = self.heads.bottleneck[0]
         return [(getattr(first, "in_channels", None) or first.num_features, emb)]
 
-    def set_pseudo_labels(self, centroids):
-        """Install this epoch's clusters.
+    def install_clusters(self, pseudo, classifier_weights=None):
+        """Keep the (K, D) centroids and re-size the classifier to K rows (normalised centroids, or
+        ``classifier_weights`` [(K, D)] saved with these clusters).
 
-        Args:
-            centroids: (K, D) centroids of the eval-mode embedding, one per pseudo-identity.
         Returns:
-            [(old, new)] replaced classifier parameters the optimizer holds (the trainer swaps them).
+            [(old, new)] the replaced classifier parameter (the trainer swaps it in the optimizer).
         """
-        self.centroids = centroids.detach().float().to(self.device)
-        return [self.heads.reset_classifier(self.centroids)]
+        self.set_centroids(pseudo.centroids)
+        pairs = [self.heads.reset_classifier(self.centroids)]
+        if classifier_weights is not None:
+            for w, saved in zip(self.classifier_weights(), classifier_weights, strict=True):
+                w.data.copy_(saved.to(w.device))
+        return pairs
 
     def classifier_weights(self):
-        """Every re-sized classifier weight (checkpointed by the clustering hook): [(K, D)]."""
+        """The re-sized classifier weight: [(K, D)]."""
         return [self.heads.weight]
-
-    def load_classifier_weights(self, weights):
-        """Copy saved classifier weights (a list shaped like :meth:`classifier_weights`) in place."""
-        for w, saved in zip(self.classifier_weights(), weights, strict=True):
-            w.data.copy_(saved.to(w.device))
-
-    def cluster_feature_views(self, features):
-        """The feature sets the clustering hook clusters, each on its own (SSG: full/upper/lower).
-
-        Args:
-            features: (N, D) raw eval-mode embeddings.
-        Returns:
-            list of (N, D_v) L2-normalised views; view 0 gives the training labels and centroids.
-        """
-        return [F.normalize(features, dim=1)]
-
-    def set_view_labels(self, labels_by_path):
-        """Labels of the extra clustering views (none for this model): {img_path: (V-1,) ints}."""
-
-    def centroids_of(self, targets):
-        """Centroid of each sample's cluster.
-
-        Args:
-            targets: (B,) pseudo-labels in [0, K).
-        Returns:
-            (B, D) centroids (no gradient flows into them).
-        """
-        if self.centroids.numel() == 0:
-            raise CanuError("no pseudo-labels yet: the clustering hook must run before training steps")
-        return self.centroids[targets.to(self.centroids.device)]

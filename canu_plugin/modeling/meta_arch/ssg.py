@@ -7,9 +7,9 @@ to neither part).
 
 - Clustering: the model's eval output is the concatenation of the three L2-normalised embeddings
   (B, 3D), which is also the test feature (SSG tests on the concatenated feature).
-  :meth:`cluster_feature_views` splits it back; the clustering hook clusters each view on its own.
-  View 0 (full body) gives the loader's labels and the centroids; the part labels come back through
-  :meth:`set_view_labels` and are looked up per sample by image path.
+  :meth:`cluster_views` splits it back; the label generator clusters each view on its own.
+  View 0 (full body) gives the loader's labels and the centroids; the part labels come back in every
+  batch as ``"view_targets"`` (the pseudo-label loader carries them with the images).
 - Training (triplet losses only, as SSG; no ID classifier, so the heads' classifier weights are
   frozen and never re-sized): ``loss_triplet_full`` on the loader's targets,
   ``loss_triplet_upper`` / ``loss_triplet_lower`` on each part's own labels; samples that are
@@ -31,6 +31,7 @@ from fastreid.modeling.losses import triplet_loss
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from torch import nn
 
+from canu_plugin.data.keys import VIEW_TARGETS
 from canu_plugin.errors import CanuError
 from canu_plugin.modeling.heads import freeze_triplet_only
 from canu_plugin.modeling.meta_arch.pseudo_baseline import PseudoBaseline
@@ -73,7 +74,6 @@ class SSG(PseudoBaseline):
     def __init__(self, *, part_heads, **kwargs):
         super().__init__(**kwargs)
         self.part_heads = part_heads  # ModuleDict upper / lower, built like ``heads``
-        self._view_labels = None      # {img_path: (upper, lower)}
         freeze_triplet_only([self.heads, *part_heads.values()])  # no ID classifier
 
     @classmethod
@@ -107,7 +107,7 @@ class SSG(PseudoBaseline):
         if not self.training:
             return torch.cat([F.normalize(e, dim=1) for _, e in parts], 1)
         targets = batched_inputs["targets"].to(self.device)
-        labels = [targets, *self.part_labels(batched_inputs["img_paths"]).unbind(1)]
+        labels = [targets, *self.part_labels(batched_inputs).unbind(1)]
         feats = [f for f, _ in parts]
         loss_dict = {f"loss_triplet_{v}": self.masked_triplet(f, lab) for v, f, lab in zip(VIEWS, feats, labels)}
         if not return_adv_inputs:
@@ -130,8 +130,8 @@ class SSG(PseudoBaseline):
         loss = triplet_loss(features[keep], labels[keep], tri["margin"], tri["norm_feat"], tri["hard_mining"])
         return loss * tri["scale"]
 
-    # ---- the clustering hook's contract (see PseudoBaseline) ----------------------------------
-    def cluster_feature_views(self, features):
+    # ---- the pseudo-label contract (modeling/contract.py) ------------------------------------
+    def cluster_views(self, features):
         """Split the eval output into its three views.
 
         Args:
@@ -143,37 +143,28 @@ class SSG(PseudoBaseline):
             raise ValueError(f"SSG features must be (N, 3D), got {tuple(features.shape)}")
         return [F.normalize(v, dim=1) for v in features.chunk(len(VIEWS), dim=1)]
 
-    def set_view_labels(self, labels_by_path):
-        """Install this epoch's part labels: {img_path: [upper label, lower label]} (-1 = outlier)."""
-        labels = {p: tuple(int(x) for x in lab) for p, lab in labels_by_path.items()}
-        if any(len(lab) != len(PARTS) for lab in labels.values()):
-            raise ValueError(f"SSG needs {len(PARTS)} part labels per image ({', '.join(PARTS)})")
-        self._view_labels = labels
+    def part_labels(self, batched_inputs):
+        """Upper / lower labels of a batch (``"view_targets"``, written by the pseudo-label loader).
 
-    def part_labels(self, paths):
-        """Upper / lower labels of a batch.
-
-        Args:
-            paths: B image paths (``batched_inputs["img_paths"]``).
         Returns:
             (B, 2) int64 on the model's device, -1 = outlier of that part's clustering.
         """
-        if self._view_labels is None:
-            raise CanuError("SSG has no part labels yet: the clustering hook must run before training steps "
-                            "(PSEUDO.ENABLED True)")
-        try:
-            rows = [self._view_labels[p] for p in paths]
-        except KeyError as e:
-            raise CanuError(f"no part labels for image {e.args[0]!r}: it is not in the clustered target set") from None
-        return torch.tensor(rows, dtype=torch.long, device=self.device)
+        labels = batched_inputs.get(VIEW_TARGETS) if isinstance(batched_inputs, dict) else None
+        if labels is None or labels.dim() != 2 or labels.size(1) != len(PARTS):
+            raise CanuError("an SSG batch needs its (B, 2) part labels under 'view_targets': train with "
+                            "PSEUDO.ENABLED True (the pseudo-label loader adds them)")
+        return labels.to(self.device)
 
-    def set_pseudo_labels(self, centroids):
+    def install_clusters(self, pseudo, classifier_weights=None):
         """Keep the full-body centroids (K, D) for conditioning; there is no classifier to re-size.
 
         Returns:
             [] (no parameter for the optimizer to swap).
         """
-        self.centroids = centroids.detach().float().to(self.device)
+        if pseudo.view_labels is None or pseudo.view_labels.shape[1] != len(PARTS):
+            raise CanuError("SSG needs the labels of its upper and lower views: the label generator clusters "
+                            "every view of cluster_views")
+        self.set_centroids(pseudo.centroids)
         return []
 
     def classifier_weights(self):

@@ -1,0 +1,209 @@
+"""The data side of pseudo-label training: the unlabelled target set, one clustering's result
+(:class:`PseudoLabels`), and the loader that trains on it.
+
+The path of a pseudo-label (README "Layout"): the engine's label generator clusters the target set
+into a :class:`PseudoLabels`; the trainer installs it with :func:`pseudo_label_loader` (this
+module) and the model's ``install_clusters`` (``modeling/contract.py``).
+"""
+import dataclasses
+import logging
+
+import numpy as np
+import torch
+from fastreid.data import build_reid_train_loader
+from fastreid.data.common import CommDataset
+from fastreid.data.samplers import BalancedIdentitySampler, NaiveIdentitySampler, TrainingSampler
+from fastreid.data.transforms import build_transforms
+from fastreid.utils import comm
+
+from canu_plugin.data.datasets import train_items
+from canu_plugin.data.keys import SECOND_VIEW, VIEW_TARGETS
+from canu_plugin.data.labels import index_labels
+from canu_plugin.errors import CanuError
+
+logger = logging.getLogger(__name__)
+
+
+class TargetSet:
+    """The unlabelled target training set: image paths and cameras (and, for diagnostics only,
+    the ground-truth ids the dataset carries).
+
+    Attributes:
+        paths: list of N image paths.
+        camids: (N,) int64 camera index in [0, C).
+        gt: (N,) int64 ground-truth id index (never used for training).
+    """
+
+    def __init__(self, items):
+        if not items:
+            raise CanuError("the target training set is empty: check DATASETS.NAMES and FASTREID_DATASETS")
+        self.paths = [it[0] for it in items]
+        self.camids = index_labels(it[2] for it in items)[0]
+        self.gt = index_labels(it[1] for it in items)[0]
+
+    @classmethod
+    def from_config(cls, cfg, root):
+        """Train items of every dataset in ``cfg.DATASETS.NAMES`` (fast-reid's parsers)."""
+        return cls(train_items(cfg.DATASETS.NAMES, root, cfg.DATASETS.COMBINEALL, show=False))
+
+    def __len__(self):
+        return len(self.paths)
+
+    @property
+    def num_cameras(self):
+        """C, the number of cameras."""
+        return int(self.camids.max()) + 1
+
+    def items(self, labels=None):
+        """fast-reid items ``(path, label, camid)``; with ``labels`` (N,), outliers (-1) are dropped."""
+        if labels is None:
+            return [(p, 0, int(c)) for p, c in zip(self.paths, self.camids)]
+        return [(p, int(lab), int(c)) for p, lab, c in zip(self.paths, labels, self.camids) if lab >= 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class PseudoLabels:
+    """One clustering of a target set: what the loader trains on and what the model installs.
+
+    Attributes:
+        labels: (N,) int64 cluster of every target sample, -1 = outlier (dropped from training).
+        centroids: (K, D) float32 CPU tensor, mean clustering feature of each cluster (view 0).
+        epoch: the epoch whose features were clustered.
+        view_labels: (N, V-1) int64 labels of the model's other clustering views (SSG's parts) or None.
+        eps: the DBSCAN radius each view used (kept by ``EPS_RULE quantile_once``); () for k-means.
+        info: timings and diagnostics of the clustering (not saved).
+    """
+    labels: np.ndarray
+    centroids: torch.Tensor
+    epoch: int
+    view_labels: np.ndarray = None
+    eps: tuple = ()
+    info: dict = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def num_clusters(self):
+        """K."""
+        return int(self.centroids.shape[0])
+
+    def state_dict(self):
+        """Tensors and numbers only (loadable with ``torch.load(weights_only=True)``)."""
+        state = {"epoch": int(self.epoch), "labels": torch.from_numpy(self.labels), "centroids": self.centroids,
+                 "eps": torch.tensor(self.eps, dtype=torch.float64)}
+        if self.view_labels is not None:
+            state["view_labels"] = torch.from_numpy(self.view_labels)
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state):
+        """The inverse of :meth:`state_dict`."""
+        views = state.get("view_labels")
+        return cls(labels=state["labels"].numpy().astype(np.int64), centroids=state["centroids"],
+                   epoch=int(state["epoch"]), view_labels=None if views is None else views.numpy().astype(np.int64),
+                   eps=tuple(float(e) for e in state.get("eps", torch.zeros(0)).tolist()))
+
+
+def required_clusters(cfg):
+    """The fewest clusters a P x K batch of this config can be drawn from (at least 2: negatives)."""
+    mini_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+    return max(mini_batch // cfg.DATALOADER.NUM_INSTANCE, 2)
+
+
+class _KeepInput:
+    """A transform that remembers its last input, so that a second draw needs no second read."""
+
+    def __init__(self, transform):
+        self.transform = transform
+        self.last_input = None
+
+    def __call__(self, img):
+        self.last_input = img
+        return self.transform(img)
+
+
+class PseudoLabelDataset(CommDataset):
+    """fast-reid's ``CommDataset`` of pseudo-labelled items, whose samples may also carry:
+
+    - ``"images_2"`` (``num_views`` 2, MMT): a second, independent draw of the random training
+      transforms on the same image, read from disk once;
+    - ``"view_targets"`` (with ``view_labels``, SSG): (V-1,) labels of the other clustering views.
+    fast-reid's collate stacks them: a batch holds ``images_2`` (B, 3, H, W), ``view_targets`` (B, V-1).
+    """
+
+    def __init__(self, img_items, transform=None, view_labels=None, num_views=1):
+        if num_views not in (1, 2):
+            raise ValueError(f"num_views must be 1 or 2, got {num_views}")
+        if view_labels is not None and len(view_labels) != len(img_items):
+            raise ValueError(f"{len(view_labels)} view-label rows for {len(img_items)} items")
+        self.num_views = num_views
+        keep = _KeepInput(transform) if transform is not None and num_views == 2 else transform
+        super().__init__(img_items, keep, relabel=False)
+        self.view_labels = None if view_labels is None else torch.as_tensor(view_labels, dtype=torch.long)
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        if self.num_views == 2:
+            item[SECOND_VIEW] = (item["images"] if self.transform is None
+                                 else self.transform.transform(self.transform.last_input))
+        if self.view_labels is not None:
+            item[VIEW_TARGETS] = self.view_labels[index]
+        return item
+
+
+def placeholder_loader(cfg, target):
+    """The loader DefaultTrainer is built with before the first clustering: one class, no workers.
+
+    Its length fixes fast-reid's default ``iters_per_epoch`` = N // IMS_PER_BATCH.
+    """
+    dataset = CommDataset(target.items(), build_transforms(cfg, is_train=True), relabel=True)
+    return build_reid_train_loader(train_set=dataset, sampler=TrainingSampler(len(dataset)),
+                                   total_batch_size=cfg.SOLVER.IMS_PER_BATCH, num_workers=0)
+
+
+# fast-reid's P x K samplers a pseudo-labelled loader can use (DATALOADER.SAMPLER_TRAIN)
+IDENTITY_SAMPLERS = {"NaiveIdentitySampler": NaiveIdentitySampler,    # K images of each of P ids
+                     "BalancedIdentitySampler": BalancedIdentitySampler}  # K-1 from other cameras (MMT)
+
+
+def identity_sampler(name):
+    """fast-reid's P x K sampler class called ``name`` (``DATALOADER.SAMPLER_TRAIN``).
+
+    ``BalancedIdentitySampler`` draws, for each identity, one anchor image and its K-1 positives
+    from cameras other than the anchor's whenever the identity has them (MMT's
+    ``RandomMultipleGallerySampler``); ``NaiveIdentitySampler`` draws K images of the identity
+    (also used for fast-reid's default ``TrainingSampler``, which knows no identities).
+    """
+    if name == "TrainingSampler":  # fast-reid's default: no identities; pseudo-labels train P x K
+        logger.info("DATALOADER.SAMPLER_TRAIN TrainingSampler: pseudo-labels are sampled P x K with "
+                    "NaiveIdentitySampler")
+        return NaiveIdentitySampler
+    if name not in IDENTITY_SAMPLERS:
+        raise CanuError(f"DATALOADER.SAMPLER_TRAIN {name!r} cannot sample pseudo-identities: use one of "
+                        f"{sorted(IDENTITY_SAMPLERS)} (P x K batches)")
+    return IDENTITY_SAMPLERS[name]
+
+
+def pseudo_label_loader(cfg, target, pseudo, seed, num_views=1):
+    """P x K identity-sampled loader (``DATALOADER.SAMPLER_TRAIN``) over the clustered
+    (non-outlier) samples of ``pseudo``.
+
+    Args:
+        target: :class:`TargetSet` of N samples; pseudo: :class:`PseudoLabels` of it.
+        seed: sampler seed (SEED + epoch), identical on every rank.
+        num_views: augmented views per image the model trains on (``model.num_train_views``).
+    """
+    keep = pseudo.labels >= 0
+    items = target.items(pseudo.labels)
+    num_clusters = len(set(it[1] for it in items))
+    if num_clusters < required_clusters(cfg):
+        raise CanuError(f"only {num_clusters} clusters, fewer than the {required_clusters(cfg)} identities a P x K "
+                        "batch needs (SOLVER.IMS_PER_BATCH / DATALOADER.NUM_INSTANCE)")
+    views = None if pseudo.view_labels is None else pseudo.view_labels[keep]
+    dataset = PseudoLabelDataset(items, build_transforms(cfg, is_train=True), views, num_views)
+    mini_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+    sampler = identity_sampler(cfg.DATALOADER.SAMPLER_TRAIN)(items, mini_batch, cfg.DATALOADER.NUM_INSTANCE, seed=seed)
+    return build_reid_train_loader(train_set=dataset, sampler=sampler, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+                                   num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+
+__all__ = ["TargetSet", "PseudoLabels", "PseudoLabelDataset", "required_clusters", "placeholder_loader",
+           "IDENTITY_SAMPLERS", "identity_sampler", "pseudo_label_loader"]

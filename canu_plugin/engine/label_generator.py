@@ -1,0 +1,99 @@
+"""``LabelGenerator``: (model, target set, cfg) -> one :class:`~canu_plugin.data.pseudo_labels.PseudoLabels`.
+
+Every rank extracts its shard of the target features (``model.cluster_forward``, eval mode);
+rank 0 splits them into the model's views (``model.cluster_views``), clusters each view on its own
+(:func:`canu_plugin.clustering.cluster`) and broadcasts the result. Stateless between calls: what a
+run keeps (the labels in use, the first eps) belongs to the :class:`~canu_plugin.engine.hooks.ClusteringHook`.
+"""
+import logging
+import time
+
+import numpy as np
+import torch
+from fastreid.utils import comm
+
+from canu_plugin.data.datasets import train_items
+from canu_plugin.data.pseudo_labels import PseudoLabels
+from canu_plugin.distributed import broadcast_object, unwrap
+from canu_plugin.engine.features import extract_features
+
+logger = logging.getLogger(__name__)
+
+
+class LabelGenerator:
+    """Clusters the target set with the current model.
+
+    Args:
+        cfg: config (``CLUSTERING.*``, ``PSEUDO.*``, test-time input keys).
+        target: :class:`~canu_plugin.data.pseudo_labels.TargetSet`.
+        root: dataset root (for ``PSEUDO.SOURCE_DATASETS`` when ``CLUSTERING.SOURCE_LAMBDA`` > 0).
+    """
+
+    def __init__(self, cfg, target, root=None):
+        self.cfg, self.target = cfg, target
+        self.source_items = None
+        if cfg.CLUSTERING.SOURCE_LAMBDA > 0:
+            self.source_items = train_items(cfg.PSEUDO.SOURCE_DATASETS, root, show=False)
+
+    def __call__(self, model, epoch, kept_eps=None):
+        """Cluster the target set.
+
+        Args:
+            model: the (possibly DDP-wrapped) :class:`~canu_plugin.modeling.contract.PseudoLabelModel`.
+            epoch: the epoch the labels are for.
+            kept_eps: per-view eps of the run's first clustering (``EPS_RULE quantile_once``), or None.
+        Returns:
+            :class:`PseudoLabels` (identical on every rank); ``info`` holds extract_s, cluster_s, the
+            clustering stages' timings and, with ``PSEUDO.CAMERA_PROBE``, the camera probe accuracy.
+        """
+        module = unwrap(model)
+        t0 = time.perf_counter()
+        feats = extract_features(model, self.target.items(), self.cfg, normalize=False, forward=module.cluster_forward)
+        source = None
+        if self.source_items is not None:
+            source = extract_features(model, self.source_items, self.cfg, normalize=False,
+                                      forward=module.cluster_forward)
+        t1 = time.perf_counter()
+        result = self._cluster(module, feats, source, kept_eps) if comm.is_main_process() else None
+        labels, view_labels, centroids, eps, info = broadcast_object(result)
+        info.update(extract_s=round(t1 - t0, 3), cluster_s=round(time.perf_counter() - t1, 3))
+        return PseudoLabels(labels=labels, centroids=centroids, epoch=epoch, view_labels=view_labels,
+                            eps=eps, info=info)
+
+    def _cluster(self, module, feats, source, kept_eps):
+        """Rank 0: cluster every view of the (N, D) features.
+
+        Returns:
+            labels (N,), view labels (N, V-1) or None, centroids (K, D) of view 0, eps per view, info.
+        """
+        from canu_plugin.clustering import cluster
+        views = module.cluster_views(feats)
+        source_views = module.cluster_views(source) if source is not None else [None] * len(views)
+        kept = list(kept_eps) if kept_eps else [None] * len(views)
+        out, eps, info = [], [], {}
+        for v, (view, src) in enumerate(zip(views, source_views)):
+            labels, centroids, view_info = cluster(view, self.cfg, return_info=True, kept_eps=kept[v], source_features=src)
+            out.append((np.asarray(labels, dtype=np.int64), centroids))
+            if "eps" in view_info:
+                eps.append(float(view_info["eps"]))
+            if v == 0:
+                info = {f"clustering_{k}": round(float(x), 4) for k, x in view_info.items()
+                        if k.endswith("_s") or k == "eps"}
+        if self.cfg.PSEUDO.CAMERA_PROBE:
+            info["cam_probe"] = self._camera_probe(views[0])
+        extra = [lab for lab, _ in out[1:]]
+        return (out[0][0], np.stack(extra, 1) if extra else None, torch.as_tensor(out[0][1], dtype=torch.float32),
+                tuple(eps), info)
+
+    def _camera_probe(self, features):
+        """Held-out accuracy (0-1) of a linear camera probe on the (N, D) target features, or None."""
+        from canu_plugin.evaluation.probes import camera_probe_accuracy
+        try:
+            return round(camera_probe_accuracy(np.asarray(features), self.target.camids,
+                                               max_samples=self.cfg.TEST.CANU.PROBE_MAX_IMAGES)[0], 4)
+        except ValueError as e:
+            logger.warning(f"camera probe skipped: {e}")
+            return None
+
+
+__all__ = ["LabelGenerator"]
