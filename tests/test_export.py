@@ -30,7 +30,8 @@ def _trained(tmp_path, kind):
     model = Trainer.build_model(cfg)
     if isinstance(model, PseudoLabelModel):
         centroids = torch.randn(7, model.adversarial_dims[0][1])
-        model.install_clusters(PseudoLabels(labels=np.arange(7), centroids=centroids, epoch=0))
+        views = np.zeros((7, 2), np.int64) if kind == "ssg" else None  # SSG: upper / lower labels too
+        model.install_clusters(PseudoLabels(labels=np.arange(7), centroids=centroids, epoch=0, view_labels=views))
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1 + 0.1 * torch.randn_like(p))
