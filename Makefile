@@ -5,8 +5,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.canu-installed
-DATA   ?= datasets
-export FASTREID_DATASETS ?= $(abspath $(DATA))
+
+# Dataset root of demo / data / bench: ./datasets in this repository, or `make demo DATA=/path`.
+# Never taken from the environment: an exported DATA or FASTREID_DATASETS may hold other datasets.
+ifneq ($(origin DATA),command line)
+DATA := datasets
+endif
+ROOT := $(abspath $(DATA))
 
 .PHONY: install demo test bench data clean-data
 
@@ -15,26 +20,29 @@ install: $(STAMP)
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch/torchvision first (from the local wheel cache here), then fastreid without its
-# torch==1.13.1 pin, then the plugin (editable) with its run-time and test dependencies.
-$(STAMP): setup.py | $(VENV)/bin/python
+# torch/torchvision first (from the local wheel cache here), then the plugin (editable) with its
+# run-time and test dependencies, then fastreid LAST and without its torch==1.13.1 pin: pip checks
+# the installed packages' requirements on every install, and a fastreid already present would make
+# it print "ERROR: fastreid 1.4.0 requires torch==1.13.1" (re-installs of the plugin pass
+# --no-warn-conflicts for that one known, intended conflict).
+$(STAMP): pyproject.toml setup.py | $(VENV)/bin/python
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install --no-warn-conflicts -e ".[cpu,test]"
 	$(PY) -c "import fastreid" 2>/dev/null || $(PIP) install --no-deps fastreid==1.4.0
-	$(PIP) install -e ".[cpu,test]"
 	touch $@
 
 data: install
-	$(PY) tools/make_synthetic.py --root $(FASTREID_DATASETS)
+	$(PY) tools/make_synthetic.py --root $(ROOT)
 
 demo: install
-	$(PY) tools/demo.py --root $(FASTREID_DATASETS)
+	$(PY) tools/demo.py --root $(ROOT)
 
 # every method x seeds on the synthetic pair (resumable); BENCH_ARGS="--seeds 0 1 2" etc.
 bench: install
-	$(PY) tools/benchmark.py --root $(FASTREID_DATASETS) $(BENCH_ARGS)
+	$(PY) tools/benchmark.py --root $(ROOT) $(BENCH_ARGS)
 
 test: install
 	$(PY) -m pytest -q tests
 
 clean-data:
-	rm -rf $(DATA)/SynthA $(DATA)/SynthB
+	rm -rf $(ROOT)/SynthA $(ROOT)/SynthB

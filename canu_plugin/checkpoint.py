@@ -1,5 +1,5 @@
-"""Checkpoint I/O for fastreid's ``Checkpointer``: atomic writes, ``weights_only`` reads, and a
-clear error for a checkpoint of another architecture.
+"""Checkpoint I/O for fastreid's ``Checkpointer``: atomic writes, ``weights_only`` reads, and clear
+errors for a checkpoint of another architecture or one that is not on disk.
 
 Installed into ``fastreid.utils.checkpoint.Checkpointer`` by :mod:`canu_plugin.compat`.
 """
@@ -136,6 +136,14 @@ def backbone_mismatches(model_state, state):
             and (k not in state or tuple(state[k].shape) != tuple(v.shape))]
 
 
+def state_dict_of(checkpoint):
+    """The model tensors of a loaded checkpoint: its ``model`` entry (or the dict itself, for a
+    plain state dict), without a ``module.`` prefix, numpy arrays (old fast-reid model-zoo files)
+    turned into tensors, as fast-reid's Checkpointer does."""
+    state = strip_module_prefix(checkpoint.get("model", checkpoint))
+    return {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+
+
 def checked_load_model(self, checkpoint):
     """``Checkpointer._load_model`` that refuses a checkpoint whose *backbone* does not match.
 
@@ -160,6 +168,26 @@ def checked_load_model(self, checkpoint):
     return _ORIGINAL_LOAD_MODEL(self, checkpoint)
 
 
+def checked_load(self, path, checkpointables=None):
+    """``Checkpointer.load`` with a clear error for a checkpoint that is not on disk (fast-reid
+    asserts, or tries to download a URL, which fails offline)."""
+    zoo = ("a fast-reid model-zoo model (e.g. market_bot_R50.pth, listed in fast-reid's MODEL_ZOO.md) is a "
+           "file to download first")
+    if path and not os.path.isfile(path):
+        if "://" not in path:
+            raise CanuError(f"checkpoint {path!r} (MODEL.WEIGHTS) does not exist: train the run that writes it, or "
+                            f"fix the path; {zoo}, then set MODEL.WEIGHTS to the local file.")
+        try:
+            return _ORIGINAL_LOAD(self, path, checkpointables)
+        except CanuError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any download failure
+            raise CanuError(f"could not download the checkpoint {path} ({type(e).__name__}: {e}). Download it on a "
+                            f"machine with internet and set MODEL.WEIGHTS to the local file ({zoo}).") from e
+    return _ORIGINAL_LOAD(self, path, checkpointables)
+
+
 _ORIGINAL_LOAD_MODEL = Checkpointer._load_model
-for _fn in (atomic_save, atomic_tag_last_checkpoint, safe_load_file, checked_load_model):
+_ORIGINAL_LOAD = Checkpointer.load
+for _fn in (atomic_save, atomic_tag_last_checkpoint, safe_load_file, checked_load_model, checked_load):
     _fn._canu_compat = True

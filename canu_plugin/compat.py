@@ -20,6 +20,8 @@ canu_plugin``, and each fix is applied only where the breakage is present (a fix
 | atomic checkpoints       | ``fastreid/utils/checkpoint.py``             | files written in place: a kill leaves a torn file|
 | unreadable image         | ``fastreid/data/common.py``                  | PIL error deep in a loader worker                |
 | in-place preprocess      | ``fastreid/modeling/meta_arch/baseline.py``  | flip test normalises the flipped images twice    |
+| progress line            | ``fastreid/utils/events.py``                 | ZeroDivisionError in runs of < 4 iterations      |
+| offline ImageNet weights | ``fastreid/modeling/backbones/resnet.py`` & co. | needs gdown even for a cached file; a checkpoint as ``PRETRAIN_PATH`` loads as nothing |
 """
 import collections
 import collections.abc
@@ -155,6 +157,7 @@ def _fix_checkpointer():
     Checkpointer.tag_last_checkpoint = checkpoint.atomic_tag_last_checkpoint
     Checkpointer._load_file = checkpoint.safe_load_file
     Checkpointer._load_model = checkpoint.checked_load_model
+    Checkpointer.load = checkpoint.checked_load
     return True
 
 
@@ -177,6 +180,34 @@ def _fix_read_image():
     return True
 
 
+
+
+def _fix_pretrained_weights():
+    """ImageNet weights from fast-reid's cache without gdown, and clear errors naming the file to
+    fetch (:mod:`canu_plugin.pretrained`)."""
+    from canu_plugin import pretrained
+    return pretrained.install()
+
+
+def _fix_metric_printer():
+    """``CommonMetricPrinter.write`` estimates the ETA from the iterations since its last line and
+    divides by zero when it is called twice at one iteration before the timer has any history (the
+    last step's line, then the epoch's): a run of fewer than 4 iterations, e.g. a smoke test,
+    crashes. Skip the repeated line instead."""
+    from fastreid.utils.events import CommonMetricPrinter, get_event_storage
+
+    if getattr(CommonMetricPrinter.write, "_canu_compat", False):
+        return False
+    original = CommonMetricPrinter.write
+
+    def write(self):
+        if self._last_write is not None and self._last_write[0] == get_event_storage().iter:
+            return None
+        return original(self)
+
+    write._canu_compat = True
+    CommonMetricPrinter.write = write
+    return True
 
 
 def _fix_contiguous_zero_grad():
@@ -243,6 +274,8 @@ _FIXES = (
     ("atomic, weights_only checkpoints", _fix_checkpointer),
     ("readable errors for bad images", _fix_read_image),
     ("preprocess without side effects (flip test)", _fix_inplace_preprocess),
+    ("ImageNet weights offline", _fix_pretrained_weights),
+    ("progress line of very short runs", _fix_metric_printer),
     ("quiet TypedStorage deprecation", _quiet_typed_storage_warning),
 )
 

@@ -145,3 +145,19 @@ def test_flip_test_normalises_each_view_once():
     with torch.no_grad():
         expected = (model({"images": images.clone()}) + model({"images": images.flip(dims=[3])})) / 2
     assert torch.allclose(keep.out, expected, atol=1e-5)
+
+
+def test_progress_line_of_a_one_iteration_run():
+    """fast-reid writes the progress line after the last step and again after the epoch; without a
+    timer history (< 4 iterations) its ETA estimate divided by zero."""
+    from fastreid.utils.events import CommonMetricPrinter, EventStorage
+    printer = CommonMetricPrinter(max_iter=2)
+    with EventStorage(start_iter=0) as storage:
+        storage.epoch = 0  # set by fast-reid's trainer
+        storage.put_scalar("total_loss", 1.0)
+        printer.write()
+        printer.write()  # same iteration: skipped, no ZeroDivisionError
+        storage.step()
+        storage.put_scalar("total_loss", 0.5)
+        printer.write()
+    assert printer._last_write[0] == 1

@@ -72,7 +72,7 @@ def test_missing_folders_name_the_folder_and_the_fix(copy_of, tmp_path, remove, 
     root = copy_of if remove else tmp_path / "empty"
     if remove:
         shutil.rmtree(root / remove)
-    expected = re.escape(str(root / missing)) + r".*tools/make_synthetic\.py --root " + re.escape(str(root))
+    expected = re.escape(str(root / missing)) + r".*canu-synth --root " + re.escape(str(root))
     with pytest.raises(CanuError, match=expected):
         DATASET_REGISTRY.get("SynthA")(root=str(root))
     with pytest.raises(CanuError, match=expected):

@@ -81,8 +81,7 @@ def test_corrupt_test_image_is_found_before_training(use_synth_root, synth_root,
 
 def test_plugin_log_lines_reach_log_txt(tmp_path):
     import logging
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import train_net
+    from canu_plugin.cli import train as train_net
     from fastreid.engine import default_argument_parser
     args = default_argument_parser().parse_args(["--config-file", QUICK, "OUTPUT_DIR", str(tmp_path)])
     train_net.setup(args)

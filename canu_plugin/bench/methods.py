@@ -16,7 +16,7 @@ class Method:
 
     Attributes:
         label: row name in the table.
-        config: config file (relative to the repository root).
+        config: a shipped config's name (``configs/...``, found by :func:`canu_plugin.config_path`).
         family: "source", "clustering", "mmt", "ssg", "acan" or "upper": which plots it gets.
         init: None, "source" (MODEL.WEIGHTS = the source run of the same seed) or "source_pair"
             (MODEL.MMT.SOURCE_WEIGHTS = two source runs of different seeds).

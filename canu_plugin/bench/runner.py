@@ -1,5 +1,5 @@
-"""Run one benchmark run (a method, a seed) with ``tools/train_net.py`` in its own process, and
-collect what it wrote into one JSON record.
+"""Run one benchmark run (a method, a seed) with ``canu-train`` (``python -m canu_plugin.cli.train``,
+= ``tools/train_net.py``) in its own process, and collect what it wrote into one JSON record.
 
 Layout under ``results/<setting>/``: ``runs/<method>_s<seed>/`` is the run's fast-reid output
 folder (checkpoints, logs, plots); ``<method>_s<seed>.json`` is written last, when the run has
@@ -16,8 +16,7 @@ import time
 from canu_plugin.errors import CanuError
 from canu_plugin.engine.run_files import FINAL_RESULTS, epoch_records, read_final_results
 from canu_plugin.jsonl import read_jsonl
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from canu_plugin.resources import config_path
 
 
 def run_name(method, seed):
@@ -113,12 +112,12 @@ def execute(setting, key, method, seed, deps, folder, target, eval_period=0, ext
     else:
         with open(marker, "w") as f:
             json.dump(planned, f, indent=1)
-    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
-           os.path.join(REPO, method.config), "--resume", *opts]
+    cmd = [sys.executable, "-m", "canu_plugin.cli.train", "--config-file",
+           config_path(method.config, user_paths=False), "--resume", *opts]
     log(f"[bench] {run_name(key, seed)}: {method.label}")
     t0 = time.time()
     with open(os.path.join(out_dir, "bench_stdout.log"), "a") as f:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
     wall = time.time() - t0
     if proc.returncode != 0:
         raise CanuError(f"run {run_name(key, seed)} failed (exit {proc.returncode}); see "

@@ -94,7 +94,8 @@ def _check_msmt(root, fix):
 def _synth_fix(root, name, again=False):
     """How to generate (``again``: regenerate) a synthetic domain."""
     flag, verb = (" --overwrite", "regenerate") if again else ("", "generate")
-    return f"run `python tools/make_synthetic.py --root {root} --domains {name}{flag}` to {verb} it"
+    args = f"--root {root} --domains {name}{flag}"
+    return f"run `canu-synth {args}` (in a checkout: `python tools/make_synthetic.py {args}`) to {verb} it"
 
 
 def check_dataset_layout(name, root, check_names=True):

@@ -7,13 +7,12 @@ from fastreid.config import get_cfg
 
 from canu_plugin.config import add_canu_config
 from canu_plugin.errors import CanuError
+from canu_plugin.resources import config_path
 
 
 def _merge(cfg, config_file, opts):
     if config_file:
-        if not os.path.isfile(config_file):
-            raise CanuError(f"config file {config_file!r} not found: pass --config-file with a path "
-                            "to a .yml, e.g. configs/synthetic/sup_synthA.yml")
+        config_file = config_path(config_file)  # a user's path, else a shipped config's name
         try:
             cfg.merge_from_file(config_file)
         except KeyError as e:
@@ -72,8 +71,8 @@ def check_batch(cfg, world_size):
 def _check_pretrain(cfg):
     bb = cfg.MODEL.BACKBONE
     if bb.PRETRAIN and bb.PRETRAIN_PATH and not os.path.isfile(bb.PRETRAIN_PATH):
-        raise CanuError(f"MODEL.BACKBONE.PRETRAIN_PATH {bb.PRETRAIN_PATH!r} does not exist: download the "
-                        "ImageNet weights there, or set MODEL.BACKBONE.PRETRAIN False to train from scratch.")
+        from canu_plugin.pretrained import missing_path_message
+        raise CanuError(missing_path_message(cfg))
 
 
 def setup_cfg(config_file="", opts=(), freeze=True):

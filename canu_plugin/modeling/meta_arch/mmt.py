@@ -45,7 +45,7 @@ from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from torch import nn
 
-from canu_plugin.checkpoint import backbone_mismatches, safe_load_file, strip_module_prefix
+from canu_plugin.checkpoint import backbone_mismatches, safe_load_file, state_dict_of
 from canu_plugin.data.keys import SECOND_VIEW
 from canu_plugin.errors import CanuError
 from canu_plugin.modeling.contract import PseudoLabelModel, adversarial_feature
@@ -69,8 +69,7 @@ def load_source_weights(net, path):
         raise CanuError(f"MODEL.MMT.SOURCE_WEIGHTS: {path!r} does not exist. Train the two source models first "
                         "(e.g. tools/train_net.py --config-file configs/Market1501/sup_R50.yml OUTPUT_DIR ...) "
                         "or fix the path; set MODEL.MMT.SOURCE_WEIGHTS [] to start from MODEL.BACKBONE.")
-    state = safe_load_file(None, path)  # torch.load(weights_only=True) with a CanuError on a bad file
-    state = strip_module_prefix(state.get("model", state))
+    state = state_dict_of(safe_load_file(None, path))  # weights_only load (numpy too); CanuError on a bad file
     own = net.state_dict()
     bad = backbone_mismatches(own, state)
     if bad:

@@ -1,0 +1,64 @@
+"""``canu-train`` (= ``tools/train_net.py``): train or evaluate a fast-reid model with canu-plugin's
+methods (fast-reid's train_net, extended).
+
+    canu-train --config-file configs/synthetic/sup_synthA.yml
+    canu-train --config-file ... --resume              # continue where it stopped
+    canu-train --config-file ... --eval-only MODEL.WEIGHTS out/model_final.pth
+    canu-train --config-file ... --num-gpus 2          # one process per GPU (gloo on CPU)
+
+``--config-file`` takes a path, or the name of a shipped config (``configs/...``), found from any
+folder (:func:`canu_plugin.config_path`).
+"""
+import argparse
+import sys
+
+import canu_plugin  # noqa: F401  (compat fixes + registration into fast-reid's registries)
+from canu_plugin.engine import Trainer, seed_from_config, setup_cfg
+from canu_plugin.errors import user_errors
+from canu_plugin.resources import config_path
+from fastreid.engine import default_argument_parser, default_setup, launch
+from fastreid.utils import comm
+from fastreid.utils.logger import setup_logger
+
+
+def setup(args):
+    """Config from file + command line, then fast-reid's logging/output set-up."""
+    if args.config_file:  # a shipped name -> its path (fast-reid's default_setup reads the file too)
+        args.config_file = config_path(args.config_file)
+    cfg = setup_cfg(args.config_file, args.opts)
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="canu_plugin")  # into log.txt too
+    seed_from_config(cfg)  # SEED >= 0: a reproducible run (fast-reid seeds randomly)
+    return cfg
+
+
+def run(args):
+    """One process's work (``launch`` calls it once per process): train, or ``--eval-only``."""
+    with user_errors():
+        cfg = setup(args)
+        if args.eval_only:
+            return Trainer.evaluate_weights(cfg)
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        return trainer.train()
+
+
+def parser():
+    """fast-reid's ``default_argument_parser`` with this program's description."""
+    p = default_argument_parser()
+    p.description, p.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
+    return p
+
+
+def main(argv=None):
+    """Parse the command line and run on ``--num-gpus`` processes; returns the exit code."""
+    args = parser().parse_args(argv)
+    print("Command Line Args:", args, file=sys.stderr)
+    with user_errors():
+        launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
