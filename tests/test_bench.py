@@ -69,8 +69,9 @@ def test_tiny_sweep_runs_resumes_and_reports(synth_root, tmp_path):
     assert [e["epoch"] for e in rec["epochs"] if "results" in e] == [1, 2]  # mAP curve points
     assert len(rec["pseudo"]) == 2 and "mi_cam" in rec["pseudo"][0] and "disc_acc" in rec["epochs"][-1]
     assert {"mAP", "Rank-1", "cam_probe", "d_inter"} <= set(rec["final"])
-    assert "MODEL.WEIGHTS" in rec["opts"] and rec["opts"][rec["opts"].index("MODEL.WEIGHTS") + 1].endswith(
-        os.path.join("source_s0", "model_final.pth"))
+    opts = rec["identity"]["opts"]
+    assert "MODEL.WEIGHTS" in opts and opts[opts.index("MODEL.WEIGHTS") + 1] == os.path.join(
+        "<output>", "runs", "source_s0", "model_final.pth")
     kept = sorted(p.name for p in (folder / "runs" / "canu_s0").glob("*.pth"))
     assert kept == ["model_final.pth"]  # per-epoch checkpoints dropped once the run is finished
     table = (folder / "results.md").read_text()
@@ -78,6 +79,15 @@ def test_tiny_sweep_runs_resumes_and_reports(synth_root, tmp_path):
     assert (folder / "plots" / "mi_per_epoch.png").is_file() and (folder / "plots" / "map_per_epoch.png").is_file()
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0 and "0 run(s) done" in again.stdout  # finished runs are not redone
+    other = subprocess.run(cmd + ["MODEL.CANU.MU", "0.3"], cwd=REPO, capture_output=True, text=True, env=env,
+                           timeout=600)
+    assert other.returncode == 2 and "run with other options" in other.stderr  # not reused under another label
+    # killed right after model_final.pth, before the run's records: the rerun takes the final model's numbers
+    (folder / "canu_s0.json").unlink()
+    (folder / "runs" / "canu_s0" / "final_results.json").unlink()
+    resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((folder / "canu_s0.json").read_text())["final"]["mAP"] == pytest.approx(rec["final"]["mAP"])
 
 
 def test_remade_report_keeps_the_sweep_command(tmp_path):
