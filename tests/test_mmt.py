@@ -41,7 +41,7 @@ def test_configs_load():
         assert cfg.MODEL.META_ARCHITECTURE == "MMT" and cfg.PSEUDO.ITERS_PER_EPOCH == 400
     cfg = setup_cfg(os.path.join(REPO, "configs", "mmt", "canu_mmt_M2D.yml"), ["MODEL.DEVICE", "cpu"])
     assert len(cfg.MODEL.MMT.SOURCE_WEIGHTS) == 2 and cfg.MODEL.CANU.ENABLED and cfg.MODEL.CANU.CONDITIONAL
-    assert cfg.CLUSTERING.EPS_RULE == "quantile" and cfg.SOLVER.IMS_PER_BATCH == 64
+    assert cfg.CLUSTERING.EPS_RULE == "quantile_once" and cfg.SOLVER.IMS_PER_BATCH == 64
     for name in ("mmt_A2B", "canu_mmt_A2B", "adv_mmt_A2B"):
         cfg = setup_cfg(os.path.join(REPO, "configs", "synthetic", name + ".yml"))
         assert cfg.MODEL.META_ARCHITECTURE == "MMT" and cfg.DATASETS.NAMES == ("SynthB",)
