@@ -39,7 +39,7 @@ demo: install
 
 # every method x seeds on the synthetic pair (resumable); BENCH_ARGS="--seeds 0 1 2" etc.
 bench: install
-	$(PY) tools/benchmark.py --root $(ROOT) $(BENCH_ARGS)
+	$(PY) tools/benchmark.py --root $(ROOT) --standard-sweeps $(BENCH_ARGS)
 
 test: install
 	$(PY) -m pytest -q tests

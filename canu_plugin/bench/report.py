@@ -1,34 +1,26 @@
-"""The benchmark's markdown table: one row per method, mean and spread over the seeds run."""
+"""The benchmark's report: tables (mean ± sample std over seeds), paired differences with 95%
+intervals, the claims table, and what produced them (commit, versions, device, command), in
+``results.md`` and ``summary.json`` (no absolute path in either)."""
 import glob
 import json
 import os
+import platform
+import subprocess
 
-import numpy as np
+from canu_plugin.bench.claims import CLAIMS, by_seed, evaluate, markdown as claims_markdown
+from canu_plugin.bench.metrics import DIFFERENCES, METRICS, PSEUDO_QUALITY, RETRIEVAL
+from canu_plugin.bench.stats import describe, fmt_diff, fmt_mean_sd, paired_difference
 
-# (column header, function of a run record -> float or None, decimals)
-COLUMNS = [
-    ("mAP", lambda r: r["final"].get("mAP"), 1),
-    ("R1", lambda r: r["final"].get("Rank-1"), 1),
-    ("R5", lambda r: r["final"].get("Rank-5"), 1),
-    ("mINP", lambda r: r["final"].get("mINP"), 1),
-    ("MI(pseudo, cam)", lambda r: r["pseudo"][-1].get("mi_cam") if r["pseudo"] else None, 3),
-    ("cam probe %", lambda r: r["final"].get("cam_probe"), 1),
-    ("d_inter", lambda r: r["final"].get("d_inter"), 3),
-    ("lost ids", lambda r: r["pseudo"][-1].get("lost_ids") if r["pseudo"] else None, 1),
-    ("D acc", lambda r: r["epochs"][-1].get("disc_acc") if r["epochs"] else None, 2),
-    ("train s/epoch", lambda r: _mean([e.get("train_s") for e in r["epochs"]]), 1),
-    ("clustering s/epoch", lambda r: _mean([p.get("extract_s", 0) + p.get("cluster_s", 0) for p in r["pseudo"]])
-     if r["pseudo"] else None, 1),
-]
-
-
-def _mean(values):
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
+# the comparison each method is paired with (same seed = same source model)
+BASES = {"pseudo": "source", "adv": "pseudo", "canu": "pseudo", "mmt": "source", "adv_mmt": "mmt",
+         "canu_mmt": "mmt", "ssg": "source", "adv_ssg": "ssg", "canu_ssg": "ssg", "acan_grl": "acan_triplet",
+         "acan_oce": "acan_triplet", "acan_ace": "acan_triplet", "usl_adv": "usl_pseudo", "usl_canu": "usl_pseudo"}
+EXTRA_PAIRS = (("canu", "adv"), ("canu_mmt", "adv_mmt"), ("canu_ssg", "adv_ssg"), ("acan_oce", "acan_ace"),
+               ("usl_canu", "usl_adv"))
 
 
 def load_records(folder):
-    """Every finished run's JSON record under ``folder`` ({(method, seed): record})."""
+    """Every finished run's JSON record directly in ``folder`` ({(method, seed): record})."""
     records = {}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         with open(path) as f:
@@ -38,74 +30,110 @@ def load_records(folder):
     return records
 
 
-def cell(values, decimals):
-    """'mean ± std' over seeds (population std), 'mean' for one seed, '-' for none."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{decimals}f}"
-    return f"{np.mean(values):.{decimals}f} ± {np.std(values):.{decimals}f}"
+def _runs(records, method):
+    return [r for (m, _), r in sorted(records.items()) if m == method]
 
 
-def summary(records, methods):
-    """{method: {column: (mean, std, n)}} for the methods that have finished runs."""
-    out = {}
-    for m in methods:
-        runs = [r for (name, _), r in sorted(records.items()) if name == m]
-        if runs:
-            out[m] = {h: _stats([fn(r) for r in runs]) for h, fn, _ in COLUMNS}
-    return out
-
-
-def _stats(values):
-    values = [v for v in values if v is not None]
-    return (float(np.mean(values)), float(np.std(values)), len(values)) if values else (None, None, 0)
-
-
-def markdown_table(records, methods):
-    """The table (github markdown): method, seeds, then :data:`COLUMNS`."""
-    header = ["method", "seeds"] + [h for h, _, _ in COLUMNS]
+def metric_table(records, methods, columns):
+    """A markdown table: method, seeds, then each metric's mean ± sample std over the seeds."""
+    header = ["method", "seeds"] + [METRICS[c].header for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in methods:
-        runs = [r for (name, _), r in sorted(records.items()) if name == m]
-        if not runs:
-            continue
-        seeds = ",".join(str(r["seed"]) for r in runs)
-        cells = [cell([fn(r) for r in runs], d) for _, fn, d in COLUMNS]
-        lines.append("| " + " | ".join([runs[0]["label"], seeds] + cells) + " |")
+        runs = _runs(records, m)
+        if runs:
+            cells = [fmt_mean_sd(describe([METRICS[c].read(r) for r in runs]), METRICS[c].decimals) for c in columns]
+            lines.append("| " + " | ".join([runs[0]["label"], ",".join(str(r["seed"]) for r in runs)] + cells) + " |")
     return "\n".join(lines)
 
 
-def _previous_command(path):
-    """The ``Command:`` of an earlier report (a re-made report keeps the sweep's command)."""
-    if os.path.isfile(path):
-        with open(path) as f:
-            first = f.readline()
-        if first.startswith("Command: `"):
-            return first[len("Command: `"):].rstrip().rstrip("`")
-    return ""
+def _pairs(records, methods):
+    present = {m for m, _ in records}
+    pairs = [(m, BASES[m]) for m in methods if m in BASES and BASES[m] in present and m in present]
+    return pairs + [p for p in EXTRA_PAIRS if p[0] in methods and p[0] in present and p[1] in present]
 
 
-def write_report(folder, methods, plots=(), command=""):
-    """Write ``folder/results.md`` (table, legend, plot list) and ``folder/summary.json``; returns the table.
-    Without ``command`` the earlier report's command is kept."""
-    records = load_records(folder)
-    table = markdown_table(records, methods)
-    command = command or _previous_command(os.path.join(folder, "results.md"))
-    legend = ("mAP/R1/R5/mINP on the target test set (%); MI(pseudo, cam): mutual information (nats) between the "
-              "last epoch's pseudo-labels and the cameras; cam probe: held-out accuracy of a linear camera classifier "
-              "on the final test features (%); d_inter: ACAN's inter-camera distance of the unit test features; lost "
-              "ids: target identities absent from every cluster; D acc: last epoch's mean discriminator accuracy; "
-              "train s/epoch: training steps only; clustering s/epoch: feature extraction + clustering. "
-              "Cells: mean ± std over the seeds listed.")
-    text = f"{table}\n\n{legend}\n"
-    if command:
-        text = f"Command: `{command}`\n\n" + text
+def differences(records, methods, columns=DIFFERENCES):
+    """Paired differences (same seed) of each method against its base: {(a, b): {metric: diff}}."""
+    return {(a, b): {c: paired_difference(by_seed(records, a, c), by_seed(records, b, c)) for c in columns}
+            for a, b in _pairs(records, methods)}
+
+
+def differences_table(diffs, columns=DIFFERENCES):
+    """Markdown: comparison, pairs, each metric's mean difference [95% t-interval]."""
+    header = ["comparison (same seeds)", "pairs"] + [f"Δ {METRICS[c].header}" for c in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (a, b), row in diffs.items():
+        n = max(d["n"] for d in row.values())
+        cells = [fmt_diff(row[c], METRICS[c].decimals) for c in columns]
+        lines.append("| " + " | ".join([f"{a} - {b}", str(n)] + cells) + " |")
+    return "\n".join(lines)
+
+
+def _version(module):
+    try:
+        return __import__(module).__version__
+    except Exception:  # noqa: BLE001 - reported as absent
+        return "absent"
+
+
+def provenance(command=""):
+    """Commit, library versions, device and the command that made the results (no paths)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    import torch
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86_64'}, " \
+        f"{os.cpu_count()} cores)"
+    return {"commit": commit or "unknown", "python": platform.python_version(), "device": device, "command": command,
+            **{m: _version(m) for m in ("torch", "torchvision", "fastreid", "faiss", "numpy", "scipy", "sklearn")}}
+
+
+LEGEND = ("Cells: mean ± sample standard deviation (ddof 1) over the seeds listed. Differences: mean over the "
+          "seeds both methods ran (the same seed = the same source model) [95% t-interval]; a claim holds only "
+          "when its interval excludes 0 in the claimed direction.")
+
+
+def render(records, methods, meta, sweep_records=None, plots=()):
+    """The text of results.md and the summary dict."""
+    diffs = differences(records, methods)
+    claims = evaluate(CLAIMS, records, sweep_records)
+    legend = "\n".join(f"- {METRICS[c].header}: {METRICS[c].legend}" for c in dict.fromkeys(RETRIEVAL + PSEUDO_QUALITY))
+    text = (f"Command: `{meta['command']}`\n\nCommit {meta['commit']}, {meta['device']}, torch {meta['torch']}, "
+            f"fastreid {meta['fastreid']}, faiss {meta['faiss']}.\n\n## Retrieval and camera measures\n\n"
+            f"{metric_table(records, methods, RETRIEVAL)}\n\n## Pseudo-label quality (clustering methods)\n\n"
+            f"{metric_table(records, [m for m in methods if any(r['pseudo'] for r in _runs(records, m))], PSEUDO_QUALITY)}"
+            f"\n\n## Paired differences\n\n{differences_table(diffs)}\n\n## The papers' claims\n\n"
+            f"{claims_markdown(claims)}\n\n{LEGEND}\n\n{legend}\n")
     if plots:
-        text += "\nPlots:\n" + "\n".join(f"- {os.path.relpath(p, folder)}" for p in plots) + "\n"
+        text += "\n## Plots\n\n" + "\n".join(f"![{os.path.basename(p)}]({p})" for p in plots) + "\n"
+    summary = {"meta": meta,
+               "methods": {m: {c: describe([METRICS[c].read(r) for r in _runs(records, m)]) for c in METRICS}
+                           for m in methods if _runs(records, m)},
+               "differences": [{"a": a, "b": b, **{c: d for c, d in row.items()}} for (a, b), row in diffs.items()],
+               "claims": [{"claim": r["claim"].text, "source": r["claim"].source, "metric": r["claim"].metric,
+                           "a": r["claim"].a, "b": r["claim"].b, "difference": r["diff"], "verdict": r["verdict"]}
+                          for r in claims]}
+    return text, summary
+
+
+def write_report(folder, methods, plots=(), command="", sweep_records=None):
+    """Write ``folder/results.md`` and ``folder/summary.json``; returns the text. Without ``command``
+    the earlier report's command is kept (``--report-only``)."""
+    old = os.path.join(folder, "summary.json")
+    if not command and os.path.isfile(old):
+        with open(old) as f:
+            command = json.load(f).get("meta", {}).get("command", "")
+    meta = provenance(command)
+    rel = [os.path.relpath(p, folder) for p in plots]
+    text, summary = render(load_records(folder), methods, meta, sweep_records, rel)
     with open(os.path.join(folder, "results.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(folder, "summary.json"), "w") as f:
-        json.dump(summary(records, methods), f, indent=1)
-    return table
+    with open(old, "w") as f:
+        json.dump(summary, f, indent=1)
+    return text
+
+
+__all__ = ["BASES", "load_records", "metric_table", "differences", "differences_table", "provenance", "render",
+           "write_report"]

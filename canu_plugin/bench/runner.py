@@ -12,7 +12,10 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from typing import Callable
 
+from canu_plugin.bench.methods import SETTINGS
 from canu_plugin.errors import CanuError
 from canu_plugin.engine.run_files import FINAL_RESULTS, epoch_records, read_final_results
 from canu_plugin.jsonl import read_jsonl
@@ -30,17 +33,19 @@ def seed_opts(seed):
             "MODEL.ACAN.SAMPLER_SEED", str(seed)]
 
 
-def run_opts(key, method, seed, deps, folder, eval_period=0, extra=()):
+def run_opts(key, method, seed, deps, folder, eval_period=0, extra=(), deps_folder=None):
     """``KEY VALUE`` list for train_net: seeds, output folder, initial weights, evaluation period.
 
     Args:
         key: the method's name; method: :class:`~canu_plugin.bench.methods.Method`;
-        deps: {role: run stem} of finished runs.
-        folder: results/<setting>; eval_period: > 0 evaluates every that many epochs (the mAP
-            curves), for the adapting methods only; extra: user overrides (same for every run).
+        deps: {role: run stem} of finished runs, in ``deps_folder`` (default ``folder``).
+        folder: where the run goes (results/<setting>, or a sweep value's folder);
+        eval_period: > 0 evaluates every that many epochs (the mAP curves), for the adapting
+            methods only; extra: overrides added last (the user's, a sweep's value).
     """
     opts = list(method.opts) + seed_opts(seed)
-    weights = {role: os.path.join(folder, "runs", stem, "model_final.pth") for role, stem in deps.items()}
+    deps_folder = deps_folder or folder
+    weights = {role: os.path.join(deps_folder, "runs", stem, "model_final.pth") for role, stem in deps.items()}
     if method.init == "source":
         opts += ["MODEL.WEIGHTS", weights["source"]]
     elif method.init == "source_pair":
@@ -79,10 +84,10 @@ def _drop_periodic_checkpoints(out_dir):
             os.remove(os.path.join(out_dir, name))
 
 
-def identity(method, opts, folder):
-    """What makes a run this run: its config and its effective overrides (the output folder's own
-    path written as ``<output>``, so that a results folder can be moved)."""
-    return {"config": method.config, "opts": [str(o).replace(folder, "<output>") for o in opts[:-2]]}
+def identity(method, opts, base):
+    """What makes a run this run: its config and its effective overrides (paths under the benchmark's
+    folder ``base`` written as ``<output>``, so that a results folder can be moved)."""
+    return {"config": method.config, "opts": [str(o).replace(base, "<output>") for o in opts[:-2]]}
 
 
 def check_identity(recorded, planned, where):
@@ -94,17 +99,49 @@ def check_identity(recorded, planned, where):
                         "another --output for these options, or delete that run to redo it")
 
 
-def execute(setting, key, method, seed, deps, folder, target, eval_period=0, extra=(), log=print):
-    """Train (or resume) one run in a child process and write its JSON record.
+@dataclass
+class Bench:
+    """One benchmark: its setting, folder (results/<setting>), evaluation period, the user's
+    overrides and a log function; :meth:`ensure` gives the record of any of its runs."""
+    setting: str
+    folder: str
+    eval_period: int = 0
+    extra: tuple = ()
+    log: Callable = print
+
+    @property
+    def methods(self):
+        return SETTINGS[self.setting]["methods"]
+
+    def ensure(self, key, seed, deps, folder=None, extra=(), deps_folder=None):
+        """The record of run (``key``, ``seed``) in ``folder`` (default: the benchmark's): the finished
+        one when it was made with the same options (else CanuError), otherwise trained now.
+
+        Args:
+            deps: {role: run stem}, in ``deps_folder`` (default ``folder``); extra: overrides after the user's.
+        """
+        folder = folder or self.folder
+        method = self.methods[key]
+        opts = run_opts(key, method, seed, deps, folder, self.eval_period, [*self.extra, *extra], deps_folder)
+        planned = identity(method, opts, self.folder)
+        path = os.path.join(folder, run_name(key, seed) + ".json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                record = json.load(f)
+            check_identity(record.get("identity"), planned, path)
+            return record
+        return execute(self.setting, key, method, seed, opts, planned, folder, self.log)
+
+
+def execute(setting, key, method, seed, opts, planned, folder, log=print):
+    """Train (or resume) one run in a child process and write its JSON record (``folder/<stem>.json``).
 
     Returns:
         the record (dict). Raises CanuError when the run fails (its log file is named) or when its
-        folder holds a run made with other options.
+        run folder holds a run made with other options.
     """
-    opts = run_opts(key, method, seed, deps, folder, eval_period, extra)
     out_dir = opts[-1]
     os.makedirs(out_dir, exist_ok=True)
-    planned = identity(method, opts, folder)
     marker = os.path.join(out_dir, "bench_run.json")
     if os.path.isfile(marker):
         with open(marker) as f:
@@ -114,7 +151,7 @@ def execute(setting, key, method, seed, deps, folder, target, eval_period=0, ext
             json.dump(planned, f, indent=1)
     cmd = [sys.executable, "-m", "canu_plugin.cli.train", "--config-file",
            config_path(method.config, user_paths=False), "--resume", *opts]
-    log(f"[bench] {run_name(key, seed)}: {method.label}")
+    log(f"[bench] {os.path.relpath(out_dir, folder)}: {method.label}")
     t0 = time.time()
     with open(os.path.join(out_dir, "bench_stdout.log"), "a") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
@@ -122,6 +159,7 @@ def execute(setting, key, method, seed, deps, folder, target, eval_period=0, ext
     if proc.returncode != 0:
         raise CanuError(f"run {run_name(key, seed)} failed (exit {proc.returncode}); see "
                         f"{os.path.join(out_dir, 'bench_stdout.log')}")
+    target = SETTINGS[setting]["target"]
     record = {"setting": setting, "method": key, "seed": seed, "label": method.label, "family": method.family,
               "target": target, "identity": planned, "wall_s": round(wall, 1), **collect(out_dir, target)}
     path = os.path.join(folder, run_name(key, seed) + ".json")

@@ -1,15 +1,18 @@
 """``canu-bench`` (= ``tools/benchmark.py``, ``make bench``): every method against fast-reid's
-baselines on one setting, with the same budget and several seeds; one JSON per run, a markdown
-table (mean ± std over seeds) and plots in results/<setting>/.
+baselines on one setting, with the same budget and several seeds; one JSON per run, the report
+(mean ± sample std over seeds, paired differences with 95% intervals, the papers' claims) and plots
+in results/<setting>/, and the papers' ablations as sweeps.
 
-    canu-bench                                   # synthetic SynthA -> SynthB, seeds 0 1
-    canu-bench --methods source pseudo canu --seeds 0 1 2
+    canu-bench                                   # synthetic SynthA -> SynthB, every method, seeds 0 1 2
+    canu-bench --methods source pseudo canu --seeds 0 1 2 3 4
+    canu-bench --sweep MODEL.CANU.MU 0.05 0.1 0.3 0.5 1.0 --methods adv canu
+    canu-bench --standard-sweeps                 # make bench: the main table, then every standard sweep
     canu-bench --setting M2D --seeds 0           # Market -> Duke (FASTREID_DATASETS, GPU)
-    canu-bench --report-only                     # re-make table and plots
+    canu-bench --report-only                     # re-make tables and plots
     canu-bench --opts SOLVER.MAX_EPOCH 4         # overrides for every run
 
-An interrupted sweep resumes: finished runs (their JSON exists) are skipped, an unfinished one
-continues from its last checkpoint. Runs go in seed-major order, so a cut sweep has whole seeds.
+An interrupted benchmark resumes: finished runs (their JSON exists) are reused if they were made with
+the same options, an unfinished one continues from its last checkpoint. Runs go in seed-major order.
 """
 import argparse
 import os
@@ -17,10 +20,11 @@ import sys
 import time
 
 import canu_plugin  # noqa: F401
+from canu_plugin.bench import sweeps
 from canu_plugin.bench.methods import SETTINGS, default_methods, plan
-from canu_plugin.bench.plots import write_plots
+from canu_plugin.bench.plots import sweep_plot, write_plots
 from canu_plugin.bench.report import load_records, write_report
-from canu_plugin.bench.runner import check_identity, execute, identity, run_name, run_opts
+from canu_plugin.bench.runner import Bench, run_name
 from canu_plugin.errors import CanuError, user_errors
 
 
@@ -29,13 +33,20 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--setting", default="synthetic", choices=sorted(SETTINGS))
     p.add_argument("--methods", nargs="+", default=None, help="default: every method the setting has")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--root", default=os.getenv("FASTREID_DATASETS", "datasets"), help="dataset root")
     p.add_argument("--output", default="results", help="results/<setting>/ goes here")
     p.add_argument("--eval-period", type=int, default=2, help="evaluate adapting methods every N epochs (curves)")
-    p.add_argument("--report-only", action="store_true", help="only re-make the table and plots")
+    p.add_argument("--sweep", nargs="+", metavar=("KEY", "VALUE"), help="a config key (or data.camera_shift / "
+                   "data.id_camera_correlation) and its values: runs --methods at each value")
+    p.add_argument("--standard-sweeps", action="store_true", help="after the main table, every standard sweep "
+                   "(canu_plugin/bench/sweeps.py: STANDARD)")
+    p.add_argument("--report-only", action="store_true", help="only re-make the tables and plots")
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides applied to every run (same budget)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.sweep is not None and len(args.sweep) < 2:
+        raise CanuError("--sweep needs a key and at least one value, e.g. --sweep MODEL.CANU.MU 0.1 0.5")
+    return args
 
 
 def prepare_data(setting, root):
@@ -50,49 +61,68 @@ def prepare_data(setting, root):
         check_dataset_layout(name, root)
 
 
-def sweep(args, folder):
-    """Run every planned run not finished yet; returns the stems that were run now."""
-    setting = SETTINGS[args.setting]
-    done, ran = load_records(folder), []
-    for key, seed, deps in plan(args.setting, args.methods, args.seeds):
-        stems = {role: run_name(*dep) for role, dep in deps.items()}
-        if (key, seed) in done:  # finished: reused only if it was run with these options
-            method = setting["methods"][key]
-            opts = run_opts(key, method, seed, stems, folder, args.eval_period, args.opts)
-            check_identity(done[(key, seed)].get("identity"), identity(method, opts, folder),
-                           os.path.join(folder, run_name(key, seed) + ".json"))
-            continue
-        execute(args.setting, key, setting["methods"][key], seed, stems, folder, setting["target"],
-                eval_period=args.eval_period, extra=args.opts)
-        ran.append(run_name(key, seed))
-    return ran
+def run_main(bench, methods, seeds):
+    """Every planned run of the main table (reused when finished); returns the number trained now."""
+    before = len(load_records(bench.folder))
+    for key, seed, deps in plan(bench.setting, methods, seeds):
+        bench.ensure(key, seed, {role: run_name(*dep) for role, dep in deps.items()})
+    return len(load_records(bench.folder)) - before
+
+
+def report_sweep(bench, key, values, methods):
+    """The sweep's results.md (a table per value) and plot; returns the sweep's records."""
+    from canu_plugin.bench.report import metric_table
+    by_value = sweeps.load_sweep(bench, key, values)
+    folder = os.path.join(bench.folder, "sweeps", key)
+    os.makedirs(folder, exist_ok=True)
+    plot = sweep_plot(by_value, methods, key, os.path.join(folder, "sweep.png"))
+    cols = ("mAP", "nmi_cam", "lost_ids", "d_inter", "cam_probe")
+    text = f"# Sweep of {key}\n\n" + "".join(f"## {key} = {v}\n\n{metric_table(by_value[v], methods, cols)}\n\n"
+                                               for v in values)
+    if plot:
+        text += f"![sweep]({os.path.basename(plot)})\n"
+    with open(os.path.join(folder, "results.md"), "w") as f:
+        f.write(text)
+    return by_value
 
 
 def bench(argv=None, prog="canu-bench"):
-    """Run the sweep and write the report; ``prog`` is how the report's command line starts.
+    """Run the benchmark (or a sweep) and write the reports; ``prog`` is how the report's command starts.
 
     Raises:
-        CanuError: bad arguments or data, a failed run (its log is named).
+        CanuError: bad arguments or data, a failed run (its log is named), a finished run made with
+            other options.
     """
     args = parse_args(argv)
-    args.methods = args.methods or default_methods(args.setting)
-    os.environ["FASTREID_DATASETS"] = os.path.abspath(args.root)
+    root = os.path.abspath(args.root)
+    os.environ["FASTREID_DATASETS"] = root
     folder = os.path.abspath(os.path.join(args.output, args.setting))
     os.makedirs(folder, exist_ok=True)
+    b = Bench(args.setting, folder, args.eval_period, tuple(args.opts))
+    methods = args.methods or default_methods(args.setting)
+    todo = [(args.sweep[0], args.sweep[1:], methods)] if args.sweep else []
+    if args.standard_sweeps:
+        todo += [s for s in sweeps.STANDARD if all(m in b.methods for m in s[2])]
     start = time.time()
     if not args.report_only:
-        prepare_data(args.setting, os.environ["FASTREID_DATASETS"])
-        ran = sweep(args, folder)
-        print(f"[bench] {len(ran)} run(s) done in {time.time() - start:.0f} s")
+        prepare_data(args.setting, root)
+        if not args.sweep:
+            print(f"[bench] {run_main(b, methods, args.seeds)} run(s) done in {time.time() - start:.0f} s")
+        for key, values, sweep_methods in todo:
+            sweeps.run_sweep(b, key, values, sweep_methods, args.seeds, root)
+    reported = todo or [s for s in sweeps.STANDARD if os.path.isdir(os.path.join(folder, "sweeps", s[0]))]
+    sweep_records = {(key, float(v)): recs for key, values, ms in reported
+                     for v, recs in report_sweep(b, key, values, ms).items()}
+    if args.sweep:
+        print(f"[bench] sweep report: {os.path.join(folder, 'sweeps', args.sweep[0], 'results.md')}")
+        return 0
     records = load_records(folder)
     if not records:
         raise CanuError(f"no finished run in {folder}: run without --report-only first")
-    plots = write_plots(records, args.methods, folder)
+    plots = write_plots(records, methods, folder)
     command = "" if args.report_only else f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
-    print("\n" + write_report(folder, args.methods, plots, command.strip()))
-    print(f"\n[bench] table: {os.path.join(folder, 'results.md')}")
-    for p in plots:
-        print(f"[bench] plot:  {p}")
+    print("\n" + write_report(folder, methods, plots, command.strip(), sweep_records))
+    print(f"\n[bench] report: {os.path.join(folder, 'results.md')}")
     return 0
 
 

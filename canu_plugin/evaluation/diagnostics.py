@@ -69,7 +69,8 @@ def cluster_report(labels, camids, gt=None):
         gt: optional (N,) ground-truth ids (never used for training).
     Returns:
         dict of floats/ints: num_clusters, num_outliers, outlier_ratio, mi_cam, nmi_cam, and with
-        gt: nmi_gt, ari_gt (on the clustered samples), purity, lost_ids, num_gt_ids.
+        gt: nmi_gt, ari_gt (on the clustered samples), purity, lost_ids, num_gt_ids, gt_nmi_cam (the
+        reference: how much camera the true identities carry).
     """
     labels = _as_int(labels, "labels")
     keep = labels >= 0
@@ -90,5 +91,6 @@ def cluster_report(labels, camids, gt=None):
             "purity": purity(labels, gt),
             "lost_ids": lost_identities(labels, gt),
             "num_gt_ids": int(len(np.unique(gt))),
+            "gt_nmi_cam": camera_mutual_information(gt, camids)[1],  # the true identities' NMI with the cameras
         })
     return out
