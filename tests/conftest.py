@@ -44,3 +44,18 @@ def use_synth_root(synth_root, monkeypatch):
     monkeypatch.setenv("FASTREID_DATASETS", synth_root)
     set_datasets_root(synth_root)
     return synth_root
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one; `make gpu-check` runs them)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip where torch sees no CUDA device."""
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
