@@ -103,9 +103,9 @@ def test_later_failure_keeps_the_last_labels(root, tmp_path, monkeypatch):
     real = clustering.cluster
     calls = []
 
-    def flaky(feats, cfg, return_info=False):
+    def flaky(feats, cfg, return_info=False, **kwargs):
         calls.append(1)
-        labels, centroids, info = real(feats, cfg, return_info=True)
+        labels, centroids, info = real(feats, cfg, return_info=True, **kwargs)
         if len(calls) == 2:  # second epoch: everything is an outlier
             labels, centroids = np.full_like(labels, -1), centroids[:0]
         return labels, centroids, info
@@ -135,3 +135,25 @@ def test_two_processes_share_the_same_pseudo_labels(synth_root, tmp_path):
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert torch.equal(r0["labels"], r1["labels"]) and torch.equal(r0["centroids"], r1["centroids"])
     assert (r0["labels"] >= 0).sum() > 0 and r0["iters"] == r1["iters"] == 3
+
+
+def _ddp_sharded(out, root):
+    from canu_plugin.engine.features import extract_features
+    set_datasets_root(root)
+    trainer = make_trainer(out, "CLUSTERING.KNN_SHARDED", "on", "CLUSTERING.KNN_BACKEND", "torch")
+    hook = next(h for h in trainer._hooks if isinstance(h, ClusteringHook))
+    feats = extract_features(trainer.model, hook.target.items(), trainer.cfg, normalize=False)
+    knn = hook._sharded_knn(feats)  # every rank searches its share
+    if torch.distributed.get_rank() == 0:
+        sharded, plain = hook._cluster_views(feats, knn)[0], hook._cluster_views(feats)[0]
+        torch.save({"sharded": torch.from_numpy(sharded), "plain": torch.from_numpy(plain)}, os.path.join(out, "labels.pt"))
+    else:
+        assert knn == [None]
+
+
+@pytest.mark.timeout(300)
+def test_two_processes_shard_the_knn_and_get_rank0s_labels(synth_root, tmp_path):
+    from fastreid.engine import launch
+    launch(_ddp_sharded, 2, dist_url="auto", args=(str(tmp_path), synth_root))
+    res = torch.load(tmp_path / "labels.pt")
+    assert torch.equal(res["sharded"], res["plain"]) and (res["plain"] >= 0).sum() > 0

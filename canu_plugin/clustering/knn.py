@@ -110,8 +110,11 @@ def _build_index(faiss, x, backend, nlist=0, nprobe=32):
     """The index holding x; (index, keepalive) with the GPU resources."""
     dim = x.shape[1]
     if backend == "faiss-gpu":
+        import torch
         res = faiss.StandardGpuResources()
-        index = faiss.GpuIndexFlatIP(res, dim)
+        config = faiss.GpuIndexFlatConfig()
+        config.device = torch.cuda.current_device()  # this rank's GPU (faiss' default is GPU 0)
+        index = faiss.GpuIndexFlatIP(res, dim, config)
     elif backend == "faiss-ivf":
         return _ivf_index(faiss, x, nlist, nprobe), None
     else:

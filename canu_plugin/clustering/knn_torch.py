@@ -34,7 +34,7 @@ from canu_plugin.clustering.knn import PRECISIONS
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _UNIT_ROUNDOFF = {"fp32": 2.0 ** -24, "fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
 BLOCK_BYTES = 1 << 30        # one block of fast scores (B, N)
-_RESCORE_ELEMS = 1 << 24     # float64 elements gathered at once by the re-scoring
+_RESCORE_ELEMS = 1 << 22     # float64 elements gathered at once by the re-scoring (32 MiB)
 
 
 @contextlib.contextmanager
@@ -86,8 +86,8 @@ def exact_scores(x, rows, cand):
     out = torch.empty(cand.shape, dtype=torch.float32, device=x.device)
     step = max(1, _RESCORE_ELEMS // max(1, cand.shape[1] * x.shape[1]))
     for a in range(0, len(rows), step):
-        q = x[rows[a:a + step]].double()
-        out[a:a + step] = (x[cand[a:a + step]].double() * q[:, None, :]).sum(-1).float()
+        q = x[rows[a:a + step]].double().unsqueeze(2)
+        out[a:a + step] = torch.bmm(x[cand[a:a + step]].double(), q).squeeze(2).float()
     return out
 
 
@@ -105,6 +105,15 @@ def rank_candidates(scores, cand, k):
     return top[:, :k], cand.gather(1, order[:, :k])
 
 
+def _needed_widths(vals, k, delta, width):
+    """Per row, how many of its ``width`` sorted fast scores can hold an exact top-k neighbour
+    (those >= k-th - 2 delta), rounded up to k + a power of two (so that rows group), capped at width."""
+    need = (vals.float() >= vals[:, k - 1:k].float() - 2.0 * delta).sum(1)
+    extra = (need - k).clamp(min=0).float()
+    rounded = torch.where(extra > 0, k + torch.exp2(torch.ceil(torch.log2(extra.clamp(min=1)))), float(k)).long()
+    return need, rounded.clamp(max=width)
+
+
 def candidate_groups(fast, k, margin, delta):
     """Yield (rows, cand): block rows and candidate ids that hold their exact top k.
 
@@ -112,21 +121,22 @@ def candidate_groups(fast, k, margin, delta):
         fast: (B, N) fast scores; k: neighbours; margin: extra candidates at first (>= 0);
         delta: :func:`score_error_bound` of the fast scores.
     Yields:
-        ((R,) int64 row positions in the block, (R, C) int64 candidate ids), C growing 4x per
-        round for the rows whose candidates did not reach 2 delta below their k-th fast score.
+        ((R,) int64 row positions in the block, (R, C) int64 candidate ids): for each row, every
+        candidate whose fast score is >= its k-th fast score - 2 delta (rows grouped by that count,
+        rounded up). A row whose top ``k + margin`` all pass is searched again 4x wider, until one
+        fails or the list holds all N rows.
     """
     n = fast.shape[1]
     rows = torch.arange(fast.shape[0], device=fast.device)
     width = min(n, k + margin)
     while len(rows):
         vals, cand = (fast if len(rows) == fast.shape[0] else fast[rows]).topk(width, dim=1)
-        if width == n:
-            yield rows, cand
-            return
-        vals = vals.float()
-        ok = vals[:, -1] < vals[:, k - 1] - 2.0 * delta
-        yield rows[ok], cand[ok]
-        rows, width = rows[~ok], min(n, 4 * width)
+        need, widths = _needed_widths(vals, k, delta, width)
+        done = need < width if width < n else torch.ones_like(need, dtype=torch.bool)
+        for w in torch.unique(widths[done]).tolist():
+            sel = done & (widths == w)
+            yield rows[sel], cand[sel, :w]
+        rows, width = rows[~done], min(n, 4 * width)
 
 
 def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None, margin=None):
@@ -161,8 +171,7 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
             b = min(a + step, hi)
             fast = fast_x[a:b] @ fast_x.T
             for r, cand in candidate_groups(fast, k, margin, delta):
-                if len(r):
-                    sims[r + a - lo], idx[r + a - lo] = rank_candidates(exact_scores(x, r + a, cand), cand, k)
+                sims[r + a - lo], idx[r + a - lo] = rank_candidates(exact_scores(x, r + a, cand), cand, k)
             del fast
     return sims.cpu().numpy(), idx.cpu().numpy().astype(np.int64, copy=False)
 

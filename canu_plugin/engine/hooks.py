@@ -71,7 +71,8 @@ class ClusteringHook(HookBase):
         t0 = time.perf_counter()
         feats = extract_features(self.trainer.model, self.target.items(), self.cfg, normalize=False)
         t1 = time.perf_counter()
-        result = self._cluster_views(feats) if comm.is_main_process() else None
+        knn = self._sharded_knn(feats)  # CLUSTERING.KNN_SHARDED: every rank searches a share; else None
+        result = self._cluster_views(feats, knn) if comm.is_main_process() else None
         labels, view_labels, centroids, info = _broadcast(result)
         t2 = time.perf_counter()
         gt = self.target.gt if self.cfg.PSEUDO.GT_DIAGNOSTICS else None
@@ -91,22 +92,32 @@ class ClusteringHook(HookBase):
         self._log(report)
         return accepted
 
-    def _cluster_views(self, feats):
+    def _sharded_knn(self, feats):
+        """Per view, the k-NN lists searched by all ranks (on rank 0; None elsewhere), or None when
+        CLUSTERING.KNN_SHARDED does not apply (rank 0 then searches alone)."""
+        from canu_plugin.clustering.distributed import sharded_knn_enabled, sharded_knn_views
+        if not sharded_knn_enabled(self.cfg.CLUSTERING.KNN_SHARDED):
+            return None
+        views = self.trainer.unwrapped_model.cluster_feature_views(feats) if comm.is_main_process() else None
+        return sharded_knn_views(views, self.cfg)
+
+    def _cluster_views(self, feats, knn=None):
         """Cluster each of the model's feature views (rank 0).
 
         Args:
             feats: (N, D) raw eval-mode features.
+            knn: per view, precomputed (sims, idx) from :meth:`_sharded_knn`, or None.
         Returns:
             labels (N,) of view 0, labels (N, V-1) of the other views or None, centroids (K, D_0)
             of view 0, info dict (timings, eps of view 0, camera probe).
         """
         from canu_plugin.clustering import cluster
         views = self.trainer.unwrapped_model.cluster_feature_views(feats)
-        labels, centroids, info = cluster(views[0], self.cfg, return_info=True)
+        labels, centroids, info = cluster(views[0], self.cfg, return_info=True, knn=knn[0] if knn else None)
         info = {k: v for k, v in info.items() if k.endswith("_s") or k == "eps"}
         extra = []
         for v, view in enumerate(views[1:], 1):
-            lab, _ = cluster(view, self.cfg)
+            lab, _ = cluster(view, self.cfg, knn=knn[v] if knn else None)
             extra.append(np.asarray(lab, dtype=np.int64))
         if self.cfg.PSEUDO.CAMERA_PROBE:
             info["cam_probe"] = self._camera_probe(views[0])
