@@ -10,7 +10,8 @@ approximate backend (faiss-ivf) also runs, for each ``--nprobe``: its recall@k1 
 exact backend's lists and the ARI of its labels against the exact labels.
 
 Then the cost model is fitted on the measured sizes (k-NN: a N^2 D; Jaccard, DBSCAN: b N; peak
-memory: m0 + m1 N) and projected to ``--project`` samples.
+memory: m0 + m1 N) and projected to ``--project`` samples. ``benchmark_tiled.py`` measures the
+Jaccard + DBSCAN stages at 1M directly, on tiled copies of these lists.
 
     nice -n 10 python tools/benchmark_scale.py                       # 25k, 50k, 100k x 2048 (~40 min, 2 cores)
     python tools/benchmark_scale.py --sizes 3000 6000 --dim 256 --approx-n 6000   # quick check
@@ -108,19 +109,8 @@ def bench_size(a, n, tmp):
     return row
 
 
-def bench_after_knn(a, n, tmp):
-    """Jaccard + DBSCAN at an N beyond the exact k-NN's reach here: lists from faiss-ivf on
-    ``--post-dim`` features (the later stages' cost depends on the lists, little on D)."""
-    feats = os.path.join(tmp, f"p{n}.npy")
-    gen = bc._spawn("gen", _gen_args(a, n, a.post_dim), n, feats, os.path.join(tmp, "gen.json"))
-    print(f"  N={n} D={a.post_dim} faiss-ivf + Jaccard + DBSCAN ...", file=sys.stderr, flush=True)
-    res = _run(a, "faiss-ivf", feats, os.path.join(tmp, f"post{n}.json"), a.post_nprobe)[0]
-    os.remove(feats)
-    return {"n": n, "dim": a.post_dim, "ids": gen["ids"], "runs": [res]}
-
-
-def _gen_args(a, n, dim=None):
-    return argparse.Namespace(dim=dim or a.dim, seed=a.seed, imgs_per_id=a.imgs_per_id, k1=a.k1, k2=a.k2, eps=a.eps,
+def _gen_args(a, n):
+    return argparse.Namespace(dim=a.dim, seed=a.seed, imgs_per_id=a.imgs_per_id, k1=a.k1, k2=a.k2, eps=a.eps,
                               min_samples=a.min_samples, workers=a.workers)
 
 
@@ -144,17 +134,6 @@ def project(model, n, gpu_tflops):
     knn_flop = 2.0 * n * n * model["dim"]
     return {"n": n, "knn_cpu_s": knn_flop / model["knn_flops"], "knn_gpu_s": knn_flop / (gpu_tflops * 1e12),
             "jaccard_dbscan_s": jd, "peak_gib": model["mem_base_gib"] + model["mem_gib_per_million"] * n / 1e6}
-
-
-def _post_table(post):
-    out = ["| N | D | k-NN (faiss-ivf) s | Jaccard s | DBSCAN s | Jaccard + DBSCAN us/sample | peak RSS GiB | "
-           "stored pairs / sample | clusters |", "|" + "---|" * 9]
-    for row in post:
-        r = row["runs"][0]
-        per = 1e6 * (r["jaccard_s"] + r["dbscan_s"]) / row["n"]
-        out.append(f"| {row['n']} | {row['dim']} | {r['knn_s']:.0f} | {r['jaccard_s']:.1f} | {r['dbscan_s']:.1f} | "
-                   f"{per:.0f} | {r['peak_gib']:.2f} | {r['stored_pairs'] / row['n']:.1f} | {r['clusters']} |")
-    return out
 
 
 def table(rows, models, proj, gpu_tflops):
@@ -188,10 +167,7 @@ def table(rows, models, proj, gpu_tflops):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="*", default=[25000, 50000, 100000])
-    p.add_argument("--post-sizes", type=int, nargs="*", default=[], help="Jaccard + DBSCAN only at these N")
-    p.add_argument("--post-dim", type=int, default=128, help="feature dimension of the --post-sizes runs")
-    p.add_argument("--post-nprobe", type=int, default=16, help="faiss-ivf probes of the --post-sizes runs")
+    p.add_argument("--sizes", type=int, nargs="+", default=[25000, 50000, 100000])
     p.add_argument("--backends", nargs="+", default=["faiss-cpu", "torch"], help="exact backends; the first is the reference")
     p.add_argument("--precision", default="fp32", help="torch backend's first pass")
     p.add_argument("--approx-n", type=int, default=100000, help="N at which faiss-ivf runs (0: never)")
@@ -212,19 +188,17 @@ def main(argv=None):
     if a.child:
         a.nprobe = a.nprobe[0]
         return child(a)
-    rows, post = [], []
+    rows = []
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         for n in a.sizes:
             print(f"N={n} D={a.dim} ...", file=sys.stderr, flush=True)
             rows.append(bench_size(a, n, tmp))
-        post = [bench_after_knn(a, n, tmp) for n in a.post_sizes]
-    models = [fit(rows, b) for b in a.backends] if rows else []
+    models = [fit(rows, b) for b in a.backends]
     proj = [project(m, a.project, a.gpu_tflops) for m in models]
-    print("\n".join(([table(rows, models, proj, a.gpu_tflops)] if rows else []) + (_post_table(post) if post else [])))
+    print(table(rows, models, proj, a.gpu_tflops))
     if a.json:
-        Path(a.json).write_text(json.dumps({"rows": rows, "models": models, "projection": proj, "post": post}, indent=1))
+        Path(a.json).write_text(json.dumps({"rows": rows, "models": models, "projection": proj}, indent=1))
     return 0 if all(r["labels_equal_first"] for row in rows for r in row["runs"] if r["backend"] != "faiss-ivf") else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())
