@@ -3,7 +3,7 @@
 build of torch, numpy / scipy / scikit-learn and no network (< 8 min on one recent GPU).
 
 0. Environment: Python, torch, CUDA, and every package canu-plugin needs. A missing one stops the
-   check here, with the wheels to bring (README, "GPU check": ``pip download`` commands, ~26 MiB).
+   check here, with the wheels to bring (README, "GPU check": ``pip download`` commands, ~43 MiB).
 1. ``pytest -m cuda``: the CUDA-marked tests.
 2. One short synthetic run of every method, on CUDA with AMP (ResNet-50, 256x128, batch 64):
    training images/s of each method without and with its discriminator.
@@ -40,8 +40,11 @@ PACKAGES = [("numpy", "numpy"), ("scipy", "scipy"), ("sklearn", "scikit-learn"),
             ("tabulate", "tabulate==0.9.0"), ("termcolor", "termcolor==2.5.0"), ("yaml", "pyyaml==6.0.4"),
             ("tensorboard", "tensorboard==2.21.0"), ("google.protobuf", "protobuf==7.36.2"),
             ("absl", "absl-py==2.5.1"), ("pytest", "pytest==9.2.0"), ("pluggy", "pluggy==1.7.0"),
-            ("iniconfig", "iniconfig==2.3.1"), ("pygments", "pygments==2.21.0"),
-            ("pytest_timeout", "pytest-timeout==2.4.0")]
+            ("iniconfig", "iniconfig==2.3.1"), ("pygments", "pygments==2.21.0"), ("packaging", "packaging==26.4"),
+            ("pytest_timeout", "pytest-timeout==2.4.0"), ("matplotlib", "matplotlib==3.11.2"),
+            ("contourpy", "contourpy==1.3.3"), ("cycler", "cycler==0.12.1"), ("fontTools", "fonttools==4.68.0"),
+            ("kiwisolver", "kiwisolver==1.5.1"), ("pyparsing", "pyparsing==3.3.3"),
+            ("dateutil", "python-dateutil==4.0.0")]
 METHODS = [  # (method, config, discriminator override); the pairs differ by their discriminator only
     ("pseudo-label", "configs/synthetic/quick_pseudo.yml", None),
     ("pseudo-label + CANU", "configs/synthetic/quick_pseudo.yml", ["MODEL.CANU.ENABLED", "True"]),
@@ -109,7 +112,7 @@ def _child(args, timeout, tmp, tag):
     """Run ``tools/gpu_check_steps.py args``; (status, result or error text, seconds)."""
     out = os.path.join(tmp, f"{tag}.json")
     cmd = [sys.executable, str(ROOT / "tools" / "gpu_check_steps.py"), *args, "--out", out]
-    return _run(cmd, timeout, lambda: json.loads(Path(out).read_text()))
+    return _run(cmd, timeout, lambda proc: json.loads(Path(out).read_text()))
 
 
 def _run(cmd, timeout, result):
@@ -138,7 +141,8 @@ def step_tests(env, a, tmp):
 
 def _train_opts(env, method, config, extra):
     cuda = env["cuda_available"]
-    opts = ["MODEL.DEVICE", "cuda" if cuda else "cpu", "SOLVER.AMP.ENABLED", str(cuda), "SOLVER.MAX_EPOCH", "2",
+    opts = ["MODEL.DEVICE", "cuda" if cuda else "cpu", "SOLVER.AMP.ENABLED", str(cuda),
+            "SOLVER.MAX_EPOCH", "2" if cuda else "1",  # CPU: a smoke run; CUDA: images/s of the 2nd epoch
             "SOLVER.CHECKPOINT_PERIOD", "100", "TEST.EVAL_PERIOD", "100", "TEST.CANU.PCA_CAMERAS", "[]",
             "DATASETS.NAMES", '("SynthA",)', "DATASETS.TESTS", '("SynthA",)', "SEED", "0"]
     acan = "acan" in config
@@ -237,7 +241,11 @@ def main(argv=None):
             if name in a.skip:
                 rows.append(dict(step=name, item="-", status="skipped", why="--skip"))
                 continue
-            for row in fn(env, a, tmp):
+            try:
+                done = fn(env, a, tmp)
+            except Exception as e:  # noqa: BLE001 - one broken step must not hide the others' results
+                done = [dict(step=name, item="-", status="failed", result=f"{type(e).__name__}: {e}")]
+            for row in done:
                 rows.append(row)
                 print(report.progress_line(row), flush=True)
     os.makedirs(a.out, exist_ok=True)

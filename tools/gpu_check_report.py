@@ -95,7 +95,10 @@ def markdown(data):
         lines.append(f"| {r['step']} | {r['item']} | {r['status']} | {_f(r.get('seconds'), '.0f')} | {note} |")
     by = {s: [r for r in rows if r["step"] == s and r["status"] != "skipped"] for s in ("train", "cluster", "eval")}
     if by["train"]:
-        lines += ["", "Training (last epoch's steps, data loading included):", ""] + _train_table(by["train"])
+        cpu = not data["environment"]["cuda_available"]
+        lines += ["", "Training (last epoch's steps, data loading included" +
+                  ("; CPU smoke runs of one tiny epoch: not throughput figures" if cpu else "") + "):", ""]
+        lines += _train_table(by["train"])
     if by["cluster"]:
         lines += ["", "Clustering (synthetic features; k-NN -> Jaccard -> DBSCAN):", ""] + _cluster_table(by["cluster"])
     if by["eval"]:
