@@ -168,7 +168,8 @@ def table(rows, models, proj, gpu_tflops):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[25000, 50000, 100000])
-    p.add_argument("--backends", nargs="+", default=["faiss-cpu", "torch"], help="exact backends; the first is the reference")
+    p.add_argument("--backends", nargs="+", default=["faiss-cpu", "torch"],
+                   help="exact backends; the first is the reference")
     p.add_argument("--precision", default="fp32", help="torch backend's first pass")
     p.add_argument("--approx-n", type=int, default=100000, help="N at which faiss-ivf runs (0: never)")
     p.add_argument("--nprobe", type=int, nargs="+", default=[32, 128], help="faiss-ivf probes (nlist = 4 sqrt(N))")

@@ -78,16 +78,17 @@ def main(argv=None):
     x = np.load(a.features)
     idx = np.load(a.idx)[:, :a.k1] if a.idx else knn_search(x, a.k1, backend="faiss-cpu")[1]
     sims = exact_sims(x, idx)
-    base_labels, base = stages(x, sims, idx, a)
+    _, base = stages(x, sims, idx, a)
     t0 = time.perf_counter()
     tx, tsims, tidx = tile(x, sims, idx, a.copies)
     tile_s = time.perf_counter() - t0
-    labels, big = stages(tx, tsims, tidx, a)
+    _, big = stages(tx, tsims, tidx, a)
     ok = big["clusters"] == a.copies * base["clusters"] and big["outliers"] == a.copies * base["outliers"]
     print("| N | Jaccard s | DBSCAN s | Jaccard + DBSCAN us/sample | stored pairs | peak RSS GiB | clusters | outliers |")
     print("|---|---|---|---|---|---|---|---|")
     for r in (base, big):
-        print(f"| {r['n']} | {r['jaccard_s']:.1f} | {r['dbscan_s']:.1f} | {1e6 * (r['jaccard_s'] + r['dbscan_s']) / r['n']:.0f} | "
+        per = 1e6 * (r["jaccard_s"] + r["dbscan_s"]) / r["n"]
+        print(f"| {r['n']} | {r['jaccard_s']:.1f} | {r['dbscan_s']:.1f} | {per:.0f} | "
               f"{r['stored_pairs']} | {r['peak_gib']:.2f} | {r['clusters']} | {r['outliers']} |")
     print(f"\n{a.copies} copies: clusters and outliers x {a.copies}: {'yes' if ok else 'NO'} (tiling took {tile_s:.1f} s)")
     if a.json:
