@@ -13,7 +13,7 @@ DATA := datasets
 endif
 ROOT := $(abspath $(DATA))
 
-.PHONY: install demo test bench data clean-data
+.PHONY: install demo test bench data clean-data gpu-check
 
 install: $(STAMP)
 
@@ -43,6 +43,13 @@ bench: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# On a CUDA machine (no network needed once the wheels of README "GPU check" are installed): CUDA tests,
+# every method on CUDA with AMP, NCCL, clustering up to 1M, the evaluator -> results/gpu_check/.
+# Uses .venv when there is one, else python3; without CUDA it runs at CPU sizes and says what it skipped.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check:
+	$(GPU_PY) tools/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean-data:
 	rm -rf $(ROOT)/SynthA $(ROOT)/SynthB

@@ -11,8 +11,14 @@ def _add_clustering_config(cfg):
     _C = cfg
     _C.CLUSTERING = CN()
     _C.CLUSTERING.METHOD = "dbscan"        # "dbscan" (Jaccard + DBSCAN: CANU, SpCL) or "kmeans" (MMT's original)
-    _C.CLUSTERING.KNN_BACKEND = "auto"     # "auto" (GPU faiss if torch sees CUDA), "faiss-gpu", "faiss-cpu"
-    _C.CLUSTERING.KNN_CHUNK = 8192         # queries per faiss search call: bounds the k-NN's extra memory
+    _C.CLUSTERING.KNN_BACKEND = "auto"     # "auto" (faiss-gpu, else torch on CUDA, else faiss-cpu; logged), "faiss-gpu",
+    #                                        "torch" (exact, torch's device), "faiss-cpu", "faiss-ivf" (approximate, CPU)
+    _C.CLUSTERING.KNN_CHUNK = 8192         # queries per search call / torch block: bounds the k-NN's extra memory
+    _C.CLUSTERING.KNN_PRECISION = "fp32"   # torch backend's first pass: "fp32", "fp16" or "bf16" (re-scored: same neighbours)
+    _C.CLUSTERING.KNN_IVF_NLIST = 0        # faiss-ivf: inverted lists; 0 = 4 sqrt(N)
+    _C.CLUSTERING.KNN_IVF_NPROBE = 32      # faiss-ivf: lists searched per query (higher: better recall, slower)
+    _C.CLUSTERING.KNN_SHARDED = "auto"     # DDP: each rank searches its share of the queries; "auto" (NCCL, world > 1),
+    #                                        "on" (any process group, gloo too) or "off" (rank 0 searches alone)
     _C.CLUSTERING.K1 = 30                  # k-reciprocal neighbourhood size (re-ranking); at most the sample count
     _C.CLUSTERING.K2 = 6                   # query-expansion neighbourhood size (<= K1; 1 = no expansion)
     _C.CLUSTERING.EPS = 0.6                # DBSCAN radius on the Jaccard distance, in (0, 1) (EPS_RULE "fixed")

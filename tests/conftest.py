@@ -77,3 +77,18 @@ def tiny_trainer(use_synth_root):
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         return Trainer(cfg)
     return make
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one; `make gpu-check` runs them)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip where torch sees no CUDA device."""
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -128,3 +128,30 @@ def test_two_processes_share_the_same_pseudo_labels(synth_root, tmp_path):
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert torch.equal(r0["labels"], r1["labels"]) and torch.equal(r0["centroids"], r1["centroids"])
     assert (r0["labels"] >= 0).sum() > 0 and r0["iters"] == r1["iters"] == 3
+
+
+def _ddp_sharded(out, root):
+    from canu_plugin.engine.features import extract_features
+    set_datasets_root(root)
+    cfg = setup_cfg(os.path.join(REPO, QUICK), FAST + ["CLUSTERING.KNN_SHARDED", "on", "CLUSTERING.KNN_BACKEND",
+                                                       "torch", "OUTPUT_DIR", out])
+    trainer = Trainer(cfg)
+    generator = next(h for h in trainer._hooks if isinstance(h, ClusteringHook)).generator
+    module = trainer.unwrapped_model
+    feats = extract_features(trainer.model, trainer.target_set.items(), trainer.cfg, normalize=False)
+    views = module.cluster_views(feats) if torch.distributed.get_rank() == 0 else None
+    knn = generator._sharded_knn(views)  # every rank searches its share
+    if torch.distributed.get_rank() == 0:
+        sharded = generator._cluster(module, views, None, None, knn)[0]
+        plain = generator._cluster(module, views, None, None)[0]
+        torch.save({"sharded": torch.from_numpy(sharded), "plain": torch.from_numpy(plain)}, os.path.join(out, "labels.pt"))
+    else:
+        assert knn == [None]
+
+
+@pytest.mark.timeout(300)
+def test_two_processes_shard_the_knn_and_get_rank0s_labels(synth_root, tmp_path):
+    from fastreid.engine import launch
+    launch(_ddp_sharded, 2, dist_url="auto", args=(str(tmp_path), synth_root))
+    res = torch.load(tmp_path / "labels.pt")
+    assert torch.equal(res["sharded"], res["plain"]) and (res["plain"] >= 0).sum() > 0

@@ -107,7 +107,7 @@ def test_evaluate_rejects_bad_features():
         evaluate(qf, gf, qp, gp, qc, gc, metric="hamming")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_evaluate_on_cuda(data):
     feats, pids, cams = data
     args = (pids[:NUM_Q], pids[NUM_Q:], cams[:NUM_Q], cams[NUM_Q:])

@@ -147,7 +147,7 @@ def test_no_valid_query_is_a_clear_error():
         M.evaluate_dist(np.ones((3, 6)), [7, 8, 9], [1, 1, 2, 2, 9, 9], [0, 0, 0], [0, 1, 0, 1, 0, 0])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_gives_the_cpu_numbers():
     rng = np.random.default_rng(9)
     qp, gp, qc, gc = _labels(rng, 80, 700, 50, 6)

@@ -183,10 +183,8 @@ def table(rows):
     return "\n".join(out)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[12936, 32621], help="sample counts N")
-    p.add_argument("--n", type=int, nargs="+", default=None, help="overrides --sizes")
+def add_common_args(p):
+    """The feature and clustering options shared with ``benchmark_scale.py``."""
     p.add_argument("--dim", type=int, default=2048)
     p.add_argument("--imgs-per-id", type=float, default=0.0,
                    help="mean identity size; 0 = Market-like (17.2) below 20k samples, else MSMT-like (31.3)")
@@ -196,6 +194,13 @@ def parse_args(argv=None):
     p.add_argument("--eps", type=float, default=0.6)
     p.add_argument("--min-samples", type=int, default=4)
     p.add_argument("--workers", type=int, default=0, help="threads of our Jaccard stage (0 = min(4, cores))")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[12936, 32621], help="sample counts N")
+    p.add_argument("--n", type=int, nargs="+", default=None, help="overrides --sizes")
+    add_common_args(p)
     p.add_argument("--max-ref-gib", type=float, default=16.0, help="skip the reference above this estimate")
     p.add_argument("--skip-ref", action="store_true", help="run ours only")
     p.add_argument("--json", default="", help="also write the results (without labels) here")

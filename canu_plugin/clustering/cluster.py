@@ -163,9 +163,21 @@ def _source_jaccard(x, sims, idx, k1, k2, eps, eps_rule, rho, terms, jaccard_kw)
     return dist, eps
 
 
-def _dbscan_path(x, k1, k2, eps, eps_rule, rho, min_samples, backend, chunk, max_pairs, workers, info,
+def _neighbours(x, k1, knn, knn_opts):
+    """The (N, >= k1) k-NN table: ``knn`` when given (checked), else searched with ``knn_opts``."""
+    if knn is None:
+        return knn_search(x, k1, **knn_opts)
+    sims, idx = (np.asarray(a) for a in knn)
+    if idx.shape != sims.shape or idx.ndim != 2 or idx.shape[0] != x.shape[0] or idx.shape[1] < k1:
+        raise CanuError(f"precomputed k-NN tables of shapes {sims.shape} / {idx.shape} do not fit {x.shape[0]} "
+                        f"features and k1={k1}: pass (sims, idx) of shape (N, >= k1) searched on these features")
+    return sims[:, :k1].astype(np.float32, copy=False), idx[:, :k1].astype(np.int64, copy=False)
+
+
+def _dbscan_path(x, k1, k2, eps, eps_rule, rho, min_samples, knn_opts, knn, max_pairs, workers, info,
                  dist_norm="none", source_terms=None):
-    """k-NN -> sparse Jaccard (-> source term) -> DBSCAN, filling timings and eps into ``info``.
+    """k-NN (or the precomputed ``knn``) -> sparse Jaccard (-> source term) -> DBSCAN, filling
+    timings and eps into ``info``.
 
     ``source_terms``: None or ``(v (N,), lambda)`` of :func:`.distance_terms.source_distance_vector`.
     """
@@ -175,7 +187,7 @@ def _dbscan_path(x, k1, k2, eps, eps_rule, rho, min_samples, backend, chunk, max
     if eps_rule == "fixed":
         check_eps(eps)
     t0 = time.perf_counter()
-    sims, idx = knn_search(x, k1, backend=backend, chunk=chunk)
+    sims, idx = _neighbours(x, k1, knn, knn_opts)
     t1 = time.perf_counter()
     n = x.shape[0]
     jaccard_kw = dict(max_pairs=max_pairs, workers=workers, dist_norm=dist_norm)
@@ -202,7 +214,8 @@ def _dbscan_path(x, k1, k2, eps, eps_rule, rho, min_samples, backend, chunk, max
 def cluster_features(features, method="dbscan", k1=30, k2=6, eps=0.6, eps_rule="fixed", rho=1.6e-3,
                      min_samples=4, num_clusters=500, kmeans_iters=100, seed=0, backend="auto",
                      chunk=8192, normalize_centroids=False, max_pairs=DEFAULT_MAX_PAIRS, workers=0,
-                     dist_norm="none", source_features=None, source_lambda=0.0, return_info=False):
+                     dist_norm="none", source_features=None, source_lambda=0.0, return_info=False,
+                     precision="fp32", ivf_nlist=0, ivf_nprobe=32, knn=None):
     """Cluster features into pseudo-identities (explicit-parameter form of :func:`cluster`).
 
     Args:
@@ -214,23 +227,28 @@ def cluster_features(features, method="dbscan", k1=30, k2=6, eps=0.6, eps_rule="
         source_features, source_lambda: (M, D) source-domain features and the weight of SSG's
             source term (:mod:`.distance_terms`); ignored when either is missing / 0.
         num_clusters, kmeans_iters, seed: k-means parameters.
-        backend, chunk: k-NN backend ("auto" | "faiss-gpu" | "faiss-cpu") and query chunk.
+        backend, chunk: k-NN backend (``knn.BACKENDS``) and query chunk.
         normalize_centroids: unit-normalise the centroids.
         max_pairs, workers: pairs materialised at once per worker, threads (0 = min(4, cores))
             of the Jaccard stage.
         return_info: also return a dict (eps used, stage timings, counts).
+        precision: the torch backend's first pass ("fp32" | "fp16" | "bf16"; same neighbours).
+        ivf_nlist, ivf_nprobe: the faiss-ivf backend's lists (0 = 4 sqrt(N)) and probes.
+        knn: precomputed (sims, idx) of shape (N, >= k1), e.g. from
+            :func:`.distributed.sharded_knn`; the DBSCAN path then skips its own k-NN.
     Returns:
         (labels (N,) int64, centroids (K, D) float32[, info dict]); see the module docstring.
     """
     x = as_unit_features(features)
-    info = {"method": method, "backend": resolve_backend(backend)}
+    info = {"method": method, "backend": "precomputed" if knn is not None else resolve_backend(backend)}
+    knn_opts = dict(backend=backend, chunk=chunk, precision=precision, nlist=ivf_nlist, nprobe=ivf_nprobe)
     t0 = time.perf_counter()
     if method == "dbscan":
         terms = None
         if source_features is not None and source_lambda > 0:
             terms = (source_distance_vector(x, as_unit_features(source_features, "source features")),
                      float(source_lambda))
-        labels = _dbscan_path(x, k1, k2, eps, eps_rule, rho, min_samples, backend, chunk, max_pairs,
+        labels = _dbscan_path(x, k1, k2, eps, eps_rule, rho, min_samples, knn_opts, knn, max_pairs,
                               resolve_workers(workers), info, dist_norm, terms)
     elif method == "kmeans":
         labels = kmeans_labels(x, num_clusters, kmeans_iters, seed, backend)
@@ -244,7 +262,7 @@ def cluster_features(features, method="dbscan", k1=30, k2=6, eps=0.6, eps_rule="
     return (labels, centroids, info) if return_info else (labels, centroids)
 
 
-def cluster(features, cfg, return_info=False, kept_eps=None, source_features=None):
+def cluster(features, cfg, return_info=False, kept_eps=None, source_features=None, knn=None):
     """Training entry point: :func:`cluster_features` with the ``cfg.CLUSTERING`` keys.
 
     Args:
@@ -254,6 +272,7 @@ def cluster(features, cfg, return_info=False, kept_eps=None, source_features=Non
         kept_eps: with ``EPS_RULE "quantile_once"``, the eps of the run's first clustering (None:
             this is the first one, eps comes from the rho-quantile); ignored by the other rules.
         source_features: (M, D) source-domain features for ``CLUSTERING.SOURCE_LAMBDA`` > 0.
+        knn: precomputed (N, >= K1) (sims, idx), e.g. the sharded k-NN (None: search here).
     Returns:
         labels (N,) int64 (-1 = outlier, 0..K-1), centroids (K, D) float32 (means; unit-normalised
         when CLUSTERING.NORM_CENTROIDS); K may be 0 (all outliers): centroids then have shape (0, D).
@@ -270,7 +289,8 @@ def cluster(features, cfg, return_info=False, kept_eps=None, source_features=Non
         min_samples=c.MIN_SAMPLES, num_clusters=c.NUM_CLUSTERS, kmeans_iters=c.KMEANS_ITERS,
         seed=c.SEED, backend=c.KNN_BACKEND, chunk=c.KNN_CHUNK, normalize_centroids=c.NORM_CENTROIDS,
         max_pairs=c.MAX_PAIRS, workers=c.WORKERS, dist_norm=c.DIST_NORM, source_features=source_features,
-        source_lambda=c.SOURCE_LAMBDA, return_info=return_info)
+        source_lambda=c.SOURCE_LAMBDA, return_info=return_info, precision=c.KNN_PRECISION,
+        ivf_nlist=c.KNN_IVF_NLIST, ivf_nprobe=c.KNN_IVF_NPROBE, knn=knn)
 
 
 __all__ = ["METHODS", "EPS_RULES", "resolve_workers", "quantile_eps", "dbscan_precomputed", "kmeans_labels",

@@ -1,8 +1,17 @@
-"""Exact k-nearest neighbours by inner product (cosine on L2-normalised features) with faiss.
+"""k nearest neighbours by inner product (cosine on L2-normalised features).
 
-The backend is faiss on the GPU when torch sees CUDA and the installed faiss has GPU support
-(``faiss.get_num_gpus() > 0``), faiss on the CPU otherwise; ``CLUSTERING.KNN_BACKEND`` forces one.
-Queries are searched in chunks, so the memory beyond the index is ``chunk * k`` results.
+Backends (``CLUSTERING.KNN_BACKEND``):
+
+* ``faiss-gpu``: faiss' exact ``GpuIndexFlatIP`` (needs a faiss build with GPU support);
+* ``torch``: exact blocked matrix products on torch's device, CUDA when torch sees it
+  (:mod:`.knn_torch`; optionally a half-precision first pass, same result);
+* ``faiss-cpu``: faiss' exact ``IndexFlatIP`` on the CPU;
+* ``faiss-ivf``: approximate, faiss ``IndexIVFFlat`` on the CPU, for very large N (recall < 1);
+* ``auto``: faiss-gpu when faiss has GPU support and torch sees CUDA, else torch when torch sees
+  CUDA, else faiss-cpu (torch on the CPU when faiss is not installed); the choice is logged.
+
+Queries are searched in chunks, so the memory beyond the index is ``chunk * k`` results (and one
+(chunk, N) block of scores for torch).
 """
 import logging
 
@@ -12,20 +21,24 @@ from canu_plugin.errors import CanuError
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "faiss-gpu", "faiss-cpu")
+BACKENDS = ("auto", "faiss-gpu", "torch", "faiss-cpu", "faiss-ivf")
+PRECISIONS = ("fp32", "fp16", "bf16")  # the torch backend's first pass
+_LOGGED = set()
 
 
-def _faiss():
+def _faiss(required=True):
     try:
         import faiss
-    except ImportError as e:  # pragma: no cover - faiss is a dependency
+    except ImportError as e:
+        if not required:
+            return None
         raise CanuError("faiss is not installed: pip install faiss-cpu (or faiss-gpu-cu12 for GPUs), "
-                        "or `pip install -e .[cpu]`") from e
+                        "or `pip install -e .[cpu]`, or set CLUSTERING.KNN_BACKEND 'torch'") from e
     return faiss
 
 
 def _faiss_gpus(faiss):
-    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    return faiss.get_num_gpus() if faiss is not None and hasattr(faiss, "get_num_gpus") else 0
 
 
 def _torch_has_cuda():
@@ -36,39 +49,74 @@ def _torch_has_cuda():
     return torch.cuda.is_available()
 
 
+def _auto(faiss, n_gpus, cuda):
+    """(backend, reason) picked by "auto"."""
+    if n_gpus > 0 and cuda:
+        return "faiss-gpu", "faiss has GPU support and torch sees CUDA"
+    if cuda:
+        why = "faiss is not installed" if faiss is None else "the installed faiss has no GPU support"
+        return "torch", f"torch sees CUDA, {why}: exact k-NN on torch's CUDA device"
+    if faiss is None:
+        return "torch", "no CUDA and faiss is not installed: exact k-NN on torch's CPU (pip install faiss-cpu)"
+    return "faiss-cpu", "torch sees no CUDA device"
+
+
 def resolve_backend(backend="auto"):
     """Pick the k-NN backend.
 
     Args:
-        backend: "auto", "faiss-gpu" or "faiss-cpu".
+        backend: one of ``BACKENDS``.
     Returns:
-        "faiss-gpu" or "faiss-cpu". "auto" gives "faiss-gpu" only when faiss was built with GPU
-        support and sees a GPU *and* torch sees CUDA.
+        "faiss-gpu", "torch", "faiss-cpu" or "faiss-ivf"; "auto" logs its choice and why (once).
     Raises:
         CanuError: unknown name, or "faiss-gpu" asked for where it cannot run.
     """
     if backend not in BACKENDS:
         raise CanuError(f"unknown k-NN backend {backend!r}: set CLUSTERING.KNN_BACKEND to one of {BACKENDS}")
-    faiss = _faiss()
+    if backend == "torch":
+        return backend
+    faiss = _faiss(required=backend != "auto")
     n_gpus = _faiss_gpus(faiss)
-    gpu_ok = n_gpus > 0 and _torch_has_cuda()  # torch is imported only when faiss has GPUs
-    if backend == "faiss-gpu" and not gpu_ok:
+    cuda = _torch_has_cuda()
+    if backend == "faiss-gpu" and not (n_gpus > 0 and cuda):
         why = ("the installed faiss has no GPU support (faiss-cpu)" if n_gpus == 0
                else "torch sees no CUDA device")
         raise CanuError(f"CLUSTERING.KNN_BACKEND='faiss-gpu' but {why}: install faiss with GPU support "
                         "(pip install faiss-gpu-cu12, with a CUDA build of torch) or set "
-                        "CLUSTERING.KNN_BACKEND to 'auto' or 'faiss-cpu'")
-    if backend == "auto":
-        return "faiss-gpu" if gpu_ok else "faiss-cpu"
-    return backend
+                        "CLUSTERING.KNN_BACKEND to 'auto', 'torch' or 'faiss-cpu'")
+    if backend != "auto":
+        return backend
+    choice, why = _auto(faiss, n_gpus, cuda)
+    if (choice, why) not in _LOGGED:
+        _LOGGED.add((choice, why))
+        logger.info("k-NN backend 'auto' -> %s (%s)", choice, why)
+    return choice
 
 
-def _build_index(faiss, x, backend):
-    """An exact inner-product index holding x; (index, keepalive) with the GPU resources."""
+def _ivf_index(faiss, x, nlist, nprobe, seed=0):
+    """An IVF-Flat inner-product index on x: ``nlist`` lists (0 = 4 sqrt(N)), trained on a sample."""
+    n, dim = x.shape
+    nlist = int(nlist) if int(nlist) > 0 else int(4 * np.sqrt(n))
+    nlist = max(1, min(nlist, n // 39))  # faiss wants >= 39 training points per list
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    sample = np.random.default_rng(seed).choice(n, min(n, 64 * nlist), replace=False)
+    index.train(x[np.sort(sample)])
+    index.add(x)
+    index.nprobe = max(1, min(int(nprobe), nlist))
+    return index
+
+
+def _build_index(faiss, x, backend, nlist=0, nprobe=32):
+    """The index holding x; (index, keepalive) with the GPU resources."""
     dim = x.shape[1]
     if backend == "faiss-gpu":
+        import torch
         res = faiss.StandardGpuResources()
-        index = faiss.GpuIndexFlatIP(res, dim)
+        config = faiss.GpuIndexFlatConfig()
+        config.device = torch.cuda.current_device()  # this rank's GPU (faiss' default is GPU 0)
+        index = faiss.GpuIndexFlatIP(res, dim, config)
+    elif backend == "faiss-ivf":
+        return _ivf_index(faiss, x, nlist, nprobe), None
     else:
         res = None
         index = faiss.IndexFlatIP(dim)
@@ -76,34 +124,60 @@ def _build_index(faiss, x, backend):
     return index, res
 
 
-def knn_search(features, k, backend="auto", chunk=8192):
-    """Exact k nearest neighbours of every row among all rows (itself included).
+def _fill_missing(faiss, x, start, sims, idx):
+    """IVF rows with fewer than k hits (id -1): exact search for those rows (in place)."""
+    bad = np.flatnonzero((idx < 0).any(axis=1))
+    if len(bad):
+        sims[bad], idx[bad] = faiss.knn(x[bad + start], x, idx.shape[1], metric=faiss.METRIC_INNER_PRODUCT)
 
-    Args:
-        features: (N, D) float32 C-contiguous array with unit rows (see ``inputs.as_unit_features``).
-        k: neighbours per row, 1 <= k <= N.
-        backend: "auto", "faiss-gpu" or "faiss-cpu" (see :func:`resolve_backend`).
-        chunk: at most this many queries per search call (> 0); the chunks are balanced, so that
-            none is tiny (faiss computes fewer than 20 queries without BLAS).
-    Returns:
-        (sims, idx): (N, k) float32 inner products, descending, and (N, k) int64 neighbour ids.
-        A row's own id comes first unless it has exact duplicates (faiss breaks ties).
-    """
-    x = np.ascontiguousarray(features, dtype=np.float32)
-    n = x.shape[0]
+
+def _check(n, k, chunk, rows, precision):
     if not 1 <= k <= n:
         raise CanuError(f"k={k} neighbours asked for among {n} samples: need 1 <= k <= N")
     if int(chunk) < 1:
         raise CanuError(f"k-NN chunk={chunk} must be a positive number of queries (CLUSTERING.KNN_CHUNK)")
+    if rows is not None and not 0 <= rows[0] <= rows[1] <= n:
+        raise CanuError(f"query rows {tuple(rows)} outside [0, {n}]")
+    if precision not in PRECISIONS:
+        raise CanuError(f"unknown k-NN precision {precision!r}: set CLUSTERING.KNN_PRECISION to one of {PRECISIONS}")
+
+
+def knn_search(features, k, backend="auto", chunk=8192, rows=None, precision="fp32", nlist=0, nprobe=32):
+    """k nearest neighbours of every row (or of ``rows``) among all rows, itself included.
+
+    Args:
+        features: (N, D) float32 C-contiguous array with unit rows (see ``inputs.as_unit_features``).
+        k: neighbours per row, 1 <= k <= N.
+        backend: one of ``BACKENDS`` (see :func:`resolve_backend`).
+        chunk: at most this many queries per search call (> 0); faiss' chunks are balanced, so
+            that none is tiny (faiss computes fewer than 20 queries without BLAS).
+        rows: (start, stop) query rows (default: all N); the database is always all N rows.
+        precision: torch backend's first pass, "fp32", "fp16" or "bf16" (same neighbours).
+        nlist, nprobe: faiss-ivf's lists (0 = 4 sqrt(N)) and lists searched per query.
+    Returns:
+        (sims, idx): (M, k) float32 inner products, descending, and (M, k) int64 neighbour ids,
+        M = stop - start. A row's own id comes first unless it has exact duplicates (torch: ties
+        go to the smaller id; faiss breaks them its way). faiss-ivf is approximate.
+    """
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    n = x.shape[0]
+    _check(n, k, chunk, rows, precision)
     backend = resolve_backend(backend)
+    if backend == "torch":
+        from canu_plugin.clustering.knn_torch import knn_torch
+        return knn_torch(x, k, chunk=chunk, rows=rows, precision=precision)
+    start, stop = rows if rows is not None else (0, n)
     faiss = _faiss()
-    index, _res = _build_index(faiss, x, backend)
-    sims = np.empty((n, k), np.float32)
-    idx = np.empty((n, k), np.int64)
-    bounds = np.linspace(0, n, -(-n // int(chunk)) + 1).astype(np.int64)  # balanced: no tiny last chunk
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        sims[start:stop], idx[start:stop] = index.search(x[start:stop], k)
-    logger.debug("k-NN of %d x %d, k=%d on %s", n, x.shape[1], k, backend)
+    index, _res = _build_index(faiss, x, backend, nlist, nprobe)
+    sims = np.empty((stop - start, k), np.float32)
+    idx = np.empty((stop - start, k), np.int64)
+    m = stop - start
+    bounds = np.linspace(0, m, -(-m // int(chunk)) + 1).astype(np.int64)  # balanced: no tiny last chunk
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        sims[a:b], idx[a:b] = index.search(x[start + a:start + b], k)
+    if backend == "faiss-ivf":
+        _fill_missing(faiss, x, start, sims, idx)
+    logger.debug("k-NN of %d x %d, k=%d on %s", m, x.shape[1], k, backend)
     return sims, idx
 
 

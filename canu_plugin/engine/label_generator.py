@@ -54,25 +54,35 @@ class LabelGenerator:
         if self.source_items is not None:
             source = extract_features(model, self.source_items, self.cfg, **extract)
         t1 = time.perf_counter()
-        result = self._cluster(module, feats, source, kept_eps) if comm.is_main_process() else None
+        views = module.cluster_views(feats) if comm.is_main_process() else None
+        knn = self._sharded_knn(views)
+        result = self._cluster(module, views, source, kept_eps, knn) if comm.is_main_process() else None
         labels, view_labels, centroids, eps, info = broadcast_object(result)
         info.update(extract_s=round(t1 - t0, 3), cluster_s=round(time.perf_counter() - t1, 3))
         return PseudoLabels(labels=labels, centroids=centroids, epoch=epoch, view_labels=view_labels,
                             eps=eps, info=info)
 
-    def _cluster(self, module, feats, source, kept_eps):
-        """Rank 0: cluster every view of the (N, D) features.
+    def _sharded_knn(self, views):
+        """Per view, the k-NN lists searched by every rank (on rank 0; None elsewhere), or None when
+        ``CLUSTERING.KNN_SHARDED`` does not apply (rank 0 then searches alone). Called on every rank."""
+        from canu_plugin.clustering.distributed import sharded_knn_enabled, sharded_knn_views
+        if not sharded_knn_enabled(self.cfg.CLUSTERING.KNN_SHARDED):
+            return None
+        return sharded_knn_views(views, self.cfg)
+
+    def _cluster(self, module, views, source, kept_eps, knn=None):
+        """Rank 0: cluster every view (the model's ``cluster_views`` of the target features).
 
         Returns:
             labels (N,), view labels (N, V-1) or None, centroids (K, D) of view 0, eps per view, info.
         """
         from canu_plugin.clustering import cluster
-        views = module.cluster_views(feats)
         source_views = module.cluster_views(source) if source is not None else [None] * len(views)
         kept = list(kept_eps) if kept_eps else [None] * len(views)
         out, eps, info = [], [], {}
         for v, (view, src) in enumerate(zip(views, source_views)):
-            labels, centroids, view_info = cluster(view, self.cfg, return_info=True, kept_eps=kept[v], source_features=src)
+            labels, centroids, view_info = cluster(view, self.cfg, return_info=True, kept_eps=kept[v],
+                                                   source_features=src, knn=knn[v] if knn else None)
             out.append((np.asarray(labels, dtype=np.int64), centroids))
             if "eps" in view_info:
                 eps.append(float(view_info["eps"]))

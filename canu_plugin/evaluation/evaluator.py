@@ -17,7 +17,6 @@ keys (``Rank-1``, ``Rank-5``, ``Rank-10``, ``mAP``, ``mINP``, ``metric``, in per
 * ``TEST.ROC`` needs every distance: it is delegated to fast-reid's evaluator (with a warning),
   as is everything when ``TEST.CANU.ENABLED`` is False.
 """
-import contextlib
 import copy
 import itertools
 import logging
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from fastreid.evaluation.reid_evaluation import ReidEvaluator
 from fastreid.utils import comm
 
+from canu_plugin.clustering.knn_torch import strict_matmul as _ieee_matmul  # plain float32, no TF32 (as fast-reid)
 from canu_plugin.errors import CanuError
 from canu_plugin.evaluation.metrics import rank_metrics, resolve_device
 from canu_plugin.evaluation.pooled import active_tap
@@ -65,17 +65,6 @@ def prepare_features(q_feats, g_feats, q_pids, g_pids, device=None):
         raise CanuError(f"{len(q)} query / {len(g)} gallery features but {len(q_pids)} / {len(g_pids)} "
                         "pids: pass one pid and camid per feature row")
     return q, g
-
-
-@contextlib.contextmanager
-def _ieee_matmul():
-    """Plain float32 matrix products (no TF32, even if the training script allows it), as fast-reid's."""
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(old)
 
 
 def feature_blocks(q, g, metric="cosine"):
