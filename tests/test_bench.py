@@ -4,11 +4,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from canu_plugin.bench.methods import SECOND_SOURCE_SEED, SETTINGS, plan
-from canu_plugin.bench.plots import curves, montage
-from canu_plugin.bench.report import cell, markdown_table
+from canu_plugin.bench.plots import curves, montage, nmi_points, sweep_plot
+from canu_plugin.bench.report import differences, metric_table, write_report
 from canu_plugin.errors import CanuError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,21 +36,80 @@ def test_plan_rejects_unknown_names():
         plan("X2Y", ["canu"], [0])
 
 
-def test_cells_and_table():
-    assert cell([1.0, 3.0], 1) == "2.0 ± 1.0" and cell([2.5], 2) == "2.50" and cell([None], 1) == "-"
-    rec = {"label": "row", "seed": 0, "final": {"mAP": 10.0}, "pseudo": [], "disc": [], "epochs": []}
-    table = markdown_table({("m", 0): rec, ("m", 1): {**rec, "seed": 1, "final": {"mAP": 20.0}}}, ["m"])
-    assert "| row | 0,1 | 15.0 ± 5.0 |" in table
+def _rec(method, seed, mAP, family="clustering", pseudo=(), label=None):
+    return {"method": method, "label": label or method, "seed": seed, "family": family, "target": "SynthB",
+            "final": {"mAP": mAP}, "pseudo": list(pseudo), "epochs": [], "plots": {}}
 
 
-def test_plots_write_pngs(tmp_path):
+def test_tables_use_the_sample_std_and_paired_intervals():
+    recs = {("pseudo", s): _rec("pseudo", s, v) for s, v in enumerate([10.0, 20.0, 30.0])}
+    recs.update({("canu", s): _rec("canu", s, v) for s, v in enumerate([12.0, 21.0, 33.0])})
+    table = metric_table(recs, ["pseudo", "canu"], ("mAP",))
+    assert "| pseudo | 0,1,2 | 20.0 ± 10.0 |" in table  # ddof 1: sd of 10, 20, 30 is 10
+    diff = differences(recs, ["pseudo", "canu"], ("mAP",))[("canu", "pseudo")]["mAP"]
+    d = np.array([2.0, 1.0, 3.0])
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert diff["n"] == 3 and diff["mean"] == pytest.approx(2.0)
+    assert (diff["lo"], diff["hi"]) == pytest.approx((2.0 - half, 2.0 + half))
+
+
+def test_verdicts_follow_the_interval():
+    from canu_plugin.bench.stats import paired_difference, verdict
+    up = paired_difference({0: 2.0, 1: 3.0, 2: 2.5}, {0: 1.0, 1: 1.0, 2: 1.0})
+    assert verdict(up, +1) == "holds" and verdict(up, -1) == "does not hold"
+    mixed = paired_difference({0: 2.0, 1: 0.0, 2: 1.5}, {0: 1.0, 1: 1.0, 2: 1.0})
+    assert verdict(mixed, +1) == "inconclusive" == verdict(mixed, -1)
+    assert verdict(paired_difference({0: 2.0}, {0: 1.0}), +1).startswith("inconclusive")
+
+
+def test_claims_are_decided_on_paired_seeds_and_sweeps():
+    from canu_plugin.bench.claims import CLAIMS, evaluate
+    pseudo = [{"epoch": e, "nmi_cam": 0.5, "lost_ids": 3} for e in range(3)]
+    canu = [{"epoch": e, "nmi_cam": 0.5 - 0.05 * e, "lost_ids": 1} for e in range(3)]
+    recs = {}
+    for s in range(3):
+        recs[("pseudo", s)] = _rec("pseudo", s, 20.0 + s, pseudo=pseudo)
+        recs[("canu", s)] = _rec("canu", s, 20.5 + s + 0.1 * s, pseudo=[dict(p, epoch=p["epoch"]) for p in canu])
+        recs[("adv", s)] = _rec("adv", s, 21.0 + s, pseudo=pseudo)
+    sweep = {("MODEL.CANU.MU", 1.0): {("canu", s): _rec("canu", s, 20.0 + s) for s in range(3)}}
+    sweep[("MODEL.CANU.MU", 1.0)].update({("adv", s): _rec("adv", s, 10.0 + s) for s in range(3)})
+    rows = {r["claim"].text: r for r in evaluate(CLAIMS, recs, sweep)}
+    assert rows["CANU lowers the camera information of the pseudo-labels (baseline)"]["verdict"] == "holds"
+    assert rows["+CANU loses fewer identities than +Adv (baseline)"]["verdict"] == "holds"
+    assert rows["+CANU beats +Adv (baseline)"]["verdict"] == "does not hold"
+    assert rows["at a large weight (mu 1.0) +CANU holds where +Adv collapses"]["verdict"] == "holds"
+    assert not any("MMT" in t for t in rows)  # no MMT run: no MMT claim
+
+
+def test_report_records_provenance_without_paths(tmp_path):
+    for s in range(2):
+        (tmp_path / f"m_s{s}.json").write_text(json.dumps(_rec("m", s, 1.0 + s)))
+    text = write_report(str(tmp_path), ["m"], plots=[str(tmp_path / "plots" / "x.png")],
+                        command="canu-bench --seeds 0 1")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["meta"]["command"] == "canu-bench --seeds 0 1" and summary["meta"]["torch"]
+    assert summary["meta"]["commit"] and summary["methods"]["m"]["mAP"]["n"] == 2
+    assert str(tmp_path) not in text and str(tmp_path) not in json.dumps(summary)
+    assert "![x.png](plots/x.png)" in text  # a relative link that works where the report is
+    write_report(str(tmp_path), ["m"])  # --report-only keeps the command
+    assert json.loads((tmp_path / "summary.json").read_text())["meta"]["command"] == "canu-bench --seeds 0 1"
+
+
+def test_plots_draw_bands_and_sweeps(tmp_path):
     from PIL import Image
-    recs = {("a", s): {"label": "A", "family": "clustering", "target": "T",
-                       "pseudo": [{"epoch": e, "mi_cam": 1.0 - 0.1 * e - s} for e in range(3)]} for s in (0, 1)}
-    path = curves(recs, ["a"], ["clustering"], lambda r: {p["epoch"]: p["mi_cam"] for p in r["pseudo"]}, "MI", "t",
-                  str(tmp_path / "c.png"))
-    assert Image.open(path).size[0] > 200
+    recs = {("a", s): {"label": "A", "family": "clustering", "target": "T", "final": {"mAP": 1.0},
+                       "pseudo": [{"epoch": e, "nmi_cam": 1.0 - 0.1 * e - s} for e in range(3)]} for s in (0, 1)}
+    pixels = []
+    for name, refs in (("c", {}), ("d", {"true identities": 0.3})):
+        path = curves(recs, ["a"], ["clustering"], nmi_points, "NMI", "t", str(tmp_path / f"{name}.png"), refs)
+        with Image.open(path) as img:
+            assert img.size[0] <= 1000 and img.size[0] > 500
+            pixels.append(np.asarray(img.convert("L"), dtype=np.int16))
+    assert np.abs(pixels[0] - pixels[1]).sum() > 0  # the reference line is drawn
     assert curves(recs, ["a"], ["mmt"], lambda r: {}, "y", "t", str(tmp_path / "none.png")) is None
+    by_value = {v: {("a", s): {**recs[("a", s)], "final": {"mAP": float(v) + s, "d_inter_pooled": 0.1}}
+                    for s in (0, 1)} for v in ("0.1", "1.0")}
+    assert sweep_plot(by_value, ["a"], "MODEL.CANU.MU", str(tmp_path / "s.png"))
     assert montage([("x", path), ("missing", str(tmp_path / "no.png"))], str(tmp_path / "m.png"), "t")
     assert montage([], str(tmp_path / "e.png"), "t") is None
 
@@ -75,25 +136,25 @@ def test_tiny_sweep_runs_resumes_and_reports(synth_root, tmp_path):
     kept = sorted(p.name for p in (folder / "runs" / "canu_s0").glob("*.pth"))
     assert kept == ["model_final.pth"]  # per-epoch checkpoints dropped once the run is finished
     table = (folder / "results.md").read_text()
-    assert "pseudo-label baseline + CANU" in table and "direct transfer" in table
-    assert (folder / "plots" / "mi_per_epoch.png").is_file() and (folder / "plots" / "map_per_epoch.png").is_file()
+    assert "pseudo-label baseline + CANU" in table and "direct transfer" in table and "canu - pseudo" not in table
+    assert (folder / "plots" / "nmi_per_epoch.png").is_file() and (folder / "plots" / "map_per_epoch.png").is_file()
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0 and "0 run(s) done" in again.stdout  # finished runs are not redone
     other = subprocess.run(cmd + ["MODEL.CANU.MU", "0.3"], cwd=REPO, capture_output=True, text=True, env=env,
                            timeout=600)
     assert other.returncode == 2 and "run with other options" in other.stderr  # not reused under another label
+    # a sweep of the weight: 0.1 is the config's value (the main run, reused), 0.5 a new run from the same source
+    sweep = subprocess.run(cmd[:cmd.index("--methods")] + ["--methods", "canu", "--sweep", "MODEL.CANU.MU", "0.1", "0.5"]
+                           + cmd[cmd.index("--seeds"):], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    swept = folder / "sweeps" / "MODEL.CANU.MU"
+    new = json.loads((swept / "0.5" / "canu_s0.json").read_text())["identity"]["opts"]
+    assert new[-2:] == ["MODEL.CANU.MU", "0.5"] and os.path.join("<output>", "runs", "source_s0", "model_final.pth") in new
+    assert not (swept / "0.1").exists() or not list((swept / "0.1").glob("*.json"))  # the main run served
+    assert "MODEL.CANU.MU = 0.1" in (swept / "results.md").read_text() and (swept / "sweep.png").is_file()
     # killed right after model_final.pth, before the run's records: the rerun takes the final model's numbers
     (folder / "canu_s0.json").unlink()
     (folder / "runs" / "canu_s0" / "final_results.json").unlink()
     resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((folder / "canu_s0.json").read_text())["final"]["mAP"] == pytest.approx(rec["final"]["mAP"])
-
-
-def test_remade_report_keeps_the_sweep_command(tmp_path):
-    from canu_plugin.bench.report import write_report
-    rec = {"method": "m", "label": "row", "seed": 0, "final": {"mAP": 1.0}, "pseudo": [], "disc": [], "epochs": []}
-    (tmp_path / "m_s0.json").write_text(json.dumps(rec))
-    write_report(str(tmp_path), ["m"], command="python tools/benchmark.py --seeds 0")
-    write_report(str(tmp_path), ["m"])  # --report-only
-    assert (tmp_path / "results.md").read_text().startswith("Command: `python tools/benchmark.py --seeds 0`")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from canu_plugin.engine import Trainer, set_datasets_root, setup_cfg
 from canu_plugin.engine.hooks import ClusteringHook
-from canu_plugin.engine.run_files import epoch_records
+from canu_plugin.engine.run_files import epoch_records, read_final_results
 from canu_plugin.errors import CanuError
 from fastreid.engine.train_loop import HookBase
 
@@ -155,3 +155,13 @@ def test_two_processes_shard_the_knn_and_get_rank0s_labels(synth_root, tmp_path)
     launch(_ddp_sharded, 2, dist_url="auto", args=(str(tmp_path), synth_root))
     res = torch.load(tmp_path / "labels.pt")
     assert torch.equal(res["sharded"], res["plain"]) and (res["plain"] >= 0).sum() > 0
+
+
+def test_fully_unsupervised_quick_config_trains_from_a_random_start(tiny_trainer, tmp_path):
+    """USL: no source model, the camera discriminator on pseudo-labels of a random initialisation."""
+    trainer = tiny_trainer("configs/synthetic/quick_usl.yml", tmp_path)
+    assert not trainer.cfg.MODEL.WEIGHTS and trainer.cfg.MODEL.CANU.ENABLED
+    trainer.train()
+    pseudo = next(h for h in trainer._hooks if isinstance(h, ClusteringHook)).pseudo
+    assert pseudo.num_clusters >= 2 and "loss_cam_adv" in trainer.storage.histories()
+    assert read_final_results(tmp_path)["epoch"] == 2

@@ -17,7 +17,7 @@ class Method:
     Attributes:
         label: row name in the table.
         config: a shipped config's name (``configs/...``, found by :func:`canu_plugin.config_path`).
-        family: "source", "clustering", "mmt", "ssg", "acan" or "upper": which plots it gets.
+        family: "source", "clustering", "mmt", "ssg", "acan", "usl" or "upper": which plots it gets.
         init: None, "source" (MODEL.WEIGHTS = the source run of the same seed) or "source_pair"
             (MODEL.MMT.SOURCE_WEIGHTS = two source runs of different seeds).
         opts: extra KEY VALUE overrides.
@@ -50,6 +50,9 @@ def _synthetic_methods():
         "acan_grl": Method("ACAN-GRL", s + "acan_grl.yml", "acan", opts=target),
         "acan_oce": Method("ACAN-OCE", s + "acan_oce.yml", "acan", opts=target),
         "acan_ace": Method("ACAN-ACE", s + "acan_ace.yml", "acan", opts=target),
+        "usl_pseudo": Method("USL: pseudo-label baseline (no source model)", s + "usl_pseudo_B.yml", "usl"),
+        "usl_adv": Method("USL: pseudo-label baseline + Adv", s + "usl_adv_B.yml", "usl"),
+        "usl_canu": Method("USL: pseudo-label baseline + CANU", s + "usl_canu_B.yml", "usl"),
         "upper": Method("fast-reid supervised on the target (upper bound)", s + "sup_synthB.yml", "upper"),
     }
 
@@ -93,7 +96,7 @@ SETTINGS = {
                    methods=_real_methods("D", "MSMT", "DukeMTMC", "MSMT17", with_ssg=False)),
 }
 DEFAULT_METHODS = ("source", "pseudo", "adv", "canu", "mmt", "adv_mmt", "canu_mmt", "ssg", "adv_ssg", "canu_ssg",
-                   "acan_triplet", "acan_grl", "acan_oce", "acan_ace", "upper")
+                   "acan_triplet", "acan_grl", "acan_oce", "acan_ace", "usl_pseudo", "usl_adv", "usl_canu", "upper")
 SECOND_SOURCE_SEED = 100  # MMT's net 2 starts from the source model trained with seed + 100
 
 

@@ -50,7 +50,7 @@ def run_opts(key, method, seed, deps, folder, eval_period=0, extra=(), deps_fold
         opts += ["MODEL.WEIGHTS", weights["source"]]
     elif method.init == "source_pair":
         opts += ["MODEL.MMT.SOURCE_WEIGHTS", f'["{weights["source"]}", "{weights["source_b"]}"]']
-    if eval_period > 0 and method.family in ("clustering", "mmt", "ssg", "acan"):
+    if eval_period > 0 and method.family in ("clustering", "mmt", "ssg", "acan", "usl"):
         opts += ["TEST.EVAL_PERIOD", str(eval_period)]
     return opts + list(extra) + ["OUTPUT_DIR", os.path.join(folder, "runs", run_name(key, seed))]
 
