@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import torch
-from fastreid.engine.hooks import EvalHook, PeriodicWriter
+from fastreid.engine.hooks import EvalHook, PeriodicCheckpointer, PeriodicWriter
 from fastreid.engine.train_loop import HookBase
 from fastreid.utils import comm
 
@@ -183,5 +183,25 @@ diagonal, i.e. camera-balanced accuracy). Writes ``OUTPUT_DIR/confusion_epochXXX
             append_jsonl(os.path.join(self.cfg.OUTPUT_DIR, self.cfg.MODEL.ACAN.DIAG_FILE), record)
 
 
-__all__ = ["EpochTimeHook", "DiscriminatorEpochHook", "BufferSyncHook", "FinalEvalHook", "FinalWriter",
+def order_epoch_end(hooks, extra):
+    """fast-reid's hook list with its EvalHook as a :class:`FinalEvalHook` followed by ``extra``,
+    and the writers (a :class:`FinalWriter`) before the checkpointer: every epoch's values are written
+    before the checkpoint that ends the epoch, so a run killed in between redoes the epoch and writes
+    them again."""
+    writers = [FinalWriter(h._writers, h._period) for h in hooks if isinstance(h, PeriodicWriter)]
+    out = []
+    for h in hooks:
+        if isinstance(h, PeriodicWriter):
+            continue
+        if isinstance(h, PeriodicCheckpointer):
+            out += writers
+            writers = []
+        if isinstance(h, EvalHook):
+            out += [FinalEvalHook(h._period, h._func), *extra]
+            continue
+        out.append(h)
+    return out + writers
+
+
+__all__ = ["order_epoch_end", "EpochTimeHook", "DiscriminatorEpochHook", "BufferSyncHook", "FinalEvalHook", "FinalWriter",
            "ACANDiagnosticsHook"]

@@ -13,7 +13,6 @@ from fastreid.data import build_reid_test_loader
 from fastreid.data.common import CommDataset
 from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer
-from fastreid.engine import hooks as fastreid_hooks
 from fastreid.evaluation import ReidEvaluator
 from fastreid.solver import build_optimizer
 from fastreid.utils import comm
@@ -27,7 +26,7 @@ from canu_plugin.data.root import datasets_root
 from canu_plugin.distributed import unwrap, wrap
 from canu_plugin.engine.adversarial import adversarial_settings, install_adversarial
 from canu_plugin.engine.diagnostic_hooks import (ACANDiagnosticsHook, BufferSyncHook, DiscriminatorEpochHook,
-                                                EpochTimeHook, FinalEvalHook, FinalWriter)
+                                                EpochTimeHook, order_epoch_end)
 from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
 from canu_plugin.engine.label_generator import LabelGenerator
 from canu_plugin.engine.setup import check_batch
@@ -75,26 +74,6 @@ def swap_parameter(optimizer, old, new, keep_state=False):
                     optimizer.state[new] = state
                 return
     raise ValueError("parameter to replace is not in the optimizer")
-
-
-def order_epoch_end(hooks, extra):
-    """fast-reid's hook list with its EvalHook as a :class:`FinalEvalHook` followed by ``extra``,
-    and the writers (a :class:`FinalWriter`) before the checkpointer: every epoch's values are written
-    before the checkpoint that ends the epoch, so a run killed in between redoes the epoch and writes
-    them again."""
-    writers = [FinalWriter(h._writers, h._period) for h in hooks if isinstance(h, fastreid_hooks.PeriodicWriter)]
-    out = []
-    for h in hooks:
-        if isinstance(h, fastreid_hooks.PeriodicWriter):
-            continue
-        if isinstance(h, fastreid_hooks.PeriodicCheckpointer):
-            out += writers
-            writers = []
-        if isinstance(h, fastreid_hooks.EvalHook):
-            out += [FinalEvalHook(h._period, h._func), *extra]
-            continue
-        out.append(h)
-    return out + writers
 
 
 class Trainer(DefaultTrainer):
