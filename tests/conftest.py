@@ -44,3 +44,27 @@ def use_synth_root(synth_root, monkeypatch):
     monkeypatch.setenv("FASTREID_DATASETS", synth_root)
     set_datasets_root(synth_root)
     return synth_root
+
+
+TINY_VIDEO_DOMAIN = dict(num_train_ids=12, num_test_ids=8, tracklets_per_camera=(1, 2), frames_per_tracklet=(3, 6),
+                         num_distractors=2, num_junk=2, image_size=(32, 16))
+
+
+@pytest.fixture(scope="session")
+def video_root(tmp_path_factory):
+    """Tiny SynthVidA and SynthVidB tracklet domains (MARS layout, 32x16 frames) for the whole session."""
+    from canu_plugin.data.video.synthetic_video import generate_video_all
+    root = tmp_path_factory.mktemp("video_datasets")
+    generate_video_all(str(root), seed=0, **TINY_VIDEO_DOMAIN)
+    return str(root)
+
+
+@pytest.fixture
+def use_video_root(video_root, monkeypatch):
+    """Point fast-reid's loaders at the tiny tracklet domains for this test."""
+    from canu_plugin.engine import set_datasets_root
+    import fastreid.data.build as build
+    monkeypatch.setattr(build, "_root", build._root)
+    monkeypatch.setenv("FASTREID_DATASETS", video_root)
+    set_datasets_root(video_root)
+    return video_root

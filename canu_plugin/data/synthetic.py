@@ -262,10 +262,11 @@ def generate_domain(root, name, *, num_train_ids=100, num_test_ids=100, num_came
     return dict(stats, name=name, path=dest, seconds=round(time.time() - t0, 2), skipped=skipped)
 
 
-def _publish(tmp, dest, args, overwrite):
+def _publish(tmp, dest, args, overwrite, existing=None):
     """Move the finished folder ``tmp`` to ``dest`` in one rename. Returns True (and keeps ``dest``)
-    when another process published the same generation meanwhile."""
-    if not overwrite and _existing(dest, args) is not None:
+    when another process published the same generation meanwhile (``existing(dest, args)``, default
+    this module's check, says so)."""
+    if not overwrite and (existing or _existing)(dest, args) is not None:
         return True
     if os.path.isdir(dest):  # empty, or overwrite=True
         shutil.rmtree(dest)
