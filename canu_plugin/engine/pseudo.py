@@ -10,6 +10,7 @@ from fastreid.data.samplers import NaiveIdentitySampler, TrainingSampler
 from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 
+from canu_plugin.data.video import is_tracklet_items
 from canu_plugin.errors import CanuError
 
 logger = logging.getLogger(__name__)
@@ -59,8 +60,12 @@ def _index(values):
 
 def train_dataset(cfg, items, relabel):
     """fast-reid's ``CommDataset`` with the training transforms; for ``MODEL.META_ARCHITECTURE``
-    MMT a :class:`~canu_plugin.data.two_view.TwoViewDataset` (items also carry ``"images_2"``)."""
+    MMT a :class:`~canu_plugin.data.two_view.TwoViewDataset` (items also carry ``"images_2"``);
+    for tracklet items a :class:`~canu_plugin.data.video.clips.VideoClipDataset` ((T, 3, H, W) clips)."""
     transforms = build_transforms(cfg, is_train=True)
+    if is_tracklet_items(items):  # tracklets (video datasets): T-frame clips (VIDEO.*)
+        from canu_plugin.data.video.clips import VideoClipDataset, clip_options
+        return VideoClipDataset(items, transforms, relabel=relabel, **clip_options(cfg))
     if cfg.MODEL.META_ARCHITECTURE == "MMT":
         from canu_plugin.data.two_view import TwoViewDataset
         return TwoViewDataset(items, transforms, relabel=relabel)

@@ -18,7 +18,8 @@ from fastreid.solver import build_optimizer
 from fastreid.utils import comm
 from fastreid.utils.checkpoint import Checkpointer
 
-from canu_plugin.engine import pseudo
+from canu_plugin.data.video import is_video_dataset
+from canu_plugin.engine import pseudo, video
 from canu_plugin.engine.adversarial import install_adversarial
 from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook, RunLogHook
 from canu_plugin.errors import CanuError, find_canu_error
@@ -97,7 +98,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg):
         try:
-            return super().build_model(cfg)
+            return video.prepare_model(cfg, super().build_model(cfg))  # tracklets: + temporal pooling
         except CanuError:  # the model's own clear message (e.g. MMT's source weights)
             raise
         except (ImportError, OSError, RuntimeError) as e:
@@ -115,6 +116,8 @@ class Trainer(DefaultTrainer):
             from canu_plugin.data.intra_camera import build_acan_train_loader
             return build_acan_train_loader(cfg, datasets_root())
         if not cfg.PSEUDO.ENABLED:
+            if video.trains_on_video(cfg):  # supervised on tracklets (ACAN / pseudo-labels dispatch on the items)
+                return video.build_video_train_loader(cfg, datasets_root())
             return super().build_train_loader(cfg)
         target = pseudo.TargetSet.from_config(cfg, datasets_root())
         loader = pseudo.placeholder_loader(cfg, target)
@@ -182,6 +185,8 @@ class Trainer(DefaultTrainer):
     def build_test_loader(cls, cfg, dataset_name):
         """fast-reid's test loader, with ``DATALOADER.NUM_WORKERS`` workers (fast-reid fixes 4)."""
         check_datasets([dataset_name])
+        if is_video_dataset(dataset_name):  # tracklets: their frames, pooled by the video evaluator
+            return video.build_video_test_loader(cfg, dataset_name, datasets_root())
         data = DATASET_REGISTRY.get(dataset_name)(root=datasets_root())
         if comm.is_main_process():
             data.show_test()
@@ -192,6 +197,9 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
+        if is_video_dataset(dataset_name):  # frame features pooled per tracklet (canu's evaluator, always)
+            output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "eval", dataset_name)
+            return data_loader, video.build_video_evaluator(cfg, data_loader, num_query, output_dir)
         if cfg.TEST.CANU.ENABLED:
             from canu_plugin.evaluation import CanuReidEvaluator
             output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "eval", dataset_name)
