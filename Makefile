@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.canu-installed
 DATA   ?= datasets
 export FASTREID_DATASETS ?= $(abspath $(DATA))
 
-.PHONY: install demo test bench data clean-data
+.PHONY: install demo test bench bench-video data clean-data
 
 install: $(STAMP)
 
@@ -33,8 +33,12 @@ demo: install
 bench: install
 	$(PY) tools/benchmark.py --root $(FASTREID_DATASETS) $(BENCH_ARGS)
 
+# ACAN triplet / GRL / OCE / ACE on synthetic tracklets (SynthVidB, MARS layout), seeds 0 1: results/synthetic-video/
+bench-video: install
+	$(PY) tools/benchmark.py --setting synthetic-video --root $(FASTREID_DATASETS) --eval-period 4 $(BENCH_ARGS)
+
 test: install
 	$(PY) -m pytest -q tests
 
 clean-data:
-	rm -rf $(DATA)/SynthA $(DATA)/SynthB
+	rm -rf $(DATA)/SynthA $(DATA)/SynthB $(DATA)/SynthVidA $(DATA)/SynthVidB

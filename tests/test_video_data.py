@@ -176,3 +176,18 @@ def test_mixing_video_and_image_training_sets_is_refused():
     assert uses_video(["SynthVidA"]) and not uses_video(["SynthA"]) and not uses_video(["NoSuchSet"])
     with pytest.raises(CanuError, match="mixes video"):
         uses_video(["SynthA", "SynthVidA"])
+
+
+def test_make_synthetic_tool_writes_tracklet_domains(tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_synthetic", os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "make_synthetic.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = ["--root", str(tmp_path), "--domains", "SynthVidB", "--num-train-ids", "3", "--num-test-ids", "2",
+            "--frames-per-tracklet", "2", "3", "--image-size", "32", "16", "--num-distractors", "1", "--num-junk", "1"]
+    assert tool.main(args) == 0
+    assert "SynthVidB: 3 train ids / 2 test ids, 5 cameras" in capsys.readouterr().out
+    assert len(DATASET_REGISTRY.get("SynthVidB")(root=str(tmp_path)).train) > 0
+    with pytest.raises(CanuError, match="--images-per-camera applies to image domains only"):
+        tool.main(args + ["--images-per-camera", "1", "2"])

@@ -6,6 +6,7 @@ results/<setting>/.
     python tools/benchmark.py                                   # synthetic SynthA -> SynthB, seeds 0 1
     python tools/benchmark.py --methods source pseudo canu --seeds 0 1 2
     python tools/benchmark.py --setting M2D --seeds 0           # Market -> Duke (FASTREID_DATASETS, GPU)
+    python tools/benchmark.py --setting synthetic-video         # ACAN on synthetic tracklets (SynthVidB)
     python tools/benchmark.py --report-only                     # re-make table and plots
     python tools/benchmark.py --opts SOLVER.MAX_EPOCH 4         # overrides for every run
 
@@ -28,24 +29,25 @@ from canu_plugin.errors import CanuError, user_errors
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--setting", default="synthetic", choices=sorted(SETTINGS))
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    p.add_argument("--methods", nargs="+", default=None, help="default: every row of the setting")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--root", default=os.getenv("FASTREID_DATASETS", "datasets"), help="dataset root")
     p.add_argument("--output", default="results", help="results/<setting>/ goes here")
     p.add_argument("--eval-period", type=int, default=2, help="evaluate adapting methods every N epochs (curves)")
     p.add_argument("--report-only", action="store_true", help="only re-make the table and plots")
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides applied to every run (same budget)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.methods = args.methods or list(SETTINGS[args.setting].get("default_methods", DEFAULT_METHODS))
+    return args
 
 
 def prepare_data(setting, root):
-    """Synthetic setting: generate the domains if absent (existing ones are used as they are);
+    """Synthetic settings: generate the domains if absent (existing ones are used as they are);
     then check every dataset's folder."""
     from canu_plugin.data.datasets import check_dataset_layout
-    names = SETTINGS[setting]["datasets"]
-    if setting == "synthetic" and not all(os.path.isdir(os.path.join(root, n)) for n in names):
-        from canu_plugin.data.synthetic import generate_all
-        generate_all(root)
+    names, generate = SETTINGS[setting]["datasets"], SETTINGS[setting].get("generate")
+    if generate and not all(os.path.isdir(os.path.join(root, n)) for n in names):
+        generate(root)
     for name in names:
         check_dataset_layout(name, root)
 

@@ -54,6 +54,26 @@ def _synthetic_methods():
     }
 
 
+def _synthetic_video_methods():
+    s = "configs/synthetic/video/"
+    return {
+        "acan_triplet": Method("ACAN triplet only (tracklets, intra-camera labels)", s + "acan_triplet.yml", "acan"),
+        "acan_grl": Method("ACAN-GRL (tracklets)", s + "acan_grl.yml", "acan"),
+        "acan_oce": Method("ACAN-OCE (tracklets)", s + "acan_oce.yml", "acan"),
+        "acan_ace": Method("ACAN-ACE (tracklets)", s + "acan_ace.yml", "acan"),
+    }
+
+
+def _generate_images(root):
+    from canu_plugin.data.synthetic import generate_all
+    return generate_all(root)
+
+
+def _generate_video(root):
+    from canu_plugin.data.video.synthetic_video import generate_video_all
+    return generate_video_all(root, names=("SynthVidB",))
+
+
 def _real_methods(src, tgt, src_ds, tgt_ds):
     pair = f"{src}2{tgt}"
     return {
@@ -78,8 +98,12 @@ def _real_methods(src, tgt, src_ds, tgt_ds):
     }
 
 
-SETTINGS = {
-    "synthetic": dict(target="SynthB", datasets=("SynthA", "SynthB"), methods=_synthetic_methods()),
+SETTINGS = {  # "generate": makes the synthetic datasets when absent; "default_methods": the rows of a plain run
+    "synthetic": dict(target="SynthB", datasets=("SynthA", "SynthB"), methods=_synthetic_methods(),
+                      generate=_generate_images),
+    "synthetic-video": dict(target="SynthVidB", datasets=("SynthVidB",), methods=_synthetic_video_methods(),
+                            generate=_generate_video,
+                            default_methods=("acan_triplet", "acan_grl", "acan_oce", "acan_ace")),
     "M2D": dict(target="DukeMTMC", datasets=("Market1501", "DukeMTMC"),
                 methods=_real_methods("M", "D", "Market1501", "DukeMTMC")),
     "D2M": dict(target="Market1501", datasets=("DukeMTMC", "Market1501"),
