@@ -41,3 +41,27 @@ def test_prepare_data_generates_the_tracklet_domain_once(tmp_path, monkeypatch):
     tool.prepare_data("synthetic-video", str(tmp_path))
     tool.prepare_data("synthetic-video", str(tmp_path))
     assert calls == [str(tmp_path)] and (tmp_path / "SynthVidB" / "info" / "query_IDX.mat").is_file()
+
+
+def test_real_video_configs_keep_the_papers_settings(tmp_path, monkeypatch):
+    import glob
+    import fastreid.data.build as build
+    import pytest
+    from canu_plugin.engine import Trainer, set_datasets_root, setup_cfg
+    from canu_plugin.errors import CanuError
+    paths = sorted(glob.glob(os.path.join(REPO, "configs", "video", "*_*.yml")))
+    assert len(paths) == 8
+    for path in paths:
+        cfg = setup_cfg(path, ["MODEL.DEVICE", "cpu"])
+        assert cfg.MODEL.META_ARCHITECTURE == "ACAN" and cfg.MODEL.BACKBONE.DEPTH == "50x" and cfg.MODEL.BACKBONE.PRETRAIN
+        assert tuple(cfg.INPUT.SIZE_TRAIN) == (256, 128) and cfg.MODEL.ACAN.LAMBDA == 1.0
+        assert (cfg.MODEL.ACAN.PIDS_PER_GROUP, cfg.DATALOADER.NUM_INSTANCE, cfg.MODEL.ACAN.CAMERA_BATCH) == (32, 4, 64)
+        assert (cfg.VIDEO.SEQ_LEN, cfg.VIDEO.SAMPLE, cfg.VIDEO.TEST_FRAMES) == (4, "random", 0)
+        scheme = os.path.basename(path)[:-4].split("_")[-1]
+        assert cfg.MODEL.ACAN.SCHEME == ("none" if scheme == "triplet" else scheme)
+    monkeypatch.setattr(build, "_root", build._root)
+    monkeypatch.setenv("FASTREID_DATASETS", str(tmp_path))
+    set_datasets_root(str(tmp_path))  # no dataset here: a run stops at once with the folder it expected
+    for leaf, folder in (("MARS_oce.yml", "mars"), ("DukeMTMCSITracklet_grl.yml", "DukeMTMC-SI-Tracklet")):
+        with pytest.raises(CanuError, match=f"missing folder .*{folder}: put"):
+            Trainer.build_train_loader(setup_cfg(os.path.join(REPO, "configs", "video", leaf), ["MODEL.DEVICE", "cpu"]))
