@@ -134,6 +134,19 @@ def check_dataset_layout(name, root, check_names=True):
         _check_msmt(root, fix)
 
 
+def train_items(cfg, root, show=True):
+    """The train items of every dataset in ``cfg.DATASETS.NAMES`` (fast-reid's parsers, with
+    ``DATASETS.COMBINEALL``); ``show`` logs fast-reid's summary table on the main process."""
+    from fastreid.utils import comm
+    items = []
+    for name in cfg.DATASETS.NAMES:
+        data = DATASET_REGISTRY.get(name)(root=root, combineall=cfg.DATASETS.COMBINEALL)
+        if show and comm.is_main_process():
+            data.show_train()
+        items.extend(data.train)
+    return items
+
+
 class SynthDomain(Market1501):
     """Base of the synthetic domains: fast-reid's Market1501 parser, plus clear errors for missing
     folders and unreadable file names, and train/query/gallery lists sorted by image path.

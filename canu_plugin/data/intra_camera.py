@@ -22,10 +22,10 @@ from collections import defaultdict
 
 from fastreid.data import build_reid_train_loader
 from fastreid.data.common import CommDataset
-from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 
+from canu_plugin.data.datasets import train_items
 from canu_plugin.data.samplers import (CAMERA_PART, TRIPLET_PART, ACANSampler, CameraBalancedSampler,
                                        PerCameraIdentitySampler)
 from canu_plugin.data.video.base import is_tracklet_items
@@ -120,13 +120,8 @@ def build_acan_dataset(cfg, root, transform=None):
     """The intra-camera-labelled training set of ``cfg.DATASETS.NAMES`` (fast-reid's parsers); for
     tracklet datasets a :class:`~canu_plugin.data.video.clips.VideoIntraCameraDataset` (labels per
     tracklet: one per (camera, pid), as for images; ``VIDEO.*`` clips)."""
-    items = []
-    for name in cfg.DATASETS.NAMES:
-        data = DATASET_REGISTRY.get(name)(root=root, combineall=cfg.DATASETS.COMBINEALL)
-        if comm.is_main_process():
-            data.show_train()
-        items.extend(data.train)
-    items, info = intra_camera_items(items, cfg.MODEL.ACAN.PIDS_PER_GROUP, cfg.MODEL.ACAN.DROP_SMALL_CAMERAS)
+    items, info = intra_camera_items(train_items(cfg, root), cfg.MODEL.ACAN.PIDS_PER_GROUP,
+                                     cfg.MODEL.ACAN.DROP_SMALL_CAMERAS)
     logger.info(f"ACAN: {info['num_labels']} per-camera identities over {len(info['cameras'])} cameras")
     if is_tracklet_items(items):  # tracklets (video datasets): T-frame clips
         from canu_plugin.data.video.clips import VideoIntraCameraDataset, clip_options

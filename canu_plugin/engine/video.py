@@ -20,6 +20,7 @@ from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 
+from canu_plugin.data.datasets import train_items
 from canu_plugin.data.video import uses_video
 from canu_plugin.data.video.clips import TRACKLET_KEY, TrackletFrames, VideoClipDataset, clip_options
 from canu_plugin.errors import CanuError
@@ -49,13 +50,7 @@ def build_video_train_loader(cfg, root):
     """Supervised training on tracklets: fast-reid's train loader (``DATALOADER.SAMPLER_TRAIN``)
     over a :class:`VideoClipDataset` of the ``DATASETS.NAMES`` train tracklets; batches are
     {"images": (B, T, 3, H, W), "targets": (B,), "camids": (B,), ...}."""
-    items = []
-    for name in cfg.DATASETS.NAMES:
-        data = DATASET_REGISTRY.get(name)(root=root, combineall=cfg.DATASETS.COMBINEALL)
-        if comm.is_main_process():
-            data.show_train()
-        items.extend(data.train)
-    dataset = VideoClipDataset(items, build_transforms(cfg, is_train=True), relabel=True, **clip_options(cfg))
+    dataset = VideoClipDataset(train_items(cfg, root), build_transforms(cfg, is_train=True), relabel=True, **clip_options(cfg))
     return build_reid_train_loader(cfg, train_set=dataset)
 
 
