@@ -1,5 +1,5 @@
 """Tiny real runs on synthetic tracklets (CPU): ACAN with OCE through the trainer, the pseudo-label
-baseline's clustering loop on tracklet features, and the supervised clip loader."""
+loop (with CANU's conditional discriminator) clustering tracklet features, and the supervised clip loader."""
 import json
 import os
 
@@ -44,10 +44,11 @@ def test_tiny_acan_oce_run_on_tracklets(use_video_root, tmp_path):
     assert diag["d_inter_SynthVidB"] > 0 and len(diag["confusion"]) == num_cameras == trainer.data_loader.dataset.num_cameras
 
 
-def test_pseudo_label_baseline_clusters_tracklets_for_one_epoch(use_video_root, tmp_path):
+def test_pseudo_label_loop_with_canu_clusters_tracklets_for_one_epoch(use_video_root, tmp_path):
     trainer, results = _train("quick_pseudo.yml", tmp_path, "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1",
                               "CLUSTERING.K1", "8", "CLUSTERING.K2", "3", "CLUSTERING.EPS", "0.6",
-                              "CLUSTERING.MIN_SAMPLES", "2", "PSEUDO.ITERS_PER_EPOCH", "3")
+                              "CLUSTERING.MIN_SAMPLES", "2", "PSEUDO.ITERS_PER_EPOCH", "3",
+                              "MODEL.CANU.ENABLED", "True", "MODEL.CANU.HIDDEN_DIM", "32")
     target = trainer.data_loader.canu_target
     assert all(isinstance(p, tuple) for p in target.paths)  # the target set is tracklets
     log = _records(tmp_path / "pseudo_labels.jsonl")
@@ -56,6 +57,7 @@ def test_pseudo_label_baseline_clusters_tracklets_for_one_epoch(use_video_root, 
     assert all(isinstance(paths, tuple) for paths, _, _ in items)  # clustered tracklets train as clips
     assert trainer.data_loader.dataset[0]["images"].shape == (3, 3, 32, 16)
     assert "Rank-20" in results and 0 < results["mAP"] <= 100
+    assert "cam_disc_acc" in trainer.storage.histories()  # CANU's conditional discriminator trained on tracklets
 
 
 def test_supervised_clip_loader_and_refusals(use_video_root):
