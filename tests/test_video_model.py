@@ -92,6 +92,9 @@ def test_attention_scores_only_for_tracklet_frames_and_refused_models():
     model.eval()
     with torch.no_grad():
         assert model({"images": torch.rand(2, 3, H, W)}).shape == (2, 32)
+    model.temporal_pool.seq_len = 4  # as if a clip batch of T = 4 had entered the backbone
+    with pytest.raises(CanuError, match="needs the head to see every frame"):
+        model.heads.pool_layer(torch.rand(6, 512, 2, 1))
     with pytest.raises(CanuError, match="cannot train on tracklets"):
         install_temporal_pooling(nn.Linear(2, 2))
     with pytest.raises(CanuError, match="already installed"):

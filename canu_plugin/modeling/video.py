@@ -77,6 +77,9 @@ class TemporalPooling(nn.Module):
             if self._want_scores:
                 self._scores = self.frame_scores(out.flatten(1))
             return None
+        if out.size(0) % self.seq_len:
+            raise CanuError(f"the head pooled {out.size(0)} rows for clips of {self.seq_len} frames: temporal pooling "
+                            "needs the head to see every frame of the clip batch (B x T rows)")
         B = out.size(0) // self.seq_len
         pooled = self(out.reshape(B, self.seq_len, -1))
         return pooled.reshape(B, -1, *out.shape[2:])
