@@ -7,8 +7,9 @@ and forward hooks; nothing of the model is replaced, so its state dict keeps fas
 - backbone pre-hook: a clip batch (B, T, 3, H, W) runs as B*T frames (any fast-reid backbone);
 - head pool-layer hook: the per-frame pooled features (B*T, C, 1, 1) become one tracklet feature
   (B, C, 1, 1), their temporal mean (``avg``) or a softmax-weighted mean with one learned score
-  per frame (``attention``: Linear(C, 1), the temporal attention of Gao & Nevatia's "Revisiting
-  temporal modeling for video-based person re-ID"); the head (BNNeck, classifier) and every loss
+  per frame (``attention``: Linear(C, 1) on the frame's pooled feature, a simplified form of the
+  temporal attention in Gao & Nevatia's "Revisiting temporal modeling for video-based person
+  re-ID", which scores frames from their feature maps); the head (BNNeck, classifier) and every loss
   then see B tracklets, exactly as B images;
 - a batch of single frames (B, 3, H, W) passes unchanged: images, or inference on tracklet frames.
 
