@@ -13,7 +13,7 @@ DATA := datasets
 endif
 ROOT := $(abspath $(DATA))
 
-.PHONY: install demo test bench data clean-data gpu-check
+.PHONY: install demo test bench bench-video data clean-data gpu-check
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ demo: install
 bench: install
 	$(PY) tools/benchmark.py --root $(ROOT) --standard-sweeps $(BENCH_ARGS)
 
+# ACAN triplet / GRL / OCE / ACE on synthetic tracklets (SynthVidB, MARS layout), seeds 0 1: results/synthetic-video/
+bench-video: install
+	$(PY) tools/benchmark.py --setting synthetic-video --root $(ROOT) --eval-period 4 $(BENCH_ARGS)
+
 test: install
 	$(PY) -m pytest -q tests
 
@@ -52,4 +56,4 @@ gpu-check:
 	$(GPU_PY) tools/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean-data:
-	rm -rf $(ROOT)/SynthA $(ROOT)/SynthB
+	rm -rf $(ROOT)/SynthA $(ROOT)/SynthB $(ROOT)/SynthVidA $(ROOT)/SynthVidB

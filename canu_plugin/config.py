@@ -125,6 +125,18 @@ def _add_eval_config(cfg):
     _C.TEST.CANU.RERANK_SPARSE = True      # TEST.RERANK with the sparse k-reciprocal Jaccard; False = fast-reid's dense one
 
 
+def _add_video_config(cfg):
+    _C = cfg
+    _C.VIDEO = CN()                        # used when DATASETS.NAMES / TESTS are tracklet datasets (MARS, ...)
+    _C.VIDEO.SEQ_LEN = 4                   # T frames per training tracklet (our choice, torchreid's / common video
+                                           # setting; the ACAN paper gives none); a batch holds IMS_PER_BATCH tracklets
+    _C.VIDEO.SAMPLE = "random"             # training frames: "random" (T sorted random frames) or "evenly" (torchreid)
+    _C.VIDEO.POOLING = "avg"               # temporal pooling of the per-frame pooled features: "avg" or "attention"
+    _C.VIDEO.CONSISTENT_AUG = True         # one random augmentation per training clip (all T frames alike)
+    _C.VIDEO.TEST_FRAMES = 0               # frames per tracklet at test / feature extraction: 0 = all, n = n evenly
+                                           # spaced; frames run in batches of TEST.IMS_PER_BATCH, pooled per tracklet
+
+
 def _add_run_config(cfg):
     _C = cfg
     _C.SEED = -1                           # >= 0: seed python/numpy/torch with SEED + rank at start; -1: fast-reid's random seed
@@ -145,5 +157,6 @@ def add_canu_config(cfg):
     _add_eval_config(cfg)
     _add_mmt_config(cfg)
     _add_ssg_config(cfg)
+    _add_video_config(cfg)
     _add_run_config(cfg)
     return cfg

@@ -1,5 +1,6 @@
-"""The per-epoch logs (``pseudo_labels.jsonl``, ``discriminator.jsonl``, ``run_log.jsonl``,
-ACAN's diagnostics): one JSON object a line, appended by the hooks, read by the benchmark."""
+"""JSON-lines files: one JSON object a line. fast-reid's ``metrics.json`` (read by
+:func:`canu_plugin.engine.run_files.epoch_records`) and ACAN's diagnostics
+(``MODEL.ACAN.DIAG_FILE``, appended by its hook) are such files."""
 import json
 import os
 

@@ -35,15 +35,39 @@ def synth_root(tmp_path_factory):
     return str(root)
 
 
-@pytest.fixture
-def use_synth_root(synth_root, monkeypatch):
-    """Point fast-reid's loaders at the tiny domains for this test."""
+def _point_loaders_at(root, monkeypatch):
+    """Point fast-reid's loaders (and child processes) at ``root`` for one test."""
     from canu_plugin.engine import set_datasets_root
     import fastreid.data.build as build
     monkeypatch.setattr(build, "_root", build._root)
-    monkeypatch.setenv("FASTREID_DATASETS", synth_root)
-    set_datasets_root(synth_root)
-    return synth_root
+    monkeypatch.setenv("FASTREID_DATASETS", root)
+    set_datasets_root(root)
+    return root
+
+
+@pytest.fixture
+def use_synth_root(synth_root, monkeypatch):
+    """Point fast-reid's loaders at the tiny domains for this test."""
+    return _point_loaders_at(synth_root, monkeypatch)
+
+
+TINY_VIDEO_DOMAIN = dict(num_train_ids=12, num_test_ids=8, tracklets_per_camera=(1, 2), frames_per_tracklet=(3, 6),
+                         num_distractors=2, num_junk=2, image_size=(32, 16))
+
+
+@pytest.fixture(scope="session")
+def video_root(tmp_path_factory):
+    """Tiny SynthVidA and SynthVidB tracklet domains (MARS layout, 32x16 frames) for the whole session."""
+    from canu_plugin.data.video.synthetic_video import generate_video_all
+    root = tmp_path_factory.mktemp("video_datasets")
+    generate_video_all(str(root), seed=0, **TINY_VIDEO_DOMAIN)
+    return str(root)
+
+
+@pytest.fixture
+def use_video_root(video_root, monkeypatch):
+    """Point fast-reid's loaders at the tiny tracklet domains for this test."""
+    return _point_loaders_at(video_root, monkeypatch)
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
 """Reading the results of ``tools/gpu_check.py``'s steps and writing its markdown report."""
-import os
 import xml.etree.ElementTree as ET
 
 
@@ -13,13 +12,11 @@ def junit_counts(path):
 
 
 def ddp_summary(out):
-    """Epochs clustered and last clusters of a 2-process run (its ``pseudo_labels.jsonl``)."""
-    import json
-    path = os.path.join(out, "pseudo_labels.jsonl")
-    with open(path) as f:
-        log = [json.loads(line) for line in f if line.strip()]
+    """Epochs clustered and last clusters of a 2-process run (the ``pseudo/*`` scalars of its metrics.json)."""
+    from canu_plugin.engine.run_files import epoch_records
+    log = epoch_records(out)["pseudo"]
     if not log:
-        raise RuntimeError(f"{path} is empty: the run clustered nothing")
+        raise RuntimeError(f"{out}/metrics.json has no pseudo/* scalars: the run clustered nothing")
     return {"epochs": len(log), "num_clusters": log[-1].get("num_clusters"), "knn_s": log[-1].get("clustering_knn_s")}
 
 

@@ -3,7 +3,7 @@
 step, not the check): ``python tools/gpu_check_steps.py STEP --out result.json [options]``.
 
 * ``train``:   one short synthetic run of a method (config + overrides) in-process with fast-reid's
-  trainer; images/s of the last epoch's steps (``run_log.jsonl``'s train_s: data loading included,
+  trainer; images/s of the last epoch's steps (``metrics.json``'s per-epoch train_s: data loading included,
   clustering and evaluation excluded) and whether AMP was really applied.
 * ``cluster``: synthetic re-ID-like features (``clustering.synth``), then the whole DBSCAN path;
   stage times, peak host memory (VmHWM) and peak CUDA memory.
@@ -41,12 +41,18 @@ def _peak_gpu_gib():
     return torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None
 
 
+def _amp_applied(step):
+    """Whether a training step runs under autocast: fast-reid's AMPTrainer, or ours with a dtype."""
+    from canu_plugin.engine.precision import PrecisionTrainer
+    from fastreid.engine.train_loop import AMPTrainer
+    return isinstance(step, AMPTrainer) or (isinstance(step, PrecisionTrainer) and step.amp_dtype is not None)
+
+
 def step_train(a):
     """One method's run; images/s of its last epoch."""
     import canu_plugin  # noqa: F401
     from canu_plugin.engine import Trainer, set_datasets_root, setup_cfg
-    from canu_plugin.jsonl import read_jsonl
-    from fastreid.engine.train_loop import AMPTrainer
+    from canu_plugin.engine.run_files import epoch_records
     set_datasets_root(a.root)
     os.environ["FASTREID_DATASETS"] = a.root
     cfg = setup_cfg(os.path.join(ROOT, a.config), list(a.opts) + ["OUTPUT_DIR", a.workdir])
@@ -55,13 +61,13 @@ def step_train(a):
     trainer = Trainer(cfg)
     trainer.train()
     wall = time.perf_counter() - t0
-    runs = [r for r in read_jsonl(os.path.join(cfg.OUTPUT_DIR, cfg.RUN_LOG)) if "train_s" in r]
+    runs = [r for r in epoch_records(cfg.OUTPUT_DIR)["epochs"] if "train_s" in r]
     last = runs[-1]
     images = trainer.iters_per_epoch * cfg.SOLVER.IMS_PER_BATCH
     return {"images_per_s": images / last["train_s"], "iters_per_epoch": trainer.iters_per_epoch,
             "batch": cfg.SOLVER.IMS_PER_BATCH, "epochs": len(runs), "wall_s": wall,
             "trainer": type(trainer._trainer).__name__, "amp_asked": bool(cfg.SOLVER.AMP.ENABLED),
-            "amp_applied": isinstance(trainer._trainer, AMPTrainer), "device": cfg.MODEL.DEVICE,
+            "amp_applied": _amp_applied(trainer._trainer), "device": cfg.MODEL.DEVICE,
             "peak_gpu_gib": _peak_gpu_gib()}
 
 

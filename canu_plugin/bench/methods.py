@@ -57,6 +57,26 @@ def _synthetic_methods():
     }
 
 
+def _synthetic_video_methods():
+    s = "configs/synthetic/video/"
+    return {
+        "acan_triplet": Method("ACAN triplet only (tracklets, intra-camera labels)", s + "acan_triplet.yml", "acan"),
+        "acan_grl": Method("ACAN-GRL (tracklets)", s + "acan_grl.yml", "acan"),
+        "acan_oce": Method("ACAN-OCE (tracklets)", s + "acan_oce.yml", "acan"),
+        "acan_ace": Method("ACAN-ACE (tracklets)", s + "acan_ace.yml", "acan"),
+    }
+
+
+def _generate_images(root):
+    from canu_plugin.data.synthetic import generate_all
+    return generate_all(root)
+
+
+def _generate_video(root):
+    from canu_plugin.data.video.synthetic_video import generate_video_all
+    return generate_video_all(root, names=("SynthVidB",))
+
+
 def _real_methods(src, tgt, src_ds, tgt_ds, with_ssg=True):
     """The methods of one real-data pair; SSG's rows only where its configs exist (the papers run
     SSG / CANU-SSG on M->D and D->M only)."""
@@ -84,8 +104,12 @@ def _real_methods(src, tgt, src_ds, tgt_ds, with_ssg=True):
     return methods if with_ssg else {k: v for k, v in methods.items() if "ssg" not in k}
 
 
-SETTINGS = {
-    "synthetic": dict(target="SynthB", datasets=("SynthA", "SynthB"), methods=_synthetic_methods()),
+SETTINGS = {  # "generate": makes the synthetic datasets when absent; "default_methods": the rows of a plain run
+    "synthetic": dict(target="SynthB", datasets=("SynthA", "SynthB"), methods=_synthetic_methods(),
+                      generate=_generate_images),
+    "synthetic-video": dict(target="SynthVidB", datasets=("SynthVidB",), methods=_synthetic_video_methods(),
+                            generate=_generate_video,
+                            default_methods=("acan_triplet", "acan_grl", "acan_oce", "acan_ace")),
     "M2D": dict(target="DukeMTMC", datasets=("Market1501", "DukeMTMC"),
                 methods=_real_methods("M", "D", "Market1501", "DukeMTMC")),
     "D2M": dict(target="Market1501", datasets=("DukeMTMC", "Market1501"),
@@ -101,7 +125,10 @@ SECOND_SOURCE_SEED = 100  # MMT's net 2 starts from the source model trained wit
 
 
 def default_methods(setting):
-    """:data:`DEFAULT_METHODS` that the setting has (no SSG rows on MSMT17)."""
+    """The rows of a plain run: the setting's own ``default_methods``, else :data:`DEFAULT_METHODS`
+    that the setting has (no SSG rows on MSMT17)."""
+    if "default_methods" in SETTINGS[setting]:
+        return list(SETTINGS[setting]["default_methods"])
     return [m for m in DEFAULT_METHODS if m in SETTINGS[setting]["methods"]]
 
 

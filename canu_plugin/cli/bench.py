@@ -50,13 +50,12 @@ def parse_args(argv=None):
 
 
 def prepare_data(setting, root):
-    """Synthetic setting: generate the domains if absent (existing ones are used as they are);
+    """Synthetic settings: generate the domains if absent (existing ones are used as they are);
     then check every dataset's folder."""
     from canu_plugin.data.datasets import check_dataset_layout
-    names = SETTINGS[setting]["datasets"]
-    if setting == "synthetic" and not all(os.path.isdir(os.path.join(root, n)) for n in names):
-        from canu_plugin.data.synthetic import generate_all
-        generate_all(root)
+    names, generate = SETTINGS[setting]["datasets"], SETTINGS[setting].get("generate")
+    if generate is not None and not all(os.path.isdir(os.path.join(root, n)) for n in names):
+        generate(root)
     for name in names:
         check_dataset_layout(name, root)
 

@@ -106,11 +106,15 @@ def check_dataset_layout(name, root, check_names=True):
     DukeMTMC (``root/DukeMTMC-reID/...``), MSMT17 (``root/MSMT17_V1|MSMT17_V2`` with list files) and
     every :class:`SynthDomain` (``root/<name>/...``). ``check_names`` also validates Market-style
     image names (what fast-reid would crash on with ``'NoneType' object has no attribute 'groups'``).
+    Tracklet datasets (``is_video``: MARS, ...) run their own ``check_layout(root)``.
     """
     root = os.fspath(root)
     try:
         cls = DATASET_REGISTRY.get(name)
     except KeyError:
+        return
+    if getattr(cls, "is_video", False):  # tracklet datasets (canu_plugin.data.video) check their own layout
+        cls.check_layout(root)
         return
     where = f"set FASTREID_DATASETS (or --root) to the folder that holds {name}"
     if isinstance(cls, type) and issubclass(cls, SynthDomain):

@@ -28,6 +28,7 @@ from canu_plugin.data.datasets import train_items
 from canu_plugin.data.keys import CAMERA_PART, PART_KEY, TRIPLET_PART
 from canu_plugin.data.labels import natural_key
 from canu_plugin.data.samplers import ACANSampler, CameraBalancedSampler, PerCameraIdentitySampler
+from canu_plugin.data.video.base import is_tracklet_items
 from canu_plugin.errors import CanuError
 
 logger = logging.getLogger(__name__)
@@ -110,10 +111,15 @@ def acan_batch_sizes(cfg, num_cameras):
 
 
 def build_acan_dataset(cfg, root, transform=None):
-    """The intra-camera-labelled training set of ``cfg.DATASETS.NAMES`` (fast-reid's parsers)."""
+    """The intra-camera-labelled training set of ``cfg.DATASETS.NAMES`` (fast-reid's parsers); for
+    tracklet datasets a :class:`~canu_plugin.data.video.clips.VideoIntraCameraDataset` (labels per
+    tracklet: one per (camera, pid), as for images; ``VIDEO.*`` clips)."""
     items = train_items(cfg.DATASETS.NAMES, root, cfg.DATASETS.COMBINEALL)
     items, info = intra_camera_items(items, cfg.MODEL.ACAN.PIDS_PER_GROUP, cfg.MODEL.ACAN.DROP_SMALL_CAMERAS)
     logger.info(f"ACAN: {info['num_labels']} per-camera identities over {len(info['cameras'])} cameras")
+    if is_tracklet_items(items):  # tracklets (video datasets): T-frame clips
+        from canu_plugin.data.video.clips import VideoIntraCameraDataset, clip_options
+        return VideoIntraCameraDataset(items, transform, cameras=info["cameras"], **clip_options(cfg))
     return IntraCameraDataset(items, transform, cameras=info["cameras"])
 
 

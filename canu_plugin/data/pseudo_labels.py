@@ -19,6 +19,7 @@ from fastreid.utils import comm
 from canu_plugin.data.datasets import train_items
 from canu_plugin.data.keys import SECOND_VIEW, VIEW_TARGETS
 from canu_plugin.data.labels import index_labels
+from canu_plugin.data.video.base import is_tracklet_items
 from canu_plugin.errors import CanuError
 
 logger = logging.getLogger(__name__)
@@ -149,12 +150,27 @@ class PseudoLabelDataset(CommDataset):
         return item
 
 
+def _dataset(cfg, items, view_labels=None, num_views=1, relabel=False):
+    """The training dataset of pseudo-labelled ``items``: a :class:`PseudoLabelDataset`, or for
+    tracklets (video datasets) a clip dataset (``VIDEO.*``: T frames a tracklet)."""
+    transforms = build_transforms(cfg, is_train=True)
+    if is_tracklet_items(items):
+        if num_views != 1 or view_labels is not None:
+            raise CanuError("MMT and SSG train on images only: on tracklets use the pseudo-label baseline "
+                            "(MODEL.META_ARCHITECTURE PseudoBaseline, with or without MODEL.CANU)")
+        from canu_plugin.data.video.clips import VideoClipDataset, clip_options
+        return VideoClipDataset(items, transforms, relabel=relabel, **clip_options(cfg))
+    if relabel:
+        return CommDataset(items, transforms, relabel=True)
+    return PseudoLabelDataset(items, transforms, view_labels, num_views)
+
+
 def placeholder_loader(cfg, target):
     """The loader DefaultTrainer is built with before the first clustering: one class, no workers.
 
     Its length fixes fast-reid's default ``iters_per_epoch`` = N // IMS_PER_BATCH.
     """
-    dataset = CommDataset(target.items(), build_transforms(cfg, is_train=True), relabel=True)
+    dataset = _dataset(cfg, target.items(), relabel=True)
     return build_reid_train_loader(train_set=dataset, sampler=TrainingSampler(len(dataset)),
                                    total_batch_size=cfg.SOLVER.IMS_PER_BATCH, num_workers=0)
 
@@ -198,7 +214,7 @@ def pseudo_label_loader(cfg, target, pseudo, seed, num_views=1):
         raise CanuError(f"only {num_clusters} clusters, fewer than the {required_clusters(cfg)} identities a P x K "
                         "batch needs (SOLVER.IMS_PER_BATCH / DATALOADER.NUM_INSTANCE)")
     views = None if pseudo.view_labels is None else pseudo.view_labels[keep]
-    dataset = PseudoLabelDataset(items, build_transforms(cfg, is_train=True), views, num_views)
+    dataset = _dataset(cfg, items, views, num_views)
     mini_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
     sampler = identity_sampler(cfg.DATALOADER.SAMPLER_TRAIN)(items, mini_batch, cfg.DATALOADER.NUM_INSTANCE, seed=seed)
     return build_reid_train_loader(train_set=dataset, sampler=sampler, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,

@@ -111,13 +111,16 @@ def _head(c, ident, g, yy, xx):
     _paint(c, cap, ident["hair"])
 
 
-def render(ident, cam, style, rng, size, partial=False):
+def render(ident, cam, style, rng, size, partial=False, motion=None):
     """One image of person ``ident`` seen by camera ``cam``: uint8 array of shape (H, W, 3).
 
     ``ident`` comes from ``synthetic.sample_identity``, ``cam`` from ``synthetic.sample_camera``,
     ``style`` is a ``DOMAIN_PRESETS`` entry, ``size`` is (H, W); ``rng`` (a numpy Generator) draws
     this image's jitter (scale, position, aspect, stride, colours, view, mirror, lighting, noise).
     ``partial`` pushes the person half out of the frame (a bad detection, used for distractors).
+    ``motion`` (tracklet frames, optional): ``{"dx": shift in image widths, "scale": size factor,
+    "stride": leg swing as a fraction of the person height}`` applied on top of the jitter; the
+    random draws are the same with or without it, so frames rendered from one seed differ only by it.
     """
     H, W = size
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32) + np.float32(0.5)
@@ -127,6 +130,8 @@ def render(ident, cam, style, rng, size, partial=False):
     g = {"h": h, "cx": W / 2 + dx, "y0": (H - h) / 2 + (cam["shift_y"] + rng.uniform(-0.03, 0.03)) * H,
          "bw": ident["build"] * rng.uniform(0.92, 1.08), "stride": rng.uniform(-0.06, 0.06) * h,
          "back": rng.random() < cam["p_back"]}
+    if motion:
+        _move(g, motion, W)
     person = dict(ident)
     for k in ("upper", "second", "lower", "shoes", "hair", "bag_colour", "skin"):
         person[k] = np.clip(ident[k] + rng.uniform(-0.03, 0.03, 3), 0, 1)
@@ -138,6 +143,16 @@ def render(ident, cam, style, rng, size, partial=False):
     if rng.random() < cam["p_mirror"]:
         canvas = canvas[:, ::-1]
     return _apply_camera(canvas, cam, style, rng, H)
+
+
+def _move(g, motion, W):
+    """Apply a tracklet frame's ``motion`` to the person geometry ``g`` in place (scaled about its centre)."""
+    scale = float(motion.get("scale", 1.0))
+    g["y0"] += g["h"] * (1 - scale) / 2
+    g["h"] *= scale
+    g["cx"] += float(motion.get("dx", 0.0)) * W
+    if "stride" in motion:
+        g["stride"] = float(motion["stride"]) * g["h"]
 
 
 def _apply_camera(img, cam, style, rng, H):

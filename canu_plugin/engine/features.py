@@ -7,6 +7,7 @@ from fastreid.data.common import CommDataset
 from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 
+from canu_plugin.data.video import is_tracklet_items
 from canu_plugin.distributed import unwrap
 
 
@@ -19,7 +20,8 @@ def extract_features(model, items, cfg, normalize=True, forward=None, flip=False
 
     Args:
         model: the (possibly DDP-wrapped) fast-reid model; its train/eval mode is restored.
-        items: list of (img_path, pid, camid) of length N.
+        items: list of (img_path, pid, camid) of length N; tracklet items ``(frame_paths, pid, camid)``
+            give pooled tracklet features (:func:`canu_plugin.engine.video.extract_tracklet_features`).
         cfg: config (INPUT.SIZE_TEST, TEST.IMS_PER_BATCH, DATALOADER.NUM_WORKERS).
         normalize: L2-normalise the features.
         forward: batch -> (B, D) features (default: the model itself, e.g. ``model.cluster_forward``).
@@ -27,6 +29,9 @@ def extract_features(model, items, cfg, normalize=True, forward=None, flip=False
     Returns:
         (N, D) float32 CPU tensor on rank 0; None on the other ranks.
     """
+    if is_tracklet_items(items):  # tracklets (video datasets): frame features pooled per tracklet
+        from canu_plugin.engine.video import extract_tracklet_features
+        return extract_tracklet_features(model, items, cfg, normalize, forward=forward, flip=flip)
     module = unwrap(model)
     forward = forward or module
     dataset = CommDataset([(p, 0, 0) for p, _, _ in items], build_transforms(cfg, is_train=False),

@@ -30,7 +30,8 @@ from canu_plugin.engine.diagnostic_hooks import (ACANDiagnosticsHook, BufferSync
 from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
 from canu_plugin.engine.label_generator import LabelGenerator
 from canu_plugin.engine.setup import check_batch
-from canu_plugin.engine import run_files, schedule
+from canu_plugin.data.video import is_video_dataset
+from canu_plugin.engine import run_files, schedule, video
 from canu_plugin.engine.precision import PrecisionTrainer
 from canu_plugin.errors import CanuError, find_canu_error
 from canu_plugin.evaluation.pooled import PooledFeatureTap
@@ -87,7 +88,8 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         check_batch(cfg, comm.get_world_size())
         for name in cfg.DATASETS.TESTS:  # a corrupt test image would otherwise stop the run after training
-            check_images_readable(it[0] for part in test_items(name, datasets_root()) for it in part)
+            if not is_video_dataset(name):  # (tracklets: their parser checks every frame file exists)
+                check_images_readable(it[0] for part in test_items(name, datasets_root()) for it in part)
         if comm.is_main_process():
             remove_stale_temporaries(cfg.OUTPUT_DIR)
         self.target_set = TargetSet.from_config(cfg, datasets_root()) if cfg.PSEUDO.ENABLED else None
@@ -149,7 +151,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg):
         try:
-            return super().build_model(cfg)
+            return video.prepare_model(cfg, super().build_model(cfg))  # tracklets: + temporal pooling
         except CanuError:  # the model's own clear message (e.g. MMT's source weights)
             raise
         except (ImportError, OSError, RuntimeError) as e:
@@ -169,6 +171,8 @@ class Trainer(DefaultTrainer):
         if self.target_set is not None and cfg.PSEUDO.ENABLED:
             return placeholder_loader(cfg, self.target_set)
         check_datasets(cfg.DATASETS.NAMES)
+        if video.trains_on_video(cfg):  # supervised on tracklets (ACAN / pseudo-labels dispatch on the items)
+            return video.build_video_train_loader(cfg, datasets_root())
         return super().build_train_loader(cfg)
 
     @classmethod
@@ -238,6 +242,9 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         """fast-reid's test loader, with ``DATALOADER.NUM_WORKERS`` workers (fast-reid fixes 4)."""
+        if is_video_dataset(dataset_name):  # tracklets: their frames, pooled by the video evaluator
+            check_datasets([dataset_name])
+            return video.build_video_test_loader(cfg, dataset_name, datasets_root())
         query, gallery = test_items(dataset_name, datasets_root(), show=True)
         test_set = CommDataset(query + gallery, build_transforms(cfg, is_train=False), relabel=False)
         return build_reid_test_loader(test_set=test_set, test_batch_size=cfg.TEST.IMS_PER_BATCH,
@@ -255,6 +262,9 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
+        if is_video_dataset(dataset_name):  # frame features pooled per tracklet (canu's evaluator, always)
+            output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "eval", dataset_name)
+            return data_loader, video.build_video_evaluator(cfg, data_loader, num_query, output_dir)
         if cfg.TEST.CANU.ENABLED:
             from canu_plugin.evaluation import CanuReidEvaluator
             output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "eval", dataset_name)

@@ -1,0 +1,7 @@
+"""Video (tracklet) re-ID data: datasets registered in fast-reid's DATASET_REGISTRY on import
+(MARS, DukeMTMCVideoReID, DukeMTMCSITracklet, SynthVidA, SynthVidB), the synthetic tracklet
+generator, frame sampling and clip datasets."""
+from canu_plugin.data.video import duke, mars  # noqa: F401  (register the datasets)
+from canu_plugin.data.video.base import VideoReidDataset, is_tracklet_items, is_video_dataset, uses_video
+
+__all__ = ["VideoReidDataset", "is_tracklet_items", "is_video_dataset", "uses_video"]
