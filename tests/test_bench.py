@@ -148,7 +148,9 @@ def test_tiny_sweep_runs_resumes_and_reports(synth_root, tmp_path):
                            + cmd[cmd.index("--seeds"):], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     swept = folder / "sweeps" / "MODEL.CANU.MU"
-    new = json.loads((swept / "0.5" / "canu_s0.json").read_text())["identity"]["opts"]
+    new_rec = json.loads((swept / "0.5" / "canu_s0.json").read_text())
+    assert [e["epoch"] for e in new_rec["epochs"] if "results" in e] == [2]  # a sweep's run: the final model only
+    new = new_rec["identity"]["opts"]
     assert new[-2:] == ["MODEL.CANU.MU", "0.5"] and os.path.join("<output>", "runs", "source_s0", "model_final.pth") in new
     assert not (swept / "0.1").exists() or not list((swept / "0.1").glob("*.json"))  # the main run served
     assert "MODEL.CANU.MU = 0.1" in (swept / "results.md").read_text() and (swept / "sweep.png").is_file()

@@ -113,16 +113,18 @@ class Bench:
     def methods(self):
         return SETTINGS[self.setting]["methods"]
 
-    def ensure(self, key, seed, deps, folder=None, extra=(), deps_folder=None):
+    def ensure(self, key, seed, deps, folder=None, extra=(), deps_folder=None, eval_period=None):
         """The record of run (``key``, ``seed``) in ``folder`` (default: the benchmark's): the finished
         one when it was made with the same options (else CanuError), otherwise trained now.
 
         Args:
-            deps: {role: run stem}, in ``deps_folder`` (default ``folder``); extra: overrides after the user's.
+            deps: {role: run stem}, in ``deps_folder`` (default ``folder``); extra: overrides after the user's;
+            eval_period: None = the benchmark's (a sweep's runs: 0, the final model only).
         """
         folder = folder or self.folder
         method = self.methods[key]
-        opts = run_opts(key, method, seed, deps, folder, self.eval_period, [*self.extra, *extra], deps_folder)
+        period = self.eval_period if eval_period is None else eval_period
+        opts = run_opts(key, method, seed, deps, folder, period, [*self.extra, *extra], deps_folder)
         planned = identity(method, opts, self.folder)
         path = os.path.join(folder, run_name(key, seed) + ".json")
         if os.path.isfile(path):

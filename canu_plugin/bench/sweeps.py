@@ -64,7 +64,9 @@ def _data_root(root, key, value):
 
 
 def _run_value(bench, key, value, methods, seeds):
-    """The runs of one value: {(method, seed): record}."""
+    """The runs of one value: {(method, seed): record}. A sweep reports final models only: its own
+    runs evaluate at their config's period (the synthetic configs: the last epoch only), without the
+    benchmark's --eval-period curves."""
     data = key in DATA_KNOBS
     out = {}
     for name, seed, deps in plan(bench.setting, methods, seeds):
@@ -72,10 +74,10 @@ def _run_value(bench, key, value, methods, seeds):
         if _matches_default(bench, key, value, name) or (not data and name not in methods):
             record = bench.ensure(name, seed, stems)  # the main benchmark's run (or its source model)
         elif data:
-            record = bench.ensure(name, seed, stems, folder=value_folder(bench, key, value))
+            record = bench.ensure(name, seed, stems, folder=value_folder(bench, key, value), eval_period=0)
         else:
             record = bench.ensure(name, seed, stems, folder=value_folder(bench, key, value),
-                                  extra=(key, str(value)), deps_folder=bench.folder)
+                                  extra=(key, str(value)), deps_folder=bench.folder, eval_period=0)
         if name in methods:
             out[(name, seed)] = record
     return out

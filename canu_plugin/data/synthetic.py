@@ -244,23 +244,41 @@ def generate_domain(root, name, *, num_train_ids=100, num_test_ids=100, num_came
                         num_cameras=num_cameras, images_per_camera=images_per_camera, camera_shift=float(camera_shift),
                         id_camera_correlation=float(id_camera_correlation), num_distractors=int(num_distractors),
                         image_size=image_size)
-    dest = os.path.join(os.fspath(root), name)
-    stats = None if overwrite else _existing(dest, args)
-    skipped = stats is not None
-    if not skipped:
-        if os.path.exists(root) and not os.path.isdir(root):
-            raise CanuError(f"dataset root {root} is a file, not a folder: pass --root with a folder path")
-        os.makedirs(root, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root)
-        try:
-            os.chmod(tmp, 0o755)
-            stats = _write_images(tmp, args)
-            with open(os.path.join(tmp, "meta.json"), "w") as f:
-                json.dump({"generator": __name__, "args": args, "stats": stats}, f, indent=1, sort_keys=True)
-            skipped = _publish(tmp, dest, args, overwrite)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    stats, dest, skipped = write_domain(root, name, args, _write_images, overwrite)
     return dict(stats, name=name, path=dest, seconds=round(time.time() - t0, 2), skipped=skipped)
+
+
+def write_domain(root, name, args, write, overwrite=False, existing=None, generator=__name__):
+    """Generate ``<root>/<name>`` unless it holds this generation already: ``write(folder, args)``
+    (returns stats) fills a temporary folder, published in one rename with a ``meta.json`` (an
+    interrupted or concurrent generation never leaves a half-written domain).
+
+    Args:
+        args: the generation's arguments (stored, and compared by ``existing``); existing:
+            ``existing(dest, args)`` -> stats of the same generation, None when absent (default:
+            the image domains' check); generator: module name recorded in meta.json.
+    Returns:
+        (stats, dest, skipped). Raises CanuError when the folder holds another generation and
+        ``overwrite`` is False, or when ``root`` is a file.
+    """
+    existing = existing or _existing
+    dest = os.path.join(os.fspath(root), name)
+    stats = None if overwrite else existing(dest, args)
+    if stats is not None:
+        return stats, dest, True
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise CanuError(f"dataset root {root} is a file, not a folder: pass --root with a folder path")
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root)
+    try:
+        os.chmod(tmp, 0o755)
+        stats = write(tmp, args)
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump({"generator": generator, "args": args, "stats": stats}, f, indent=1, sort_keys=True)
+        skipped = _publish(tmp, dest, args, overwrite, existing)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return stats, dest, skipped
 
 
 def _publish(tmp, dest, args, overwrite, existing=None):

@@ -23,8 +23,6 @@ arguments and seed give byte-identical files (the .mat headers carry no time sta
 """
 import json
 import os
-import shutil
-import tempfile
 import time
 import zlib
 
@@ -32,8 +30,8 @@ import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
-from canu_plugin.data.synthetic import (DOMAIN_PRESETS, MAX_CAMERAS, _pair, _publish, _walks, sample_camera,
-                                        sample_identity)
+from canu_plugin.data.synthetic import (DOMAIN_PRESETS, MAX_CAMERAS, _pair, _walks, sample_camera,
+                                        sample_identity, write_domain)
 from canu_plugin.data.synthetic import _existing as _existing_domain
 from canu_plugin.data.synthetic_draw import render
 from canu_plugin.data.video.mars import FOLDERS, NAME_FILES, QUERY_FILE, TRACK_FILES, frame_name, pid_folder
@@ -218,20 +216,7 @@ def generate_video_domain(root, name, *, num_train_ids=60, num_test_ids=40, num_
                        frames_per_tracklet=frames_per_tracklet, camera_shift=float(camera_shift),
                        id_camera_correlation=float(id_camera_correlation), num_distractors=int(num_distractors),
                        num_junk=int(num_junk), image_size=image_size)
-    dest = os.path.join(os.fspath(root), name)
-    stats = None if overwrite else _existing(dest, args)
-    skipped = stats is not None
-    if not skipped:
-        os.makedirs(root, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root)
-        try:
-            os.chmod(tmp, 0o755)
-            stats = _write(tmp, args)
-            with open(os.path.join(tmp, "meta.json"), "w") as f:
-                json.dump({"generator": __name__, "args": args, "stats": stats}, f, indent=1, sort_keys=True)
-            skipped = _publish(tmp, dest, args, overwrite, existing=_existing)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    stats, dest, skipped = write_domain(root, name, args, _write, overwrite, existing=_existing, generator=__name__)
     return dict(stats, name=name, path=dest, seconds=round(time.time() - t0, 2), skipped=skipped)
 
 
