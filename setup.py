@@ -9,5 +9,5 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["canu_plugin", "canu_plugin.*"]) + ["canu_plugin.configs"],
     package_dir={"canu_plugin.configs": "configs"},
-    package_data={"canu_plugin.configs": ["*.yml", "*/*.yml"]},
+    package_data={"canu_plugin.configs": ["*.yml", "*/*.yml", "*/*/*.yml"]},
 )

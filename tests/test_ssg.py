@@ -185,9 +185,9 @@ def test_ssg_reference_clustering_keeps_the_first_eps_and_uses_the_source(make_t
     calls = []
     real = clustering.cluster
 
-    def spy(feats, cfg, return_info=False, kept_eps=None, source_features=None):
+    def spy(feats, cfg, return_info=False, kept_eps=None, source_features=None, **kw):
         calls.append((kept_eps, None if source_features is None else tuple(source_features.shape)))
-        return real(feats, cfg, return_info=return_info, kept_eps=kept_eps, source_features=source_features)
+        return real(feats, cfg, return_info=return_info, kept_eps=kept_eps, source_features=source_features, **kw)
     monkeypatch.setattr(clustering, "cluster", spy)
     opts = ["CLUSTERING.EPS_RULE", "quantile_once", "CLUSTERING.RHO", "0.03", "CLUSTERING.DIST_NORM", "row_max",
             "CLUSTERING.SOURCE_LAMBDA", "0.1", "PSEUDO.SOURCE_DATASETS", '("SynthB",)', "PSEUDO.FLIP", "True"]
