@@ -160,3 +160,28 @@ def test_tiny_sweep_runs_resumes_and_reports(synth_root, tmp_path):
     resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((folder / "canu_s0.json").read_text())["final"]["mAP"] == pytest.approx(rec["final"]["mAP"])
+
+
+def test_data_knob_sweep_regenerates_the_target_only_and_adapts_the_main_source_models(tmp_path, monkeypatch):
+    import canu_plugin.data.synthetic as synthetic
+    from canu_plugin.bench import sweeps
+    generated, calls = [], []
+    monkeypatch.setattr(synthetic, "generate_domain", lambda root, name, **kw: generated.append((root, name, kw)))
+    monkeypatch.setenv("FASTREID_DATASETS", str(tmp_path / "data"))
+
+    class RecordingBench:  # the runs the sweep asks for, with the dataset root each would train on
+        setting, folder, methods, extra = "synthetic", str(tmp_path / "out"), SETTINGS["synthetic"]["methods"], ()
+
+        def ensure(self, name, seed, stems, folder=None, extra=(), deps_folder=None, eval_period=None):
+            calls.append((name, folder, deps_folder, eval_period, os.environ["FASTREID_DATASETS"]))
+            return {"method": name}
+
+    out = sweeps.run_sweep(RecordingBench(), "data.camera_shift", ["0.2", "0.8"], ["canu"], [0], str(tmp_path / "data"))
+    swept = os.path.join(str(tmp_path / "data"), "sweeps", "camera_shift_0.2")
+    assert generated == [(swept, "SynthB", {"camera_shift": 0.2})]  # the source domain is the main one
+    main = str(tmp_path / "data")
+    assert calls == [("source", None, None, None, main),  # the main benchmark's source model
+                     ("canu", sweeps.value_folder(RecordingBench, "data.camera_shift", "0.2"), RecordingBench.folder, 0,
+                      swept),
+                     ("source", None, None, None, main), ("canu", None, None, None, main)]  # 0.8: the main run
+    assert set(out) == {"0.2", "0.8"} and os.environ["FASTREID_DATASETS"] == main

@@ -7,12 +7,15 @@ of mAP, NMI(pseudo-label, camera), lost identities and d_inter against the value
 - A config key is added to the runs' overrides; the source models do not depend on it and are the
   main benchmark's (same seed), and a value equal to a method's own config value is the main
   benchmark's run itself (not trained again).
-- ``data.camera_shift`` / ``data.id_camera_correlation`` change the synthetic generator: each value has
-  its own SynthA / SynthB (``<root>/sweeps/<knob>_<value>``) and its own source models.
+- ``data.camera_shift`` / ``data.id_camera_correlation`` change the synthetic generator for the
+  target only: each value has its own SynthB (``<root>/sweeps/<knob>_<value>/SynthB``), adapted to
+  from the main benchmark's source models (SynthA as in the main table), so the target's camera
+  regime is the one thing that changes.
 """
+import contextlib
 import os
 
-from canu_plugin.bench.methods import plan
+from canu_plugin.bench.methods import SETTINGS, plan
 from canu_plugin.bench.report import load_records
 from canu_plugin.bench.runner import run_name
 from canu_plugin.errors import CanuError
@@ -55,26 +58,45 @@ def _same(a, b):
         return str(a) == str(b)
 
 
-def _data_root(root, key, value):
-    """Generate the synthetic pair of a data-knob value (skipped when already there); its root."""
-    from canu_plugin.data.synthetic import generate_all
+def _target_root(root, key, value, target):
+    """Generate the target domain of a data-knob value (skipped when already there); its root."""
+    from canu_plugin.data.synthetic import generate_domain
     path = os.path.join(root, "sweeps", f"{DATA_KNOBS[key]}_{value}")
-    generate_all(path, **{DATA_KNOBS[key]: float(value)})
+    generate_domain(path, target, **{DATA_KNOBS[key]: float(value)})
     return path
 
 
-def _run_value(bench, key, value, methods, seeds):
+@contextlib.contextmanager
+def _datasets_root(path):
+    """``FASTREID_DATASETS`` = ``path`` for the runs started inside (the child processes read it)."""
+    before = os.environ.get("FASTREID_DATASETS")
+    os.environ["FASTREID_DATASETS"] = path
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("FASTREID_DATASETS", None)
+        else:
+            os.environ["FASTREID_DATASETS"] = before
+
+
+def _run_value(bench, key, value, methods, seeds, target_root):
     """The runs of one value: {(method, seed): record}. A sweep reports final models only: its own
     runs evaluate at their config's period (the synthetic configs: the last epoch only), without the
-    benchmark's --eval-period curves."""
-    data = key in DATA_KNOBS
+    benchmark's --eval-period curves.
+
+    Args:
+        target_root: a data knob's dataset root for the swept methods' runs (None: the main root).
+    """
     out = {}
     for name, seed, deps in plan(bench.setting, methods, seeds):
         stems = {role: run_name(*dep) for role, dep in deps.items()}
-        if _matches_default(bench, key, value, name) or (not data and name not in methods):
+        if _matches_default(bench, key, value, name) or name not in methods:
             record = bench.ensure(name, seed, stems)  # the main benchmark's run (or its source model)
-        elif data:
-            record = bench.ensure(name, seed, stems, folder=value_folder(bench, key, value), eval_period=0)
+        elif key in DATA_KNOBS:
+            with _datasets_root(target_root):
+                record = bench.ensure(name, seed, stems, folder=value_folder(bench, key, value),
+                                      deps_folder=bench.folder, eval_period=0)
         else:
             record = bench.ensure(name, seed, stems, folder=value_folder(bench, key, value),
                                   extra=(key, str(value)), deps_folder=bench.folder, eval_period=0)
@@ -92,14 +114,11 @@ def run_sweep(bench, key, values, methods, seeds, root):
     if key.startswith("data.") and (key not in DATA_KNOBS or bench.setting != "synthetic"):
         raise CanuError(f"--sweep {key}: the data knobs are {sorted(DATA_KNOBS)}, on the synthetic setting only")
     out = {}
-    try:
-        for value in values:
-            if key in DATA_KNOBS and not _same(value, DATA_DEFAULTS[key]):
-                os.environ["FASTREID_DATASETS"] = _data_root(root, key, value)
-            out[value] = _run_value(bench, key, value, methods, seeds)
-            os.environ["FASTREID_DATASETS"] = root
-    finally:
-        os.environ["FASTREID_DATASETS"] = root
+    for value in values:
+        target_root = None
+        if key in DATA_KNOBS and not _same(value, DATA_DEFAULTS[key]):
+            target_root = _target_root(root, key, value, SETTINGS[bench.setting]["target"])
+        out[value] = _run_value(bench, key, value, methods, seeds, target_root)
     return out
 
 
