@@ -41,7 +41,7 @@ demo: install
 bench: install
 	$(PY) tools/benchmark.py --root $(ROOT) --standard-sweeps $(BENCH_ARGS)
 
-# ACAN triplet / GRL / OCE / ACE on synthetic tracklets (SynthVidB, MARS layout), seeds 0 1: results/synthetic-video/
+# ACAN triplet / GRL / OCE / ACE on synthetic tracklets (SynthVidB, MARS layout), seeds 0 1 2: results/synthetic-video/
 bench-video: install
 	$(PY) tools/benchmark.py --setting synthetic-video --root $(ROOT) --eval-period 4 $(BENCH_ARGS)
 
