@@ -37,7 +37,8 @@ class VideoReidDataset(ImageDataset):
 
     @classmethod
     def check_layout(cls, root):
-        raise NotImplementedError
+        """The dataset's folder under ``root``; CanuError naming the expected path when it is not there."""
+        raise TypeError(f"{cls.__name__} must implement check_layout(root) (the VideoReidDataset contract)")
 
     def show_train(self):
         _show(type(self).__name__, [("train", self.train)])
