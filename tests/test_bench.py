@@ -89,6 +89,7 @@ def test_report_records_provenance_without_paths(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["meta"]["command"] == "canu-bench --seeds 0 1" and summary["meta"]["torch"]
     assert summary["meta"]["commit"] and summary["methods"]["m"]["mAP"]["n"] == 2
+    assert summary["meta"]["fastreid"] == "1.4.0"  # the installed wheel's version, not the module's "1.3"
     assert str(tmp_path) not in text and str(tmp_path) not in json.dumps(summary)
     assert "![x.png](plots/x.png)" in text  # a relative link that works where the report is
     write_report(str(tmp_path), ["m"])  # --report-only keeps the command

@@ -70,8 +70,10 @@ def differences_table(diffs, columns=DIFFERENCES):
 
 
 def _version(module):
+    """The module's ``__version__``; fastreid's from its wheel (the 1.4.0 wheel's module says ``1.3``)."""
+    from importlib import metadata
     try:
-        return __import__(module).__version__
+        return metadata.version(module) if module == "fastreid" else __import__(module).__version__
     except Exception:  # noqa: BLE001 - reported as absent
         return "absent"
 
