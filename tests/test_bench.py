@@ -186,3 +186,33 @@ def test_data_knob_sweep_regenerates_the_target_only_and_adapts_the_main_source_
                       swept),
                      ("source", None, None, None, main), ("canu", None, None, None, main)]  # 0.8: the main run
     assert set(out) == {"0.2", "0.8"} and os.environ["FASTREID_DATASETS"] == main
+
+
+def test_sweep_report_pairs_each_value_with_the_reference_runs(tmp_path):
+    """A reference method (the key does not touch it) is the main table's run at every value, so each value's
+    section has the swept method's paired difference from it; without references there is none."""
+    from canu_plugin.bench import sweeps
+    from canu_plugin.bench.methods import SETTINGS
+    from canu_plugin.cli.bench import report_sweep
+
+    class FakeBench:
+        setting, folder, extra, methods = "synthetic", str(tmp_path), (), SETTINGS["synthetic"]["methods"]
+
+    def put(folder, method, seed, mAP):
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{method}_s{seed}.json"), "w") as f:
+            json.dump(_rec(method, seed, mAP), f)
+
+    for s in range(3):
+        put(tmp_path, "pseudo", s, 20.0 + s)
+        put(tmp_path, "canu", s, 21.0 + s)  # the config's mu 0.1: the main run serves that value
+        put(sweeps.value_folder(FakeBench, "MODEL.CANU.MU", "1.0"), "canu", s, 25.0 + s + 0.5 * (s == 2))
+    by_value = report_sweep(FakeBench, sweeps.Sweep("MODEL.CANU.MU", ("0.1", "1.0"), ("canu",), ("pseudo",)))
+    assert set(by_value["1.0"]) == {("pseudo", s) for s in range(3)} | {("canu", s) for s in range(3)}
+    assert by_value["1.0"][("canu", 0)]["final"]["mAP"] == 25.0 and by_value["0.1"][("canu", 0)]["final"]["mAP"] == 21.0
+    text = (tmp_path / "sweeps" / "MODEL.CANU.MU" / "results.md").read_text()
+    one = text[text.index("MODEL.CANU.MU = 1.0"):]
+    assert "| canu - pseudo | 3 | +5.2 [" in one and "| canu - pseudo | 3 | +1.0 [+1.0, +1.0]" in text
+    report_sweep(FakeBench, sweeps.Sweep("MODEL.CANU.MU", ("1.0",), ("canu",)))
+    assert "canu - pseudo" not in (tmp_path / "sweeps" / "MODEL.CANU.MU" / "results.md").read_text()
+    assert all(all(m in SETTINGS["synthetic"]["methods"] for m in s.methods + s.references) for s in sweeps.STANDARD)

@@ -14,6 +14,7 @@ of mAP, NMI(pseudo-label, camera), lost identities and d_inter against the value
 """
 import contextlib
 import os
+from typing import NamedTuple
 
 from canu_plugin.bench.methods import SETTINGS, plan
 from canu_plugin.bench.report import load_records
@@ -23,13 +24,23 @@ from canu_plugin.errors import CanuError
 DATA_KNOBS = {"data.camera_shift": "camera_shift", "data.id_camera_correlation": "id_camera_correlation"}
 DATA_DEFAULTS = {"data.camera_shift": "0.8", "data.id_camera_correlation": "0.6"}  # synthetic.generate_domain's
 
-# ``make bench``'s sweeps on the synthetic setting: (key, values, methods)
+class Sweep(NamedTuple):
+    """One sweep: ``methods`` run at each of ``values`` of ``key``; ``references``: methods the key does not
+    touch (CANU off, ACAN scheme none), taken from the main table at every value, so that each value's
+    report has the paired differences of the swept methods against their base."""
+    key: str
+    values: tuple
+    methods: tuple
+    references: tuple = ()
+
+
+# ``make bench``'s sweeps on the synthetic setting
 STANDARD = (
-    ("MODEL.CANU.MU", ("0.05", "0.1", "0.3", "0.5", "1.0"), ("adv", "canu")),            # CANU-ReID Table III
-    ("MODEL.ACAN.LAMBDA", ("0.1", "0.3", "1.0", "3.0"), ("acan_grl", "acan_oce")),      # ACAN Fig. 4
-    ("MODEL.ACAN.HIDDEN_DIM", ("32", "128", "512"), ("acan_oce",)),                    # ACAN Fig. 5
-    ("data.camera_shift", ("0.2", "0.5", "0.8"), ("pseudo", "adv", "canu")),            # beyond the papers
-    ("data.id_camera_correlation", ("0.0", "0.6", "1.0"), ("pseudo", "adv", "canu")),
+    Sweep("MODEL.CANU.MU", ("0.05", "0.1", "0.3", "0.5", "1.0"), ("adv", "canu"), ("pseudo",)),  # CANU-ReID Table III
+    Sweep("MODEL.ACAN.LAMBDA", ("0.1", "0.3", "1.0", "3.0"), ("acan_grl", "acan_oce"), ("acan_triplet",)),  # ACAN Fig. 4
+    Sweep("MODEL.ACAN.HIDDEN_DIM", ("32", "128", "512"), ("acan_oce",), ("acan_triplet",)),         # ACAN Fig. 5
+    Sweep("data.camera_shift", ("0.2", "0.5", "0.8"), ("pseudo", "adv", "canu")),                  # beyond the papers
+    Sweep("data.id_camera_correlation", ("0.0", "0.6", "1.0"), ("pseudo", "adv", "canu")),
 )
 
 
@@ -122,14 +133,15 @@ def run_sweep(bench, key, values, methods, seeds, root):
     return out
 
 
-def load_sweep(bench, key, values):
-    """The finished records of a sweep, {value: {(method, seed): record}} (main-benchmark runs included)."""
+def load_sweep(bench, key, values, references=()):
+    """The finished records of a sweep, {value: {(method, seed): record}}: the main benchmark's runs
+    where a method's own config has the value, and the ``references``' main runs at every value."""
     out = {}
+    main = load_records(bench.folder)
     for value in values:
         records = load_records(value_folder(bench, key, value))
-        main = load_records(bench.folder)
         for (name, seed), rec in main.items():
-            if (name, seed) not in records and _matches_default(bench, key, value, name):
+            if (name, seed) not in records and (name in references or _matches_default(bench, key, value, name)):
                 records[(name, seed)] = rec
         out[value] = records
     return out
@@ -141,4 +153,4 @@ def _matches_default(bench, key, value, name):
     return name in bench.methods and _same(config_value(bench.methods[name], key, bench.extra), value)
 
 
-__all__ = ["DATA_KNOBS", "STANDARD", "value_folder", "config_value", "run_sweep", "load_sweep"]
+__all__ = ["DATA_KNOBS", "STANDARD", "Sweep", "value_folder", "config_value", "run_sweep", "load_sweep"]

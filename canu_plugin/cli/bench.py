@@ -68,16 +68,23 @@ def run_main(bench, methods, seeds):
     return len(load_records(bench.folder)) - before
 
 
-def report_sweep(bench, key, values, methods):
-    """The sweep's results.md (a table per value) and plot; returns the sweep's records."""
-    from canu_plugin.bench.report import metric_table
-    by_value = sweeps.load_sweep(bench, key, values)
-    folder = os.path.join(bench.folder, "sweeps", key)
+def report_sweep(bench, sweep):
+    """The sweep's results.md (per value: a table of the swept and reference methods and their paired
+    differences with 95% intervals) and plot; returns the sweep's records {value: records}."""
+    from canu_plugin.bench.report import differences, differences_table, metric_table
+    by_value = sweeps.load_sweep(bench, sweep.key, sweep.values, sweep.references)
+    folder = os.path.join(bench.folder, "sweeps", sweep.key)
     os.makedirs(folder, exist_ok=True)
-    plot = sweep_plot(by_value, methods, key, os.path.join(folder, "sweep.png"))
-    cols = ("mAP", "nmi_cam", "lost_ids", "d_inter", "cam_probe")
-    text = f"# Sweep of {key}\n\n" + "".join(f"## {key} = {v}\n\n{metric_table(by_value[v], methods, cols)}\n\n"
-                                               for v in values)
+    plot = sweep_plot(by_value, sweep.methods, sweep.key, os.path.join(folder, "sweep.png"))
+    cols, shown = ("mAP", "nmi_cam", "lost_ids", "d_inter", "cam_probe"), [*sweep.references, *sweep.methods]
+    text = f"# Sweep of {sweep.key}\n\n"
+    if sweep.references:
+        text += f"References (the main table's runs at every value; the key does not touch them): {', '.join(sweep.references)}.\n\n"
+    for v in sweep.values:
+        text += f"## {sweep.key} = {v}\n\n{metric_table(by_value[v], shown, cols)}\n\n"
+        diffs = differences(by_value[v], shown)
+        if diffs:
+            text += f"Paired by seed, mean [95% t-interval]:\n\n{differences_table(diffs)}\n\n"
     if plot:
         text += f"![sweep]({os.path.basename(plot)})\n"
     with open(os.path.join(folder, "results.md"), "w") as f:
@@ -99,19 +106,18 @@ def bench(argv=None, prog="canu-bench"):
     os.makedirs(folder, exist_ok=True)
     b = Bench(args.setting, folder, args.eval_period, tuple(args.opts))
     methods = args.methods or default_methods(args.setting)
-    todo = [(args.sweep[0], args.sweep[1:], methods)] if args.sweep else []
+    todo = [sweeps.Sweep(args.sweep[0], tuple(args.sweep[1:]), tuple(methods))] if args.sweep else []
     if args.standard_sweeps:
-        todo += [s for s in sweeps.STANDARD if all(m in b.methods for m in s[2])]
+        todo += [s for s in sweeps.STANDARD if all(m in b.methods for m in s.methods + s.references)]
     start = time.time()
     if not args.report_only:
         prepare_data(args.setting, root)
         if not args.sweep:
             print(f"[bench] {run_main(b, methods, args.seeds)} run(s) done in {time.time() - start:.0f} s")
-        for key, values, sweep_methods in todo:
-            sweeps.run_sweep(b, key, values, sweep_methods, args.seeds, root)
-    reported = todo or [s for s in sweeps.STANDARD if os.path.isdir(os.path.join(folder, "sweeps", s[0]))]
-    sweep_records = {(key, float(v)): recs for key, values, ms in reported
-                     for v, recs in report_sweep(b, key, values, ms).items()}
+        for s in todo:
+            sweeps.run_sweep(b, s.key, s.values, s.methods, args.seeds, root)
+    reported = todo or [s for s in sweeps.STANDARD if os.path.isdir(os.path.join(folder, "sweeps", s.key))]
+    sweep_records = {(s.key, float(v)): recs for s in reported for v, recs in report_sweep(b, s).items()}
     if args.sweep:
         print(f"[bench] sweep report: {os.path.join(folder, 'sweeps', args.sweep[0], 'results.md')}")
         return 0
