@@ -76,10 +76,12 @@ def report_sweep(bench, sweep):
     folder = os.path.join(bench.folder, "sweeps", sweep.key)
     os.makedirs(folder, exist_ok=True)
     plot = sweep_plot(by_value, sweep.methods, sweep.key, os.path.join(folder, "sweep.png"))
-    cols, shown = ("mAP", "nmi_cam", "lost_ids", "d_inter", "cam_probe"), [*sweep.references, *sweep.methods]
+    cols = ("mAP", "nmi_cam", "nmi_cam_epochs", "lost_ids", "d_inter", "cam_probe", "disc_acc")
+    shown = [*sweep.references, *sweep.methods]
     text = f"# Sweep of {sweep.key}\n\n"
     if sweep.references:
-        text += f"References (the main table's runs at every value; the key does not touch them): {', '.join(sweep.references)}.\n\n"
+        text += (f"References (the main table's runs at every value; the key does not touch them): "
+                 f"{', '.join(sweep.references)}.\n\n")
     for v in sweep.values:
         text += f"## {sweep.key} = {v}\n\n{metric_table(by_value[v], shown, cols)}\n\n"
         diffs = differences(by_value[v], shown)
