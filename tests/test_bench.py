@@ -216,3 +216,10 @@ def test_sweep_report_pairs_each_value_with_the_reference_runs(tmp_path):
     report_sweep(FakeBench, sweeps.Sweep("MODEL.CANU.MU", ("1.0",), ("canu",)))
     assert "canu - pseudo" not in (tmp_path / "sweeps" / "MODEL.CANU.MU" / "results.md").read_text()
     assert all(all(m in SETTINGS["synthetic"]["methods"] for m in s.methods + s.references) for s in sweeps.STANDARD)
+
+
+def test_the_recorded_command_has_no_absolute_path_below_the_working_folder(tmp_path, monkeypatch):
+    from canu_plugin.cli.bench import recorded_command
+    monkeypatch.chdir(tmp_path)
+    root = str(tmp_path / "datasets")
+    assert recorded_command("make bench:", ["--root", root, "--seeds", "0"]) == "make bench: --root datasets --seeds 0"

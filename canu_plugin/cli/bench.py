@@ -94,6 +94,13 @@ def report_sweep(bench, sweep):
     return by_value
 
 
+def recorded_command(prog, argv):
+    """The command as the report records it: paths below the working folder made relative (no absolute
+    path of this machine in results.md / summary.json)."""
+    here = os.getcwd() + os.sep
+    return " ".join([prog] + [os.path.relpath(w) if w.startswith(here) else w for w in argv])
+
+
 def bench(argv=None, prog="canu-bench"):
     """Run the benchmark (or a sweep) and write the reports; ``prog`` is how the report's command starts.
 
@@ -127,7 +134,7 @@ def bench(argv=None, prog="canu-bench"):
     if not records:
         raise CanuError(f"no finished run in {folder}: run without --report-only first")
     plots = write_plots(records, methods, folder)
-    command = "" if args.report_only else f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "" if args.report_only else recorded_command(prog, sys.argv[1:] if argv is None else argv)
     print("\n" + write_report(folder, methods, plots, command.strip(), sweep_records))
     print(f"\n[bench] report: {os.path.join(folder, 'results.md')}")
     return 0
