@@ -130,17 +130,25 @@ def test_two_process_crash_and_resume_reproduces_the_run(synth_root, tmp_path):
 
 
 # ---- the benchmark ----------------------------------------------------------------------------
+def _like_a_terminal():
+    """In the child before exec: Ctrl-C's default action, as a terminal's foreground job has it. A shell
+    that starts a job in the background (`cmd &`, CI runners, nohup) makes it ignore SIGINT, the children
+    inherit that, and Python then installs no KeyboardInterrupt handler: the test must not depend on it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_benchmark_ctrl_c_ends_with_one_line(synth_root, tmp_path):
     tiny = ["INPUT.SIZE_TRAIN", "[32,16]", "INPUT.SIZE_TEST", "[32,16]", "SOLVER.MAX_EPOCH", "50",
             "DATALOADER.NUM_WORKERS", "0"]
     cmd = [sys.executable, os.path.join(REPO, "tools", "benchmark.py"), "--methods", "source", "--seeds", "0",
            "--root", synth_root, "--output", str(tmp_path), "--opts", *tiny]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_like_a_terminal)
     log = tmp_path / "synthetic" / "runs" / "source_s0" / "bench_stdout.log"
     deadline = time.time() + 240
     while time.time() < deadline and not (log.exists() and "Starting training" in log.read_text()):
         time.sleep(1)
+    assert proc.poll() is None, "the run ended before the Ctrl-C: " + proc.communicate()[1][-2000:]
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
