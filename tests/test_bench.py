@@ -53,6 +53,21 @@ def test_tables_use_the_sample_std_and_paired_intervals():
     assert (diff["lo"], diff["hi"]) == pytest.approx((2.0 - half, 2.0 + half))
 
 
+def test_report_leaves_out_what_no_run_measured():
+    from canu_plugin.bench.report import render
+    meta = {"command": "x", "commit": "c", "device": "cpu", "torch": "t", "fastreid": "f", "faiss": "a"}
+    acan = {("acan_triplet", s): _rec("acan_triplet", s, 10.0 + s, family="acan") for s in range(3)}
+    acan.update({("acan_oce", s): _rec("acan_oce", s, 12.0 + s, family="acan") for s in range(3)})
+    text, _ = render(acan, ["acan_triplet", "acan_oce"], meta)
+    assert "Pseudo-label quality" not in text and "clustering s/epoch" not in text and "NMI" not in text
+    assert "| acan_oce - acan_triplet | 3 | +2.0 [+2.0, +2.0] |" in text  # only the measured difference column
+    pseudo = [{"epoch": 0, "nmi_cam": 0.2, "num_clusters": 7, "extract_s": 1.0, "cluster_s": 2.0}]
+    clus = {("pseudo", s): _rec("pseudo", s, 20.0, pseudo=pseudo) for s in range(2)}
+    text, _ = render(clus, ["pseudo"], meta)
+    assert "## Pseudo-label quality" in text and "| pseudo | 0,1 | 0.200 ± 0.000 | 7 ± 0 |" in text
+    assert "| clustering s/epoch |" in text and "purity" not in text
+
+
 def test_verdicts_follow_the_interval():
     from canu_plugin.bench.stats import paired_difference, verdict
     up = paired_difference({0: 2.0, 1: 3.0, 2: 2.5}, {0: 1.0, 1: 1.0, 2: 1.0})

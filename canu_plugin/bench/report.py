@@ -97,17 +97,29 @@ LEGEND = ("Cells: mean ± sample standard deviation (ddof 1) over the seeds list
           "when its interval excludes 0 in the claimed direction.")
 
 
+def measured(records, methods, columns):
+    """The columns that at least one run of ``methods`` has a value for (a column nobody measured,
+    e.g. clustering time for ACAN, is left out rather than printed as a row of '-')."""
+    return [c for c in columns if any(METRICS[c].read(r) is not None for m in methods for r in _runs(records, m))]
+
+
 def render(records, methods, meta, sweep_records=None, plots=()):
-    """The text of results.md and the summary dict."""
+    """The text of results.md and the summary dict. Sections and columns without a measured value
+    (the pseudo-label table of a benchmark without clustering methods) are left out."""
     diffs = differences(records, methods)
     claims = evaluate(CLAIMS, records, sweep_records)
-    legend = "\n".join(f"- {METRICS[c].header}: {METRICS[c].legend}" for c in dict.fromkeys(RETRIEVAL + PSEUDO_QUALITY))
+    clustered = [m for m in methods if any(r["pseudo"] for r in _runs(records, m))]
+    retrieval, quality = measured(records, methods, RETRIEVAL), measured(records, clustered, PSEUDO_QUALITY)
+    diff_cols = [c for c in DIFFERENCES if any(row[c]["n"] for row in diffs.values())]
+    legend = "\n".join(f"- {METRICS[c].header}: {METRICS[c].legend}" for c in dict.fromkeys(retrieval + quality))
     text = (f"Command: `{meta['command']}`\n\nCommit {meta['commit']}, {meta['device']}, torch {meta['torch']}, "
             f"fastreid {meta['fastreid']}, faiss {meta['faiss']}.\n\n## Retrieval and camera measures\n\n"
-            f"{metric_table(records, methods, RETRIEVAL)}\n\n## Pseudo-label quality (clustering methods)\n\n"
-            f"{metric_table(records, [m for m in methods if any(r['pseudo'] for r in _runs(records, m))], PSEUDO_QUALITY)}"
-            f"\n\n## Paired differences\n\n{differences_table(diffs)}\n\n## The papers' claims\n\n"
-            f"{claims_markdown(claims)}\n\n{LEGEND}\n\n{legend}\n")
+            f"{metric_table(records, methods, retrieval)}\n\n")
+    if quality:
+        text += f"## Pseudo-label quality (clustering methods)\n\n{metric_table(records, clustered, quality)}\n\n"
+    if diffs:
+        text += f"## Paired differences\n\n{differences_table(diffs, diff_cols)}\n\n"
+    text += f"## The papers' claims\n\n{claims_markdown(claims)}\n\n{LEGEND}\n\n{legend}\n"
     if plots:
         text += "\n## Plots\n\n" + "\n".join(f"![{os.path.basename(p)}]({p})" for p in plots) + "\n"
     summary = {"meta": meta,
@@ -137,5 +149,5 @@ def write_report(folder, methods, plots=(), command="", sweep_records=None):
     return text
 
 
-__all__ = ["BASES", "load_records", "metric_table", "differences", "differences_table", "provenance", "render",
+__all__ = ["BASES", "load_records", "metric_table", "differences", "differences_table", "measured", "provenance", "render",
            "write_report"]
