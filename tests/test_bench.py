@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from canu_plugin.bench.methods import SECOND_SOURCE_SEED, SETTINGS, plan
@@ -151,6 +152,9 @@ def test_tiny_sweep_runs_resumes_and_reports(synth_root, tmp_path):
         "<output>", "runs", "source_s0", "model_final.pth")
     kept = sorted(p.name for p in (folder / "runs" / "canu_s0").glob("*.pth"))
     assert kept == ["model_final.pth"]  # per-epoch checkpoints dropped once the run is finished
+    final = torch.load(folder / "runs" / "canu_s0" / "model_final.pth", weights_only=True)
+    assert "optimizer" not in final and "d_optimizer" not in final  # ... and the optimizers' states
+    assert {"model", "discriminators", "pseudo_labels", "epoch"} <= set(final)
     table = (folder / "results.md").read_text()
     assert "pseudo-label baseline + CANU" in table and "direct transfer" in table and "canu - pseudo" not in table
     assert (folder / "plots" / "nmi_per_epoch.png").is_file() and (folder / "plots" / "map_per_epoch.png").is_file()

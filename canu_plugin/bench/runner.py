@@ -5,7 +5,7 @@ Layout under ``results/<setting>/``: ``runs/<method>_s<seed>/`` is the run's fas
 folder (checkpoints, logs, plots); ``<method>_s<seed>.json`` is written last, when the run has
 finished, so its presence marks a finished run (a re-started sweep skips it, and an interrupted
 run resumes from its last checkpoint with ``--resume``). A finished run keeps only its
-``model_final.pth`` of the checkpoints.
+``model_final.pth``, without the optimizers' states (:func:`keep_final_weights`).
 """
 import json
 import os
@@ -15,7 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+
 from canu_plugin.bench.methods import SETTINGS
+from canu_plugin.checkpoint import atomic_write
 from canu_plugin.errors import CanuError
 from canu_plugin.engine.run_files import FINAL_RESULTS, epoch_records, read_final_results
 from canu_plugin.jsonl import read_jsonl
@@ -76,12 +79,28 @@ def collect(out_dir, target):
             "acan": acan, "plots": {k: v for k, v in plots.items() if os.path.isfile(v)}}
 
 
-def _drop_periodic_checkpoints(out_dir):
-    """A finished run needs only ``model_final.pth`` (what later runs start from): delete fast-reid's
-    per-epoch ``model_XXXX.pth`` (tens of MB each, one per epoch and run)."""
+def keep_final_weights(out_dir):
+    """A finished run needs only its final model (what later runs start from, and what a re-run after
+    a lost record evaluates): delete fast-reid's per-epoch ``model_XXXX.pth`` and rewrite
+    ``model_final.pth`` without the optimizers' states (two thirds of the file with Adam), atomically.
+
+    Returns:
+        the bytes freed (int).
+    """
+    freed = 0
     for name in os.listdir(out_dir):
         if name.startswith("model_") and name.endswith(".pth") and name != "model_final.pth":
+            freed += os.path.getsize(os.path.join(out_dir, name))
             os.remove(os.path.join(out_dir, name))
+    final = os.path.join(out_dir, "model_final.pth")
+    if os.path.isfile(final):
+        data = torch.load(final, map_location="cpu", weights_only=True)
+        dropped = [k for k in data if k == "optimizer" or k.endswith("_optimizer")]
+        if dropped:
+            before = os.path.getsize(final)
+            atomic_write(final, lambda f: torch.save({k: v for k, v in data.items() if k not in dropped}, f))
+            freed += before - os.path.getsize(final)
+    return freed
 
 
 def identity(method, opts, base):
@@ -168,6 +187,6 @@ def execute(setting, key, method, seed, opts, planned, folder, log=print):
     with open(path + ".tmp", "w") as f:
         json.dump(record, f, indent=1)
     os.replace(path + ".tmp", path)
-    _drop_periodic_checkpoints(out_dir)
+    keep_final_weights(out_dir)
     log(f"[bench] {run_name(key, seed)} done in {wall:.0f} s: mAP {record['final']['mAP']:.1f}")
     return record
