@@ -36,10 +36,28 @@ _ORIGINAL = {}
 
 
 def _worker(local_rank, *rest):
-    """Drop-in for fastreid's ``_distributed_worker``: NCCL with CUDA, gloo without."""
+    """Drop-in for fastreid's ``_distributed_worker``: NCCL with CUDA, gloo without; once the main
+    function has returned, :func:`_finish`."""
     if torch.cuda.is_available() and torch.cuda.device_count() > 0:
-        return _ORIGINAL["worker"](local_rank, *rest)
-    return _gloo_worker(local_rank, *rest)
+        _ORIGINAL["worker"](local_rank, *rest)
+    else:
+        _gloo_worker(local_rank, *rest)
+    _finish()
+
+
+def _finish():
+    """End the process group when a rank's work is done: wait for every rank, then destroy it.
+
+    fast-reid's worker leaves the group to the interpreter's exit, where torch warns that it was not
+    destroyed (NCCL) and the backend's threads can be torn down in the wrong order: a gloo rank once
+    aborted there ("terminate called without an active exception", SIGABRT) after a finished run.
+    Not called when the main function raised (the other ranks may never reach the barrier).
+    """
+    if dist.is_available() and dist.is_initialized():
+        comm.synchronize()
+        dist.destroy_process_group()
+        comm._LOCAL_PROCESS_GROUP = None
+        comm._get_global_gloo_group.cache_clear()
 
 
 def install():

@@ -87,6 +87,30 @@ def test_launch_two_cpu_processes_with_ddp(tmp_path):
     assert torch.allclose(res[0]["grad"], torch.full((1, 4), 3.0))
 
 
+def _seen_group(box):
+    import torch.distributed as dist
+    box.append((dist.is_initialized(), dist.get_world_size(), dist.get_backend()))
+
+
+def test_a_finished_worker_destroys_its_process_group():
+    """fast-reid's worker leaves the group to the interpreter's exit (where a gloo rank once aborted)."""
+    import socket
+
+    import torch.distributed as dist
+    from fastreid.utils import comm
+
+    from canu_plugin import distributed
+    if torch.cuda.is_available():
+        pytest.skip("this test covers the CPU (gloo) path")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    box = []
+    distributed._worker(0, _seen_group, 1, 1, 0, f"tcp://127.0.0.1:{port}", (box,))
+    assert box == [(True, 1, "gloo")]  # the main function ran inside the group
+    assert not dist.is_initialized() and comm._LOCAL_PROCESS_GROUP is None
+
+
 def test_corrupt_image_names_the_file(tmp_path, tiny_items):
     from fastreid.data.common import CommDataset
     bad = tmp_path / "0001_c1s1_000999_00.jpg"
