@@ -62,6 +62,7 @@ def test_report_leaves_out_what_no_run_measured():
     text, _ = render(acan, ["acan_triplet", "acan_oce"], meta)
     assert "Pseudo-label quality" not in text and "clustering s/epoch" not in text and "NMI" not in text
     assert "| acan_oce - acan_triplet | 3 | +2.0 [+2.0, +2.0] |" in text  # only the measured difference column
+    assert "NMI" not in metric_table(acan, ["acan_oce"], ("mAP", "nmi_cam"))  # the sweep tables too
     pseudo = [{"epoch": 0, "nmi_cam": 0.2, "num_clusters": 7, "extract_s": 1.0, "cluster_s": 2.0}]
     clus = {("pseudo", s): _rec("pseudo", s, 20.0, pseudo=pseudo) for s in range(2)}
     text, _ = render(clus, ["pseudo"], meta)

@@ -34,8 +34,16 @@ def _runs(records, method):
     return [r for (m, _), r in sorted(records.items()) if m == method]
 
 
+def measured(records, methods, columns):
+    """The columns that at least one run of ``methods`` has a value for (a column nobody measured,
+    e.g. clustering time for ACAN, is left out rather than printed as a row of '-')."""
+    return [c for c in columns if any(METRICS[c].read(r) is not None for m in methods for r in _runs(records, m))]
+
+
 def metric_table(records, methods, columns):
-    """A markdown table: method, seeds, then each metric's mean ± sample std over the seeds."""
+    """A markdown table: method, seeds, then each metric's mean ± sample std over the seeds (the
+    columns no run measured are left out, :func:`measured`)."""
+    columns = measured(records, methods, columns)
     header = ["method", "seeds"] + [METRICS[c].header for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in methods:
@@ -59,7 +67,9 @@ def differences(records, methods, columns=DIFFERENCES):
 
 
 def differences_table(diffs, columns=DIFFERENCES):
-    """Markdown: comparison, pairs, each metric's mean difference [95% t-interval]."""
+    """Markdown: comparison, pairs, each metric's mean difference [95% t-interval] (the columns without
+    a single pair are left out)."""
+    columns = [c for c in columns if any(row[c]["n"] for row in diffs.values())]
     header = ["comparison (same seeds)", "pairs"] + [f"Δ {METRICS[c].header}" for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (a, b), row in diffs.items():
@@ -97,12 +107,6 @@ LEGEND = ("Cells: mean ± sample standard deviation (ddof 1) over the seeds list
           "when its interval excludes 0 in the claimed direction.")
 
 
-def measured(records, methods, columns):
-    """The columns that at least one run of ``methods`` has a value for (a column nobody measured,
-    e.g. clustering time for ACAN, is left out rather than printed as a row of '-')."""
-    return [c for c in columns if any(METRICS[c].read(r) is not None for m in methods for r in _runs(records, m))]
-
-
 def render(records, methods, meta, sweep_records=None, plots=()):
     """The text of results.md and the summary dict. Sections and columns without a measured value
     (the pseudo-label table of a benchmark without clustering methods) are left out."""
@@ -110,7 +114,6 @@ def render(records, methods, meta, sweep_records=None, plots=()):
     claims = evaluate(CLAIMS, records, sweep_records)
     clustered = [m for m in methods if any(r["pseudo"] for r in _runs(records, m))]
     retrieval, quality = measured(records, methods, RETRIEVAL), measured(records, clustered, PSEUDO_QUALITY)
-    diff_cols = [c for c in DIFFERENCES if any(row[c]["n"] for row in diffs.values())]
     legend = "\n".join(f"- {METRICS[c].header}: {METRICS[c].legend}" for c in dict.fromkeys(retrieval + quality))
     text = (f"Command: `{meta['command']}`\n\nCommit {meta['commit']}, {meta['device']}, torch {meta['torch']}, "
             f"fastreid {meta['fastreid']}, faiss {meta['faiss']}.\n\n## Retrieval and camera measures\n\n"
@@ -118,7 +121,7 @@ def render(records, methods, meta, sweep_records=None, plots=()):
     if quality:
         text += f"## Pseudo-label quality (clustering methods)\n\n{metric_table(records, clustered, quality)}\n\n"
     if diffs:
-        text += f"## Paired differences\n\n{differences_table(diffs, diff_cols)}\n\n"
+        text += f"## Paired differences\n\n{differences_table(diffs)}\n\n"
     text += f"## The papers' claims\n\n{claims_markdown(claims)}\n\n{LEGEND}\n\n{legend}\n"
     if plots:
         text += "\n## Plots\n\n" + "\n".join(f"![{os.path.basename(p)}]({p})" for p in plots) + "\n"
