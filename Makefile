@@ -48,7 +48,7 @@ bench-video: install
 test: install
 	$(PY) -m pytest -q tests
 
-# On a CUDA machine (no network needed once the wheels of README "GPU check" are installed): CUDA tests,
+# On a CUDA machine (no network needed once the wheels of docs/clustering.md "GPU check" are installed): CUDA tests,
 # every method on CUDA with AMP, NCCL, clustering up to 1M, the evaluator -> results/gpu_check/.
 # Uses .venv when there is one, else python3; without CUDA it runs at CPU sizes and says what it skipped.
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)

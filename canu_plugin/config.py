@@ -66,7 +66,7 @@ def _add_adversarial_config(cfg):
     _C.MODEL.CANU.MERGE = "add"            # how the ID and camera branches merge: "add", "mul" or "concat" (paper silent)
     _C.MODEL.CANU.FEATURE = "train_feature"  # what D's camera branch sees: "train_feature" (what the ID losses see,
                                            # MODEL.HEADS.NECK_FEAT) or "embedding" (the unit BNNeck embedding: the space of
-                                           # the clusters and centroids). Paper silent; see the README for the measurement
+                                           # the clusters and centroids). Paper silent; measured: docs/bench/canu_feature.md
     _C.MODEL.CANU.SCHEME = "minmax"        # "minmax": alternating D / encoder updates (paper); "grl": one pass, gradient reversal
     _C.MODEL.CANU.D_LR = 3.5e-4            # discriminator learning rate (Adam; constant)
     _C.MODEL.ACAN = CN()

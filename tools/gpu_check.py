@@ -3,7 +3,7 @@
 build of torch, numpy / scipy / scikit-learn and no network (< 8 min on one recent GPU).
 
 0. Environment: Python, torch, CUDA, and every package canu-plugin needs. A missing one stops the
-   check here, with the wheels to bring (README, "GPU check": ``pip download`` commands, ~43 MiB).
+   check here, with the wheels to bring (docs/clustering.md, "GPU check": ``pip download`` commands, ~43 MiB).
 1. ``pytest -m cuda``: the CUDA-marked tests.
 2. One short synthetic run of every method, on CUDA with AMP (ResNet-50, 256x128, batch 64):
    training images/s of each method without and with its discriminator.

@@ -1,4 +1,4 @@
-"""The benchmark's figures (matplotlib, Agg), legible at the README's width (<= 1000 px, text >= 9 pt):
+"""The benchmark's figures (matplotlib, Agg), legible at the width of docs/benchmark.md (<= 1000 px, text >= 9 pt):
 per-epoch curves with seed bands and reference lines (NMI(pseudo-label, camera), lost ids, mAP: the
 papers' Fig. 3-6), sweep curves (a metric against the swept value), and montages of the runs' own PNGs
 annotated with their numbers (PCA of two cameras, Fig. 7 of CANU-ReID; ACAN's confusion, Fig. 8)."""

@@ -1,7 +1,7 @@
 """The data side of pseudo-label training: the unlabelled target set, one clustering's result
 (:class:`PseudoLabels`), and the loader that trains on it.
 
-The path of a pseudo-label (README "Layout"): the engine's label generator clusters the target set
+The path of a pseudo-label (docs/layout.md): the engine's label generator clusters the target set
 into a :class:`PseudoLabels`; the trainer installs it with :func:`pseudo_label_loader` (this
 module) and the model's ``install_clusters`` (``modeling/contract.py``).
 """
