@@ -54,6 +54,9 @@ def _add_pseudo_config(cfg):
                                            # (SSG's code sums them); False: the image alone (MMT's code)
     _C.PSEUDO.SOURCE_DATASETS = ()         # labelled source dataset(s) whose training features enter the clustering
                                            # distance (CLUSTERING.SOURCE_LAMBDA > 0, SSG); extracted every clustering
+    _C.PSEUDO.DROP_VIEW_OUTLIERS = True    # models with several clustering views (SSG): a sample that is an outlier (-1)
+                                           # in ANY view is left out of training (SSG's code); False: only view-0 (full
+                                           # body) outliers are, a part's outliers leave only that part's triplet
 
 
 def _add_adversarial_config(cfg):

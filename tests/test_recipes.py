@@ -24,14 +24,20 @@ def test_every_benchmark_config_loads(setting):
         cfg = _load(os.path.join(REPO, methods[name].config))
         if setting != "synthetic" and methods[name].family in ("clustering", "mmt", "ssg", "acan"):
             assert SETTINGS[setting]["target"] in cfg.DATASETS.NAMES, (setting, name)
-    assert ("ssg" in default_methods(setting)) == (setting in ("synthetic", "M2D", "D2M"))
+    assert ("ssg" in default_methods(setting)) == (setting != "synthetic-video")
 
 
-def test_msmt_settings_have_table_two_mmt_rows():
+def test_msmt_settings_have_table_two_mmt_and_ssg_rows():
     for setting, source in (("M2MSMT", "Market1501"), ("D2MSMT", "DukeMTMC")):
-        cfg = _load(os.path.join(REPO, SETTINGS[setting]["methods"]["canu_mmt"].config))
+        methods = SETTINGS[setting]["methods"]
+        cfg = _load(os.path.join(REPO, methods["canu_mmt"].config))
         assert cfg.DATASETS.NAMES == ("MSMT17",) and cfg.MODEL.CANU.ENABLED and cfg.MODEL.CANU.CONDITIONAL
         assert all(source in w for w in cfg.MODEL.MMT.SOURCE_WEIGHTS)
+        ssg, canu_ssg = (_load(os.path.join(REPO, methods[m].config)) for m in ("ssg", "canu_ssg"))
+        for c in (ssg, canu_ssg):
+            assert c.MODEL.META_ARCHITECTURE == "SSG" and c.DATASETS.NAMES == c.DATASETS.TESTS == ("MSMT17",)
+            assert source in c.MODEL.WEIGHTS and c.PSEUDO.SOURCE_DATASETS == (source,)
+        assert not ssg.MODEL.CANU.ENABLED and canu_ssg.MODEL.CANU.CONDITIONAL and canu_ssg.MODEL.CANU.MU == 0.05
 
 
 @pytest.mark.parametrize("path", MMT, ids=os.path.basename)

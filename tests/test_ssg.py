@@ -1,9 +1,11 @@
-"""SSG / CANU-SSG: the three embeddings, per-view clustering contract, per-part triplets with
-outliers masked, full-body conditioning of the three discriminators, source-checkpoint loading,
-and tiny real runs through canu_plugin's Trainer (CPU)."""
+"""SSG / CANU-SSG: the three embeddings, per-view clustering contract, per-part triplets (SSG's
+P x K-block positives, outliers masked), samples that are outliers in any view left out of
+training, full-body conditioning of the three discriminators, source-checkpoint loading, and tiny
+real runs through canu_plugin's Trainer (CPU)."""
 import copy
 import os
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,11 +14,13 @@ import torch.nn.functional as F
 from fastreid.modeling.losses import triplet_loss
 from fastreid.utils.checkpoint import Checkpointer
 
+from canu_plugin.data.pseudo_labels import PseudoLabels
 from canu_plugin.engine import Trainer, setup_cfg
 from canu_plugin.engine.hooks import ClusteringHook
 from canu_plugin.engine.run_files import epoch_records
 from canu_plugin.errors import CanuError
 from canu_plugin.modeling.losses import all_positive_triplet
+from canu_plugin.modeling.meta_arch.ssg import VIEWS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(REPO, "configs", "synthetic", "quick_ssg.yml")
@@ -84,6 +88,41 @@ def test_part_labels_come_with_the_batch_and_outliers_are_left_out_of_the_part_t
     assert "loss_triplet_embedding" not in build("MODEL.SSG.EMBED_DIM", "0").train()(data)
 
 
+def ssg_semi_ohem(features, labels, k, margin=0.5):
+    """SSG's triplet loop (reid/loss/triplet.py, "semi OHEM") written out: for every anchor a of each
+    P x K block, every later sample of the same block is a positive and the anchor's negative is its
+    nearest sample with another ``labels`` value: mean of relu(d(a, p) - d(a, n) + margin)."""
+    dist = torch.cdist(features, features)
+    terms = []
+    for start in range(0, len(labels), k):
+        for a in range(start, start + k):
+            d_an = dist[a][labels != labels[a]].min()
+            terms += [F.relu(dist[a, p] - d_an + margin) for p in range(a + 1, start + k)]
+    return torch.stack(terms).mean()
+
+
+def test_part_triplet_positives_are_the_pxk_block_and_negatives_the_part_clusters():
+    """SSG's code: the part triplets' positives are the pairs of a P x K block (the full-body cluster
+    the sampler drew), only the negatives follow the part's labels; the full body and the FC
+    embedding use the full-body labels for both."""
+    torch.manual_seed(0)
+    feats, blocks = torch.randn(12, 6), torch.arange(12) // 4
+    part = torch.tensor([0, 1, 1, 2, 2, 3, 3, 0, 0, 0, 1, 1])  # block mates in other part clusters, and the reverse
+    ref = ssg_semi_ohem(feats, part, k=4)
+    assert torch.allclose(all_positive_triplet(feats, part, 0.5, groups=blocks), ref)
+    assert not torch.allclose(all_positive_triplet(feats, part, 0.5), ref)  # positives by part label: not SSG's
+    assert torch.allclose(all_positive_triplet(feats, blocks, 0.5), ssg_semi_ohem(feats, blocks, k=4))
+    model = build().train()
+    data = batch(8)  # P x K = 4 x 2
+    data["view_targets"] = torch.tensor([[0, 1, 1, 2, 2, 3, 3, 0], [0, 0, 1, 1, 2, 2, 3, 3]]).T
+    views, images, targets = data["view_targets"].clone(), data["images"].clone(), data["targets"].clone()
+    losses = model(data)
+    with torch.no_grad():  # the same batch again: the train-mode BN normalises with the batch's statistics
+        parts = model.part_features(model.backbone(model.preprocess_image({"images": images})))
+    for (f, _), name, labels in zip(parts, VIEWS, [targets, *views.T]):
+        assert torch.allclose(losses[f"loss_triplet_{name}"].detach(), ssg_semi_ohem(f, labels, k=2), atol=1e-5), name
+
+
 def test_embedding_triplet_uses_ssgs_fc_bn_relu_on_the_pooled_full_body_feature():
     model = build().train()
     fc, bn, relu = model.embedding
@@ -132,6 +171,24 @@ def test_supervised_baseline_checkpoint_loads_into_ssg(tmp_path):
         assert torch.equal(bn.weight, torch.ones(D)) and torch.equal(bn.running_mean, torch.zeros(D))
 
 
+@pytest.mark.parametrize("drop", [True, False])
+def test_clusters_left_after_dropping_view_outliers_decide_whether_a_clustering_is_kept(pseudo_of, drop):
+    """16 samples in 4 full-body clusters (a 4 x 4 batch needs 4); cluster 3 is all upper-body outliers."""
+    cfg = setup_cfg(QUICK, ["PSEUDO.GT_DIAGNOSTICS", "False", "PSEUDO.DROP_VIEW_OUTLIERS", str(drop)])
+    labels = np.arange(16) // 4
+    views = np.stack([np.where(labels == 3, -1, labels), labels], 1)
+    pseudo = pseudo_of(torch.zeros(4, D), labels, views)
+    hook = ClusteringHook(cfg, SimpleNamespace(target=SimpleNamespace(camids=np.arange(16) % 2)))
+    report = hook._report(pseudo, epoch=0)
+    assert (report["num_clusters"], report["train_clusters"], report["train_samples"]) == (4, 3 if drop else 4,
+                                                                                           12 if drop else 16)
+    if drop:
+        with pytest.raises(CanuError, match="3 clusters to train on .*4 left out as outliers of at least one view"):
+            hook._accept(pseudo, report)
+    else:
+        assert hook._accept(pseudo, report)
+
+
 @pytest.fixture
 def make_trainer(tiny_trainer):
     return lambda out, *opts: tiny_trainer(QUICK, out, *FAST, *opts)
@@ -141,13 +198,39 @@ def hook_of(trainer):
     return next(h for h in trainer._hooks if isinstance(h, ClusteringHook))
 
 
+def record_batches(trainer):
+    """The image paths of every training batch the model gets (filled as the trainer runs)."""
+    seen = []
+
+    def record(module, args):
+        if module.training:
+            seen.extend(args[0]["img_paths"])
+    trainer.unwrapped_model.register_forward_pre_hook(record)
+    return seen
+
+
+def part_only_outliers(trainer):
+    """Paths of the samples clustered in the full body but outliers (-1) of a part (the last clustering)."""
+    pseudo = hook_of(trainer).pseudo
+    part_only = (pseudo.labels >= 0) & (pseudo.view_labels < 0).any(1)
+    return {p for p, out in zip(trainer.target_set.paths, part_only) if out}
+
+
+ONE_EPOCH = ["SOLVER.MAX_EPOCH", "1", "PSEUDO.ITERS_PER_EPOCH", "8"]
+
+
 def test_tiny_ssg_epoch(make_trainer, tmp_path):
-    trainer = make_trainer(tmp_path, "SOLVER.MAX_EPOCH", "1")
+    trainer = make_trainer(tmp_path, *ONE_EPOCH)
+    seen = record_batches(trainer)
     trainer.train()
     pseudo = hook_of(trainer).pseudo
     assert pseudo.view_labels.shape == (len(trainer.target_set), 2)
-    keep = pseudo.labels >= 0
+    keep = pseudo.trained()
     assert trainer.data_loader.dataset.view_labels.tolist() == pseudo.view_labels[keep].tolist()
+    # SSG's code: a sample that is an outlier in any view (here: a part only) never reaches a batch
+    part_only = part_only_outliers(trainer)
+    assert part_only and len(seen) == 8 * 16 and not part_only & set(seen)
+    assert (trainer.data_loader.dataset.view_labels >= 0).all()
     model = trainer.unwrapped_model
     assert model.centroids.shape[1] == D
     assert (pseudo.view_labels >= 0).any(0).all()  # both parts found clusters
@@ -155,6 +238,18 @@ def test_tiny_ssg_epoch(make_trainer, tmp_path):
     log = epoch_records(tmp_path)["pseudo"][0]
     assert log["view1_num_clusters"] > 0 and log["view2_num_clusters"] > 0
     assert {"view1_mi_cam", "view1_lost_ids", "view2_lost_ids"} <= set(log)  # per-part diagnostics (Fig. 6)
+    assert (log["train_samples"], log["train_clusters"]) == (keep.sum(), len(set(pseudo.labels[keep])))
+
+
+def test_drop_view_outliers_false_keeps_part_outliers_in_training(make_trainer, tmp_path):
+    """The old rule (PSEUDO.DROP_VIEW_OUTLIERS False): part outliers stay in the batches (full-body
+    losses, embedding triplet, discriminators) and leave only their part's triplet."""
+    trainer = make_trainer(tmp_path, *ONE_EPOCH, "PSEUDO.DROP_VIEW_OUTLIERS", "False")
+    seen = record_batches(trainer)
+    trainer.train()
+    assert part_only_outliers(trainer) & set(seen)
+    pseudo = hook_of(trainer).pseudo
+    assert trainer.data_loader.dataset.view_labels.tolist() == pseudo.view_labels[pseudo.labels >= 0].tolist()
 
 
 def test_tiny_canu_ssg_epochs_and_resume_restores_view_labels(make_trainer, tmp_path):
@@ -174,7 +269,7 @@ def test_tiny_canu_ssg_epochs_and_resume_restores_view_labels(make_trainer, tmp_
     assert resumed.start_epoch == 1
     assert torch.equal(torch.from_numpy(hook_of(resumed).pseudo.view_labels), saved["view_labels"])
     resumed.train()  # epoch 1 keeps the epoch-0 clusters (PERIOD 2): the loader gets the restored labels
-    keep = saved["labels"] >= 0
+    keep = torch.from_numpy(PseudoLabels.from_state_dict(saved).trained())
     assert resumed.data_loader.dataset.view_labels.tolist() == saved["view_labels"][keep].tolist()
 
 

@@ -86,6 +86,20 @@ class PseudoLabels:
         """K."""
         return int(self.centroids.shape[0])
 
+    def trained(self, drop_view_outliers=True):
+        """Which samples the loader trains on (``PSEUDO.DROP_VIEW_OUTLIERS``).
+
+        Args:
+            drop_view_outliers: also leave out the outliers (-1) of every other view (SSG's code drops
+                a sample that is an outlier in any of its views); False: only view 0's outliers.
+        Returns:
+            (N,) bool.
+        """
+        keep = self.labels >= 0
+        if drop_view_outliers and self.view_labels is not None:
+            keep = keep & (self.view_labels >= 0).all(1)
+        return keep
+
     def state_dict(self):
         """Tensors and numbers only (loadable with ``torch.load(weights_only=True)``)."""
         state = {"epoch": int(self.epoch), "labels": torch.from_numpy(self.labels), "centroids": self.centroids,
@@ -200,19 +214,22 @@ def identity_sampler(name):
 
 def pseudo_label_loader(cfg, target, pseudo, seed, num_views=1):
     """P x K identity-sampled loader (``DATALOADER.SAMPLER_TRAIN``) over the clustered
-    (non-outlier) samples of ``pseudo``.
+    (non-outlier) samples of ``pseudo`` (:meth:`PseudoLabels.trained`: with
+    ``PSEUDO.DROP_VIEW_OUTLIERS``, clustered in every view).
 
     Args:
         target: :class:`TargetSet` of N samples; pseudo: :class:`PseudoLabels` of it.
         seed: sampler seed (SEED + epoch), identical on every rank.
         num_views: augmented views per image the model trains on (``model.num_train_views``).
     """
-    keep = pseudo.labels >= 0
-    items = target.items(pseudo.labels)
+    keep = pseudo.trained(cfg.PSEUDO.DROP_VIEW_OUTLIERS)
+    items = target.items(np.where(keep, pseudo.labels, -1))
     num_clusters = len(set(it[1] for it in items))
     if num_clusters < required_clusters(cfg):
-        raise CanuError(f"only {num_clusters} clusters, fewer than the {required_clusters(cfg)} identities a P x K "
-                        "batch needs (SOLVER.IMS_PER_BATCH / DATALOADER.NUM_INSTANCE)")
+        dropped = ("" if keep.sum() == (pseudo.labels >= 0).sum()
+                   else " (PSEUDO.DROP_VIEW_OUTLIERS left out the outliers of the other views)")
+        raise CanuError(f"only {num_clusters} clusters to train on{dropped}, fewer than the {required_clusters(cfg)} "
+                        "identities a P x K batch needs (SOLVER.IMS_PER_BATCH / DATALOADER.NUM_INSTANCE)")
     views = None if pseudo.view_labels is None else pseudo.view_labels[keep]
     dataset = _dataset(cfg, items, views, num_views)
     mini_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()

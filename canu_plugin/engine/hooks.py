@@ -2,6 +2,7 @@
 clustering, logging, checkpointing) and :class:`MeanTeacherHook` (MMT's EMA teachers)."""
 import logging
 
+import numpy as np
 from fastreid.engine.train_loop import HookBase
 from fastreid.utils.env import seed_all_rng
 
@@ -66,6 +67,9 @@ class ClusteringHook(HookBase):
         for v in range(views.shape[1] if views is not None else 0):  # SSG's parts (CANU-ReID Fig. 6)
             part = cluster_report(views[:, v], camids, gt)
             report.update({f"view{v + 1}_{k}": part[k] for k in ("num_clusters", "mi_cam", "lost_ids") if k in part})
+        if views is not None:  # what the loader trains on (PSEUDO.DROP_VIEW_OUTLIERS)
+            trained = pseudo.trained(self.cfg.PSEUDO.DROP_VIEW_OUTLIERS)
+            report.update(train_samples=int(trained.sum()), train_clusters=int(len(np.unique(pseudo.labels[trained]))))
         info = dict(pseudo.info)
         probe = info.pop("cam_probe", None)
         report.update(epoch=epoch, **info)
@@ -76,10 +80,14 @@ class ClusteringHook(HookBase):
     def _accept(self, pseudo, report):
         """Enough clusters for a P x K batch? Otherwise keep the last labels (or raise)."""
         need = required_clusters(self.cfg)
-        if report["num_clusters"] >= need:
+        found = report.get("train_clusters", report["num_clusters"])
+        if found >= need:
             return True
-        msg = (f"clustering found {report['num_clusters']} clusters ({report['num_outliers']} of "
-               f"{len(pseudo.labels)} samples are outliers); a P x K batch needs {need}")
+        msg = (f"clustering found {found} clusters to train on ({report['num_outliers']} of "
+               f"{len(pseudo.labels)} samples are outliers")
+        if "train_clusters" in report:
+            msg += f", {len(pseudo.labels) - report['train_samples']} left out as outliers of at least one view"
+        msg += f"); a P x K batch needs {need}"
         if self.pseudo is None or self.cfg.PSEUDO.ON_FAILURE == "error":
             raise CanuError(msg + ". Raise CLUSTERING.EPS or lower CLUSTERING.MIN_SAMPLES, start from a "
                                   "better model (MODEL.WEIGHTS from source training), or lower SOLVER.IMS_PER_BATCH.")

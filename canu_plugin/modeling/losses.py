@@ -70,24 +70,31 @@ def per_camera_triplet(features, pids, camids, margin=0.3):
     return F.relu(hardest_pos[ok] - hardest_neg[ok] + margin).mean()
 
 
-def all_positive_triplet(features, labels, margin=0.5):
+def all_positive_triplet(features, labels, margin=0.5, groups=None):
     """SSG's triplet ("semi OHEM" in its code): every positive pair (a, p), a before p in the batch,
     against the hardest negative of a: mean of relu(d(a, p) - min_n d(a, n) + margin).
 
+    The negatives of a are the samples with another ``labels`` value; the positives, the samples
+    with the same ``groups`` value (default: ``labels``). SSG's part triplets pass the full-body
+    labels as ``groups``: its positives are the pairs of a P x K block (the full-body cluster the
+    sampler drew them from), only its negatives follow the part's labels.
+
     Args:
         features: (B, D); labels: (B,) identity labels (every sample labelled); margin: SSG 0.5.
+        groups: (B,) labels that make the positive pairs, or None (= ``labels``).
     Returns:
-        scalar tensor (0, still attached to ``features``, without a positive pair or a negative).
+        scalar tensor (0, still attached to ``features``, without a positive pair whose anchor has a negative).
     """
     dist = torch.cdist(features, features)
     same = labels[:, None] == labels[None, :]
-    pairs = (same & torch.ones_like(same).triu(1)).nonzero()
-    if len(pairs) == 0 or same.all():
+    positive = same if groups is None else groups[:, None] == groups[None, :]
+    pairs = positive.triu(1).nonzero()
+    ok = ~same[pairs[:, 0]].all(1)  # anchors with a negative
+    if not ok.any():
         return features.sum() * 0.0
     hardest_neg = torch.where(same, torch.full_like(dist, torch.finfo(dist.dtype).max), dist).min(1).values
-    anchors = pairs[:, 0]
-    ok = ~same[anchors].all(1)
-    d_ap, d_an = dist[anchors, pairs[:, 1]][ok], hardest_neg[anchors][ok]
+    anchors = pairs[ok, 0]
+    d_ap, d_an = dist[anchors, pairs[ok, 1]], hardest_neg[anchors]
     return F.relu(d_ap - d_an + margin).mean()
 
 

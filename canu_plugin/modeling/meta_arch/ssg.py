@@ -12,11 +12,13 @@ to neither part).
   batch as ``"view_targets"`` (the pseudo-label loader carries them with the images).
 - Training (triplet losses only, as SSG; no ID classifier, so the heads' classifier weights are
   frozen and never re-sized): ``loss_triplet_full`` on the loader's targets,
-  ``loss_triplet_upper`` / ``loss_triplet_lower`` on each part's own labels; samples that are
-  outliers (-1) in a part's clustering are left out of that part's triplet (SSG's code drops a
-  sample that is an outlier in any view from training altogether). The triplet is fast-reid's
-  (``MODEL.LOSSES.TRI``: margin, hard mining, feature normalisation, scale) on the head's
-  training features (``MODEL.HEADS.NECK_FEAT``).
+  ``loss_triplet_upper`` / ``loss_triplet_lower`` with each part's own labels as SSG's code
+  forms them: the positives of an anchor are the other samples of its P x K block (the same
+  full-body target), its negatives the samples of another *part* cluster. A sample that is an
+  outlier (-1) in any view never reaches a batch (``PSEUDO.DROP_VIEW_OUTLIERS``, SSG's code);
+  with that key False, a part's outliers are left out of that part's triplet only. The triplet
+  is ``MODEL.SSG.TRIPLET`` (``MODEL.LOSSES.TRI``: margin, feature normalisation, scale) on the
+  head's training features (``MODEL.HEADS.NECK_FEAT``).
 - Deviation: the P x K batches are sampled on the full-body labels only (one loader; the part
   labels of a batch are whatever its samples carry). SSG's public code samples the same way
   (``RandomIdentitySampler`` on the first label); the paper describes one loader per part.
@@ -130,7 +132,9 @@ class SSG(PseudoBaseline):
         targets = batched_inputs["targets"].to(self.device)
         labels = [targets, *self.part_labels(batched_inputs).unbind(1)]
         feats = [f for f, _ in parts]
-        loss_dict = {f"loss_triplet_{v}": self.masked_triplet(f, lab) for v, f, lab in zip(VIEWS, feats, labels)}
+        # positives: the pairs of a P x K block (same full-body target) in every view, as SSG's code
+        loss_dict = {f"loss_triplet_{v}": self.masked_triplet(f, lab, targets)
+                     for v, f, lab in zip(VIEWS, feats, labels)}
         if self.embedding is not None:  # SSG's code: a triplet on the FC embedding, full-body labels
             pooled = self.heads.pool_layer(feature_map)[..., 0, 0]
             loss_dict["loss_triplet_embedding"] = self.masked_triplet(self.embedding(pooled), targets)
@@ -139,12 +143,16 @@ class SSG(PseudoBaseline):
         cond = self.centroids_of(targets)
         return loss_dict, [(adversarial_feature(self.adv_feature, f, e), cond) for f, e in parts]
 
-    def masked_triplet(self, features, labels):
-        """The triplet of ``MODEL.SSG.TRIPLET`` (SSG's every-positive-pair one, or fast-reid's batch-hard;
-        ``MODEL.LOSSES.TRI``: margin, feature normalisation, scale) over the samples with a label.
+    def masked_triplet(self, features, labels, groups=None):
+        """The triplet of ``MODEL.SSG.TRIPLET`` (``MODEL.LOSSES.TRI``: margin, feature normalisation,
+        scale) over the samples with a label: SSG's ``all_positives`` (every pair of the same
+        ``groups`` value, the P x K block, against the anchor's hardest negative by ``labels``:
+        :func:`~canu_plugin.modeling.losses.all_positive_triplet`), or fast-reid's ``batch_hard``
+        (positives and negatives both by ``labels``; ``groups`` unused).
 
         Args:
             features: (B, C'); labels: (B,) cluster labels, -1 = outlier (left out).
+            groups: (B,) labels that make the positive pairs (the full-body targets), or None (= ``labels``).
         Returns:
             scalar tensor (0, still attached to ``features``, with fewer than 2 labelled samples).
         """
@@ -154,7 +162,7 @@ class SSG(PseudoBaseline):
         tri = self.loss_kwargs["tri"]
         if self.triplet == "all_positives":
             feats = F.normalize(features[keep], dim=1) if tri["norm_feat"] else features[keep]
-            loss = all_positive_triplet(feats, labels[keep], tri["margin"])
+            loss = all_positive_triplet(feats, labels[keep], tri["margin"], None if groups is None else groups[keep])
         else:
             loss = triplet_loss(features[keep], labels[keep], tri["margin"], tri["norm_feat"], tri["hard_mining"])
         return loss * tri["scale"]
