@@ -59,23 +59,45 @@ def test_hand_made_case(tmp_path, protocol, with_q, m_ap, gallery):
     assert res["mAP"] == pytest.approx(100 * m_ap, abs=1e-4)
     assert res["Rank-1"] == 0 and res["Rank-5"] == 100
     assert res[f"gallery_{protocol}"] == gallery  # official: 4 non-junk gallery tracklets + the 2 queries
+    # MARS-evaluation's trapezoid AP: at each positive, the mean of the precision before and at it
+    # q0: ((0/1 + 1/2) / 2 + (1/3 + 2/4) / 2) / 2; q1: ((0 + 1/2) / 2 + (1/3 + 2/4) / 2 + (2/4 + 3/5) / 2) / 3
+    trap = ((0.25 + 5 / 12) / 2 + (0.25 + 5 / 12 + 0.55) / 3) / 2
+    assert (res.get("mAP_trapezoid") == pytest.approx(100 * trap, abs=1e-4)) if with_q else "mAP_trapezoid" not in res
+
+
+def _matlab_ap(good, junk):
+    """MARS-evaluation's compute_AP loop (trapezoid rule) over a ranked list's good / junk flags."""
+    ap, old_recall, old_precision, hits, seen = 0.0, 0.0, 1.0, 0, 0
+    for is_good, is_junk in zip(good, junk):
+        if is_junk:
+            continue
+        hits += bool(is_good)
+        recall, precision = hits / good.sum(), hits / (seen + 1)
+        ap += (recall - old_recall) * (old_precision + precision) / 2
+        old_recall, old_precision, seen = recall, precision, seen + 1
+        if hits == good.sum():
+            break
+    return ap
 
 
 def _brute(feats, lab, cam, query_rows, gallery_rows):
-    """MARS-evaluation's loop (evaluation_mars.m) with fast-reid's AP: good = same id, other camera;
-    junk = id -1 or same id and camera; the rest (distractors included) negatives. (mAP, R1), in %."""
+    """MARS-evaluation's loop (evaluation_mars.m): good = same id, other camera; junk = id -1 or same
+    id and camera; the rest (distractors included) negatives. (fast-reid's mAP, R1, MATLAB's mAP), in %."""
     f = F.normalize(torch.as_tensor(feats, dtype=torch.float64), dim=1)
-    aps, r1 = [], []
+    aps, r1, traps = [], [], []
     for i in query_rows:
         g = np.asarray(gallery_rows)
         dist = (1 - f[g] @ f[i]).numpy()
         junk = (lab[g] == -1) | ((lab[g] == lab[i]) & (cam[g] == cam[i]))
-        good = ((lab[g] == lab[i]) & (cam[g] != cam[i]))[~junk][np.argsort(dist[~junk], kind="stable")]
+        order = np.argsort(dist, kind="stable")
+        all_good = ((lab[g] == lab[i]) & (cam[g] != cam[i]))[order]
+        good = all_good[~junk[order]]
         if good.any():
             ranks = np.flatnonzero(good)
             aps.append(np.mean((np.arange(len(ranks)) + 1) / (ranks + 1)))
             r1.append(ranks[0] == 0)
-    return 100 * np.mean(aps), 100 * np.mean(r1)
+            traps.append(_matlab_ap(all_good, junk[order]))
+    return 100 * np.mean(aps), 100 * np.mean(r1), 100 * np.mean(traps)
 
 
 @pytest.mark.parametrize("protocol", ["official", "torchreid"])
@@ -102,8 +124,10 @@ def test_generated_mars_split(video_root, tmp_path, protocol):
     expected_gallery = official if protocol == "official" else official - len(query_rows)
     assert res[f"gallery_{protocol}"] == expected_gallery
     gallery_rows = [r for r in range(len(lab)) if protocol == "official" or r not in set(query_rows)]
-    m_ap, r1 = _brute(feats, lab, cam, query_rows, gallery_rows)
+    m_ap, r1, trap = _brute(feats, lab, cam, query_rows, gallery_rows)
     assert res["mAP"] == pytest.approx(m_ap, abs=1e-3) and res["Rank-1"] == pytest.approx(r1, abs=1e-3)
+    if protocol == "official":
+        assert res["mAP_trapezoid"] == pytest.approx(trap, abs=1e-3) and abs(trap - m_ap) > 1e-2
 
 
 def test_rerank_with_queries_in_gallery_keeps_the_gallery_columns():

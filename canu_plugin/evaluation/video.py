@@ -15,11 +15,13 @@ of the query's id *and* camera are ignored, junk ones (pid -1; the parsers drop 
 ignored, distractors (pid 0) are negatives; with ``query_in_gallery`` (the official MARS protocol:
 MARS-evaluation's ``evaluation_mars.m``) the query tracklets are gallery items too, so a query
 also finds its id's queries from other cameras; without it (torchreid's) they are not. The
-protocol and the gallery size are logged and reported as ``gallery_<protocol>``.
+protocol and the gallery size are logged and reported as ``gallery_<protocol>``; with the queries
+in the gallery ``mAP_trapezoid`` (MARS-evaluation's MATLAB AP, trapezoid rule) follows ``mAP``.
 """
 import logging
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from fastreid.utils import comm
 
@@ -184,12 +186,16 @@ class VideoReidEvaluator(CanuReidEvaluator):
         return res
 
     def _summary(self, res):
-        """The image summary plus ``Rank-20`` (the video tables report R1/5/10/20 and mAP) and
-        ``gallery_<protocol>``: the gallery size under the protocol used."""
+        """The image summary plus ``Rank-20`` (the video tables report R1/5/10/20 and mAP),
+        ``gallery_<protocol>`` (the gallery size under the protocol used) and, with the queries in
+        the gallery (the official MARS protocol), ``mAP_trapezoid``: the AP of MARS-evaluation's
+        MATLAB ``compute_AP`` (trapezoid rule), after ``mAP`` (fast-reid's, torchreid's)."""
         out, cmc = CanuReidEvaluator._summary(res), res["cmc"]
         items = list(out.items())
         at = [k for k, _ in items].index("Rank-10") + 1
         items.insert(at, ("Rank-20", cmc[min(20, len(cmc)) - 1] * 100))
+        if self.query_in_gallery:  # MARS-evaluation's own AP (trapezoid rule), beside fast-reid's mAP
+            items.insert(at + 2, ("mAP_trapezoid", np.float64(res["mAP_trapezoid"]) * 100))
         items.append((f"gallery_{self.protocol}", float(res["gallery"])))
         return OrderedDict(items)
 
