@@ -45,7 +45,7 @@ def test_queries_in_gallery_follows_each_release():
 @pytest.mark.parametrize("protocol, with_q, m_ap, gallery", [("official", True, (0.5 + 1.6 / 3) / 2, 6),
                                                             ("torchreid", False, (1 / 3 + 0.5) / 2, 4)])
 def test_hand_made_case(tmp_path, protocol, with_q, m_ap, gallery):
-    """1-D features, squared euclidean distances; AP worked out by hand (module comment below)."""
+    """1-D features, squared euclidean distances; the APs worked out by hand in the comments below."""
     # queries q0 (id 1, cam 0, x 0), q1 (id 1, cam 1, x 1.6); gallery g0 (id 1, cam 0, x 1): q0's same-camera
     # match, q1's good one; g1 distractor (id 0) x 2; g2 (id 1, cam 2) x 3; g3 (id 2) x 0.5; g4 junk (id -1) x 0.1.
     # q0 official: g4 junk, g3 -, g0 junk, q1 +, g1 -, g2 +  -> AP (1/2 + 2/4) / 2 = 0.5
