@@ -138,6 +138,11 @@ def _add_video_config(cfg):
     _C.VIDEO.CONSISTENT_AUG = True         # one random augmentation per training clip (all T frames alike)
     _C.VIDEO.TEST_FRAMES = 0               # frames per tracklet at test / feature extraction: 0 = all, n = n evenly
                                            # spaced; frames run in batches of TEST.IMS_PER_BATCH, pooled per tracklet
+    _C.TEST.VIDEO_PROTOCOL = "official"    # tracklet test sets: "official" = each release's own evaluation (MARS's
+                                           # MATLAB code: every non-junk test tracklet, queries too, is in the gallery;
+                                           # its trapezoid AP is reported as mAP_trapezoid beside mAP); "torchreid" =
+                                           # MARS's gallery without the query tracklets (torchreid's loader).
+                                           # DukeMTMC-VideoReID / SI-Tracklet: their query/ and gallery/ folders either way
 
 
 def _add_run_config(cfg):

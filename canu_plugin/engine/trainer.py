@@ -264,7 +264,7 @@ class Trainer(DefaultTrainer):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
         if is_video_dataset(dataset_name):  # frame features pooled per tracklet (canu's evaluator, always)
             output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "eval", dataset_name)
-            return data_loader, video.build_video_evaluator(cfg, data_loader, num_query, output_dir)
+            return data_loader, video.build_video_evaluator(cfg, data_loader, num_query, output_dir, dataset_name)
         if cfg.TEST.CANU.ENABLED:
             from canu_plugin.evaluation import CanuReidEvaluator
             output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "eval", dataset_name)

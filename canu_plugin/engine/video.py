@@ -21,7 +21,7 @@ from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 
 from canu_plugin.data.datasets import train_items
-from canu_plugin.data.video import uses_video
+from canu_plugin.data.video import queries_in_gallery, uses_video
 from canu_plugin.distributed import unwrap
 from canu_plugin.data.video.clips import TRACKLET_KEY, TrackletFrames, VideoClipDataset, clip_options
 from canu_plugin.errors import CanuError
@@ -75,9 +75,13 @@ def build_video_test_loader(cfg, dataset_name, root):
     return _frame_loader(cfg, data.query + data.gallery), len(data.query)
 
 
-def build_video_evaluator(cfg, data_loader, num_query, output_dir=None):
-    """The tracklet evaluator for a loader of :func:`build_video_test_loader`."""
-    return VideoReidEvaluator(cfg, num_query, data_loader.dataset.num_tracklets, pooling_method(cfg), output_dir)
+def build_video_evaluator(cfg, data_loader, num_query, output_dir=None, dataset_name=None):
+    """The tracklet evaluator for a loader of :func:`build_video_test_loader` of ``dataset_name``,
+    under ``TEST.VIDEO_PROTOCOL`` (None: no dataset convention, the queries stay out of the gallery)."""
+    protocol = cfg.TEST.VIDEO_PROTOCOL
+    with_q = queries_in_gallery(dataset_name, protocol)
+    return VideoReidEvaluator(cfg, num_query, data_loader.dataset.num_tracklets, pooling_method(cfg), output_dir,
+                              query_in_gallery=with_q, protocol=protocol)
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+from scipy import sparse
 import torch.nn.functional as F
 from fastreid.evaluation.reid_evaluation import ReidEvaluator
 from fastreid.utils import comm
@@ -138,15 +139,16 @@ def query_expansion(q, g, qe_times=1, qe_k=5, alpha=3.0, chunk=256):
     return feats[:len(q)], feats[len(q):]
 
 
-def rerank_blocks(q, g, base_block, k1, k2, lambda_value, backend="auto"):
+def rerank_blocks(q, g, base_block, k1, k2, lambda_value, backend="auto", query_in_gallery=False):
     """Distance-block function for k-reciprocal re-ranking, from the sparse Jaccard distance.
 
     Args:
-        q: (Q, D), g: (G, D) float32 tensors; base_block: callable (start, stop) -> (B, G) original
-            distances (:func:`feature_blocks`); k1, k2, lambda_value: ``TEST.RERANK.*``;
+        q: (Q, D), g: (G, D) float32 tensors; base_block: callable (start, stop) -> (B, G') original
+            distances (:func:`feature_blocks`) to the gallery ``g`` (G' = G), or to ``cat([g, q])``
+            when ``query_in_gallery`` (G' = G + Q); k1, k2, lambda_value: ``TEST.RERANK.*``;
         backend: k-NN backend (``CLUSTERING.KNN_BACKEND``).
     Returns:
-        callable (start, stop) -> (B, G) float32 ``(1 - lambda) * jaccard + lambda * dist``.
+        callable (start, stop) -> (B, G') float32 ``(1 - lambda) * jaccard + lambda * dist``.
     """
     from canu_plugin.clustering.jaccard import jaccard_distance
     n_q = len(q)
@@ -154,7 +156,8 @@ def rerank_blocks(q, g, base_block, k1, k2, lambda_value, backend="auto"):
         raise CanuError(f"re-ranking needs 1 <= TEST.RERANK.K2 ({k2}) <= K1 ({k1}) <= query + gallery size "
                         f"({n_q + len(g)}): lower TEST.RERANK.K1/K2 or disable TEST.RERANK")
     jac = jaccard_distance(torch.cat([q, g]), k1=int(k1), k2=int(k2), backend=backend)  # absent = 1.0
-    q_to_g = jac[:n_q][:, n_q:].tocsr()
+    q_rows = jac[:n_q]
+    q_to_g = (sparse.hstack([q_rows[:, n_q:], q_rows[:, :n_q]]) if query_in_gallery else q_rows[:, n_q:]).tocsr()
     del jac
 
     def block(start, stop):
@@ -176,6 +179,8 @@ class CanuReidEvaluator(ReidEvaluator):
         num_query: the first ``num_query`` processed samples are the queries, the rest the gallery.
         output_dir: where the PCA plot goes (default: ``OUTPUT_DIR``).
     """
+
+    query_in_gallery = False  # rank the queries as gallery items too (after the gallery): MARS's official protocol
 
     def _compile_dependencies(self):
         """Our metrics need no compiled code; fast-reid's own path (the fallback) keeps its behaviour."""
@@ -239,8 +244,10 @@ class CanuReidEvaluator(ReidEvaluator):
         return feats, pids, camids, pooled
 
     def _rank_metrics(self, feats, pids, camids):
-        """:func:`.metrics.rank_metrics` with the configured metric, AQE and re-ranking."""
-        cfg, n = self.cfg, self._num_query
+        """:func:`.metrics.rank_metrics` with the configured metric, AQE and re-ranking; with
+        ``query_in_gallery`` the gallery is the G gallery items followed by the Q queries (each query's
+        own copy has its id and camera, so it is excluded like any same-camera match)."""
+        cfg, n, with_q = self.cfg, self._num_query, self.query_in_gallery
         if cfg.TEST.METRIC not in METRICS:
             raise CanuError(f"TEST.METRIC={cfg.TEST.METRIC!r} is not supported: use one of {METRICS}")
         device = resolve_device(cfg.TEST.CANU.DEVICE)
@@ -249,11 +256,12 @@ class CanuReidEvaluator(ReidEvaluator):
         q, g = prepare_features(feats[:n], feats[n:], pids[:n], pids[n:], device)
         if cfg.TEST.AQE.ENABLED:
             q, g = query_expansion(q, g, cfg.TEST.AQE.QE_TIME, cfg.TEST.AQE.QE_K, cfg.TEST.AQE.ALPHA, chunk)
-        block = feature_blocks(q, g, cfg.TEST.METRIC)
+        block = feature_blocks(q, torch.cat([g, q]) if with_q else g, cfg.TEST.METRIC)
         if cfg.TEST.RERANK.ENABLED:
             block = rerank_blocks(q, g, block, cfg.TEST.RERANK.K1, cfg.TEST.RERANK.K2, cfg.TEST.RERANK.LAMBDA,
-                                  cfg.CLUSTERING.KNN_BACKEND if "CLUSTERING" in cfg else "auto")
-        return rank_metrics(block, pids[:n], pids[n:], camids[:n], camids[n:],
+                                  cfg.CLUSTERING.KNN_BACKEND if "CLUSTERING" in cfg else "auto", with_q)
+        g_pids, g_camids = (np.concatenate([x[n:], x[:n]]) if with_q else x[n:] for x in (pids, camids))
+        return rank_metrics(block, pids[:n], g_pids, camids[:n], g_camids,
                             max_rank=cfg.TEST.CANU.MAX_RANK, chunk=chunk, device=device, threads=cfg.TEST.CANU.THREADS)
 
     @staticmethod

@@ -185,6 +185,19 @@ def query_scores(ranks, npos):
     return ranks[:, 0], ap, inp
 
 
+def trapezoid_ap(ranks, npos):
+    """(B,) float64 AP as the MATLAB ``compute_AP`` of MARS-evaluation (and Market-1501's) computes
+    it: the precision-recall curve integrated with the trapezoid rule. At the k-th positive (rank
+    r_k among the valid items) recall rises by 1 / npos, over the mean of the precision just before
+    it (k / r_k; 1 when r_k = 0) and at it ((k + 1) / (r_k + 1)). Arguments as :func:`query_scores`."""
+    slot = torch.arange(ranks.shape[1], device=ranks.device)
+    r = ranks.double()
+    before = torch.where(ranks > 0, slot.double() / r.clamp(min=1), torch.ones_like(r))
+    terms = ((slot + 1).double() / (r + 1) + before) / 2
+    terms = terms.masked_fill_(slot[None, :] >= npos[:, None], 0.0)
+    return terms.sum(1) / npos.clamp(min=1).double()
+
+
 def _check_block(dist, start, stop, num_gallery):
     """CanuError unless dist is a NaN-free (stop - start, G) block."""
     if tuple(dist.shape) != (stop - start, num_gallery):
@@ -197,7 +210,7 @@ def _check_block(dist, start, stop, num_gallery):
                         "NaN/inf (diverged model?); check the model's output or restart from a good checkpoint")
 
 
-def _summarise(firsts, aps, inps, valid, max_rank, num_gallery):
+def _summarise(firsts, aps, inps, valid, max_rank, num_gallery, traps):
     """The result dict from the per-valid-query arrays (see :func:`rank_metrics`)."""
     num_valid = int(valid.sum())
     if num_valid == 0:
@@ -208,10 +221,10 @@ def _summarise(firsts, aps, inps, valid, max_rank, num_gallery):
     first = np.concatenate(firsts)
     hits = np.cumsum(np.bincount(np.minimum(first, max_rank), minlength=max_rank + 1)[:max_rank])
     cmc = hits.astype(np.float32) / np.float32(num_valid)
-    all_ap, all_inp = np.concatenate(aps), np.concatenate(inps)
+    all_ap, all_inp, all_trap = np.concatenate(aps), np.concatenate(inps), np.concatenate(traps)
     return {"cmc": cmc, "mAP": float(np.mean(all_ap)), "mINP": float(np.mean(all_inp)),
-            "num_valid": num_valid, "num_query": len(valid), "valid": valid,
-            "all_AP": all_ap, "all_INP": all_inp, "first_rank": first}
+            "mAP_trapezoid": float(np.mean(all_trap)), "num_valid": num_valid, "num_query": len(valid),
+            "valid": valid, "all_AP": all_ap, "all_INP": all_inp, "all_AP_trapezoid": all_trap, "first_rank": first}
 
 
 @contextlib.contextmanager
@@ -240,9 +253,10 @@ def rank_metrics(dist_block, q_pids, g_pids, q_camids, g_camids, *, max_rank=50,
             torch's). Many small memory-bound ops gain little from threads and stall badly when
             the cores are busy (OpenMP barriers), so 1 is the default.
     Returns:
-        dict: cmc (max_rank,) float32; mAP, mINP floats in [0, 1]; num_valid, num_query ints;
-        valid (Q,) bool; all_AP, all_INP (num_valid,) float64 and first_rank (num_valid,) int64
-        (0-based rank of the first true match) of the valid queries, in query order.
+        dict: cmc (max_rank,) float32; mAP, mINP floats in [0, 1]; mAP_trapezoid (the MATLAB codes'
+        AP, :func:`trapezoid_ap`); num_valid, num_query ints; valid (Q,) bool; all_AP, all_INP,
+        all_AP_trapezoid (num_valid,) float64 and first_rank (num_valid,) int64 (0-based rank of
+        the first true match) of the valid queries, in query order.
     """
     if int(chunk) < 1 or int(max_rank) < 1:
         raise CanuError(f"chunk={chunk} and max_rank={max_rank} must be >= 1 (TEST.CANU.QUERY_CHUNK)")
@@ -251,7 +265,7 @@ def rank_metrics(dist_block, q_pids, g_pids, q_camids, g_camids, *, max_rank=50,
         raise CanuError(f"cannot evaluate with {num_query} queries and {num_gallery} gallery images: "
                         "the test set's query or gallery is empty; check the dataset folder (DATASETS.TESTS)")
     lab = LabelIndex(q_pids, g_pids, q_camids, g_camids, num_query, num_gallery, resolve_device(device))
-    firsts, aps, inps, valid = [], [], [], np.zeros(num_query, bool)
+    firsts, aps, inps, traps, valid = [], [], [], [], np.zeros(num_query, bool)
     for start in range(0, num_query, int(chunk)):
         stop = min(start + int(chunk), num_query)
         dist = dist_block(start, stop)
@@ -260,12 +274,14 @@ def rank_metrics(dist_block, q_pids, g_pids, q_camids, g_camids, *, max_rank=50,
             ranks, npos = positive_ranks(dist, lab, start, stop)
             del dist
             first, ap, inp = query_scores(ranks, npos)
+            trap = trapezoid_ap(ranks, npos)
         ok = npos > 0
         valid[start:stop] = ok.cpu().numpy()
         firsts.append(first[ok].cpu().numpy())
         aps.append(ap[ok].cpu().numpy())
         inps.append(inp[ok].cpu().numpy())
-    return _summarise(firsts, aps, inps, valid, max_rank, num_gallery)
+        traps.append(trap[ok].cpu().numpy())
+    return _summarise(firsts, aps, inps, valid, max_rank, num_gallery, traps)
 
 
 def evaluate_dist(dist, q_pids, g_pids, q_camids, g_camids, *, max_rank=50, chunk=256, device=None, threads=1):
@@ -287,4 +303,4 @@ def evaluate_dist(dist, q_pids, g_pids, q_camids, g_camids, *, max_rank=50, chun
 
 
 __all__ = ["LabelIndex", "resolve_device", "float_order", "sortable_keys", "positive_ranks", "query_scores",
-           "rank_metrics", "evaluate_dist"]
+           "trapezoid_ap", "rank_metrics", "evaluate_dist"]

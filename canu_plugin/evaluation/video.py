@@ -9,12 +9,19 @@ any order and in any number of batches, and the partial sums of several ranks me
 tracklets: fast-reid's ``inference_on_dataset`` feeds it batches of frames (from
 :class:`canu_plugin.data.video.clips.TrackletFrames`: every frame of every query and gallery
 tracklet, or ``VIDEO.TEST_FRAMES`` evenly spaced ones); it pools them per tracklet and scores the
-(N, D) tracklet features with the chunked exact evaluator: Market / MARS protocol (gallery
-tracklets of the query's id *and* camera excluded; junk was dropped by the parser; distractors
-are negatives), CMC Rank-1/5/10/20 and mAP (+ mINP), the camera diagnostics, AQE and re-ranking.
+(N, D) tracklet features with the chunked exact evaluator: CMC Rank-1/5/10/20 and mAP (+ mINP),
+the camera diagnostics, AQE and re-ranking. Protocol (``TEST.VIDEO_PROTOCOL``): gallery tracklets
+of the query's id *and* camera are ignored, junk ones (pid -1; the parsers drop them already) are
+ignored, distractors (pid 0) are negatives; with ``query_in_gallery`` (the official MARS protocol:
+MARS-evaluation's ``evaluation_mars.m``) the query tracklets are gallery items too, so a query
+also finds its id's queries from other cameras; without it (torchreid's) they are not. The
+protocol and the gallery size are logged and reported as ``gallery_<protocol>``; with the queries
+in the gallery ``mAP_trapezoid`` (MARS-evaluation's MATLAB AP, trapezoid rule) follows ``mAP``.
 """
+import logging
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from fastreid.utils import comm
 
@@ -22,6 +29,9 @@ from canu_plugin.errors import CanuError
 from canu_plugin.evaluation.evaluator import CanuReidEvaluator
 from canu_plugin.evaluation.pooled import active_tap
 from canu_plugin.modeling.video import TRACKLET_KEY, frame_outputs
+
+logger = logging.getLogger(__name__)
+JUNK_PID = -1  # MARS's junk tracklets ("00-1"): ignored in every protocol
 
 
 class TrackletPooler:
@@ -119,11 +129,16 @@ class VideoReidEvaluator(CanuReidEvaluator):
     Args:
         cfg: config; num_query: the first ``num_query`` tracklets are the queries;
         num_tracklets: N (queries + gallery); pooling: "avg" or "attention" (the eval outputs then
-        carry a score column); output_dir: as for the image evaluator.
+        carry a score column); output_dir: as for the image evaluator;
+        query_in_gallery: rank the queries as gallery items too (the official MARS protocol);
+        protocol: the protocol's name for the log and the ``gallery_<protocol>`` result
+            (default ``TEST.VIDEO_PROTOCOL``).
     """
 
-    def __init__(self, cfg, num_query, num_tracklets, pooling="avg", output_dir=None):
+    def __init__(self, cfg, num_query, num_tracklets, pooling="avg", output_dir=None, query_in_gallery=False,
+                 protocol=None):
         self.num_tracklets, self.pooling = int(num_tracklets), pooling
+        self.query_in_gallery, self.protocol = bool(query_in_gallery), protocol or cfg.TEST.VIDEO_PROTOCOL
         super().__init__(cfg, num_query, output_dir)
         self.reset()
 
@@ -157,13 +172,31 @@ class VideoReidEvaluator(CanuReidEvaluator):
         complete = pooled.v is not None and bool((pooled.w > 0).all())
         return pooler.features(), pooler.pid.clone(), pooler.camid.clone(), pooled.features() if complete else None
 
-    @staticmethod
-    def _summary(res):
-        """The image summary plus ``Rank-20`` (the video tables report R1/5/10/20 and mAP)."""
+    def _rank_metrics(self, feats, pids, camids):
+        """The image evaluator's metrics without the junk gallery tracklets, plus ``gallery``: the
+        number of gallery items ranked (queries included under ``query_in_gallery``)."""
+        n = self._num_query
+        keep = torch.ones(len(pids), dtype=torch.bool)
+        keep[n:] = pids[n:] != JUNK_PID
+        res = super()._rank_metrics(feats[keep], pids[keep], camids[keep])
+        res["gallery"] = int(keep.sum()) - n * (not self.query_in_gallery)
+        logger.info(f"tracklet evaluation, TEST.VIDEO_PROTOCOL {self.protocol}: {n} queries against {res['gallery']} "
+                    f"gallery tracklets (queries {'in' if self.query_in_gallery else 'not in'} the gallery; "
+                    f"{int((~keep).sum())} junk ignored; {res['num_valid']} queries have a match in another camera)")
+        return res
+
+    def _summary(self, res):
+        """The image summary plus ``Rank-20`` (the video tables report R1/5/10/20 and mAP),
+        ``gallery_<protocol>`` (the gallery size under the protocol used) and, with the queries in
+        the gallery (the official MARS protocol), ``mAP_trapezoid``: the AP of MARS-evaluation's
+        MATLAB ``compute_AP`` (trapezoid rule), after ``mAP`` (fast-reid's, torchreid's)."""
         out, cmc = CanuReidEvaluator._summary(res), res["cmc"]
         items = list(out.items())
         at = [k for k, _ in items].index("Rank-10") + 1
         items.insert(at, ("Rank-20", cmc[min(20, len(cmc)) - 1] * 100))
+        if self.query_in_gallery:  # MARS-evaluation's own AP (trapezoid rule), beside fast-reid's mAP
+            items.insert(at + 2, ("mAP_trapezoid", np.float64(res["mAP_trapezoid"]) * 100))
+        items.append((f"gallery_{self.protocol}", float(res["gallery"])))
         return OrderedDict(items)
 
 

@@ -2,6 +2,8 @@
 (MARS, DukeMTMCVideoReID, DukeMTMCSITracklet, SynthVidA, SynthVidB), the synthetic tracklet
 generator, frame sampling and clip datasets."""
 from canu_plugin.data.video import duke, mars  # noqa: F401  (register the datasets)
-from canu_plugin.data.video.base import VideoReidDataset, is_tracklet_items, is_video_dataset, uses_video
+from canu_plugin.data.video.base import (VIDEO_PROTOCOLS, VideoReidDataset, is_tracklet_items, is_video_dataset,
+                                        queries_in_gallery, uses_video)
 
-__all__ = ["VideoReidDataset", "is_tracklet_items", "is_video_dataset", "uses_video"]
+__all__ = ["VIDEO_PROTOCOLS", "VideoReidDataset", "is_tracklet_items", "is_video_dataset", "queries_in_gallery",
+           "uses_video"]

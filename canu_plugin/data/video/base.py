@@ -21,6 +21,8 @@ from canu_plugin.errors import CanuError
 
 logger = logging.getLogger(__name__)
 
+VIDEO_PROTOCOLS = ("official", "torchreid")  # TEST.VIDEO_PROTOCOL values (see queries_in_gallery)
+
 
 class VideoReidDataset(ImageDataset):
     """fast-reid dataset whose items are tracklets ``(frame_paths, pid, camid)``.
@@ -30,10 +32,15 @@ class VideoReidDataset(ImageDataset):
     print tracklets and frames instead of images. Subclasses implement ``check_layout(root)``
     (classmethod: raise CanuError with the expected path, return the dataset folder), which
     :func:`canu_plugin.data.datasets.check_dataset_layout` calls before a run.
+
+    ``query`` / ``gallery`` are disjoint. ``query_in_gallery`` says whether the release's own
+    evaluation ranks the query tracklets as gallery items too (MARS: True); under
+    ``TEST.VIDEO_PROTOCOL "official"`` the evaluator then adds them (:func:`queries_in_gallery`).
     """
     is_video = True
     dataset_dir = ""
     dataset_name = "video"
+    query_in_gallery = False  # the release's evaluation: are the queries gallery items too?
 
     @classmethod
     def check_layout(cls, root):
@@ -80,6 +87,20 @@ def uses_video(names):
     return any(kinds.values())
 
 
+def queries_in_gallery(name, protocol):
+    """True when the evaluation of tracklet dataset ``name`` under ``TEST.VIDEO_PROTOCOL`` ``protocol``
+    ranks the query tracklets as gallery items too: "official" and a dataset whose release does so
+    (``query_in_gallery``: MARS's MATLAB code); "torchreid": never (torchreid's gallery is the
+    test set minus the queries); ``name`` None: False. Raises CanuError for another protocol."""
+    if protocol not in VIDEO_PROTOCOLS:
+        raise CanuError(f"TEST.VIDEO_PROTOCOL={protocol!r} is not a tracklet evaluation protocol: use one of "
+                        f"{VIDEO_PROTOCOLS} (official: each release's own evaluation; torchreid: the gallery "
+                        "without the query tracklets)")
+    if protocol != "official" or name is None:
+        return False
+    return bool(getattr(DATASET_REGISTRY.get(name), "query_in_gallery", False))
+
+
 def is_tracklet_items(items):
     """True when fast-reid items are tracklets (their first field is a tuple / list of frame paths)."""
     return bool(items) and isinstance(items[0][0], (tuple, list))
@@ -90,4 +111,5 @@ def train_labels(dataset_name, pid, camid):
     return f"{dataset_name}_{pid}", f"{dataset_name}_{camid}"
 
 
-__all__ = ["VideoReidDataset", "is_video_dataset", "uses_video", "is_tracklet_items", "require", "train_labels"]
+__all__ = ["VideoReidDataset", "VIDEO_PROTOCOLS", "is_video_dataset", "uses_video", "queries_in_gallery",
+           "is_tracklet_items", "require", "train_labels"]

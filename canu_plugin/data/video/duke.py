@@ -16,6 +16,10 @@ the same per-tracklet folder tree, ``<root>/DukeMTMC-SI-Tracklet/{train,query,ga
 <tracklet>/<frame>.jpg``, and the same frame-name rule (pid, ``_C<cam>_`` or ``C<cam>``, ``F<frame>``);
 a different layout stops the run with the path it expected, so a user can re-arrange the files.
 
+Evaluation: the query/ tracklets against the gallery/ ones, as released ("a video for each ID is
+used as the query and the remaining videos are placed in the gallery"; Wu et al.'s and torchreid's
+loaders read the two folders the same way), so ``TEST.VIDEO_PROTOCOL`` changes nothing here.
+
 Differences from torchreid: frames are ordered by their F number (torchreid looks up F0001..F<n>
 and so drops the last frames of a tracklet that starts at F0002); no split JSON cache is written.
 """

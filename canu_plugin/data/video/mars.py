@@ -15,10 +15,15 @@ Layout parsed (the release, as torchreid's ``mars.py`` reads it)::
 Frame names are ``<pid><C><cam><T><tracklet><F><frame>.jpg``, e.g. ``0001C1T0001F001.jpg``: pid
 (4 characters), camera (1-6), tracklet number within (pid, camera), frame number. Every frame of a
 tracklet must carry the tracklet's pid and camera (torchreid asserts it; here a CanuError names the
-row). Protocol, as released: junk tracklets (pid -1) are dropped; distractors (pid 0) stay in the
-gallery, as negatives; the queries are the query_IDX rows, the gallery every other test row (the
-same-id same-camera exclusion is the evaluator's). Released statistics (torchreid's counts): 8,298
-train, 1,980 query and 9,330 gallery tracklets (junk dropped), 6 cameras.
+row). Items: junk tracklets (pid -1) are dropped; distractors (pid 0) stay in the gallery, as
+negatives; ``query`` holds the query_IDX rows, ``gallery`` every other test row (torchreid's
+split). The release's evaluation (MARS-evaluation's ``evaluation_mars.m``) ranks *every* test
+tracklet for each query, the queries included, and ignores the junk tracklets and those of the
+query's id and camera (the query itself among them): ``query_in_gallery = True``, so under
+``TEST.VIDEO_PROTOCOL "official"`` the evaluator adds the queries to the gallery. Released
+statistics: 8,298 train and 12,180 test tracklets (870 junk, 3,248 distractor), 1,980 queries of
+real ids (at most one per id and camera); gallery 11,310 tracklets (official, junk ignored) or
+9,330 (torchreid: without the queries; 140 queries then have no match and are skipped); 6 cameras.
 """
 import os
 import re
@@ -94,6 +99,7 @@ class MARS(VideoReidDataset):
     dataset_dir = "mars"
     dataset_name = "mars"
     folder_aliases = ("MARS",)
+    query_in_gallery = True  # MARS-evaluation ranks every test tracklet, queries included
 
     def __init__(self, root="datasets", **kwargs):
         self.root = os.fspath(root)
