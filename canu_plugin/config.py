@@ -68,13 +68,18 @@ def _add_adversarial_config(cfg):
                                            # MODEL.HEADS.NECK_FEAT) or "embedding" (the unit BNNeck embedding: the space of
                                            # the clusters and centroids). Paper silent; see the README for the measurement
     _C.MODEL.CANU.SCHEME = "minmax"        # "minmax": alternating D / encoder updates (paper); "grl": one pass, gradient reversal
-    _C.MODEL.CANU.D_LR = 3.5e-4            # discriminator learning rate (Adam; constant)
+    _C.MODEL.CANU.D_LR = 3.5e-4            # discriminator learning rate (Adam), at the start of the schedule below
+    _C.MODEL.CANU.D_LR_SCHEDULE = "encoder"  # "encoder": D's rate follows the encoder's (SOLVER.SCHED / STEPS / GAMMA,
+                                           # warm-up) from D_LR; "constant": D_LR throughout. Paper silent; its MMT / SSG
+                                           # encoders keep a constant rate, so both are the same in its recipes
     _C.MODEL.ACAN = CN()
     _C.MODEL.ACAN.ENABLED = False          # ACAN: per-camera triplet + multi-camera adversarial learning
     _C.MODEL.ACAN.SCHEME = "oce"           # "none" (triplet only), "grl", "oce" (Eq. 9) or "ace" (uniform target)
     _C.MODEL.ACAN.LAMBDA = 1.0             # weight of the adversarial term (paper: 1)
     _C.MODEL.ACAN.HIDDEN_DIM = 128         # the discriminator's FC layer (paper: 128)
     _C.MODEL.ACAN.D_LR = 0.01              # discriminator learning rate (SGD; the paper's rate for new layers)
+    _C.MODEL.ACAN.D_LR_SCHEDULE = "encoder"  # "encoder": D's rate follows the encoder's (SOLVER.SCHED / STEPS / GAMMA,
+                                           # warm-up) from D_LR (paper: every rate x0.1 at epochs 100, 200); "constant": D_LR
     _C.MODEL.ACAN.D_NORM = True            # BatchNorm in D's hidden layer (paper silent; without it most ReLUs die, see camera.py)
 
 

@@ -13,6 +13,7 @@ from fastreid.data import build_reid_test_loader
 from fastreid.data.common import CommDataset
 from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer
+from fastreid.engine import hooks as fastreid_hooks
 from fastreid.evaluation import ReidEvaluator
 from fastreid.solver import build_optimizer
 from fastreid.utils import comm
@@ -24,7 +25,8 @@ from canu_plugin.checkpoint import remove_stale_temporaries
 from canu_plugin.data.pseudo_labels import TargetSet, placeholder_loader, pseudo_label_loader
 from canu_plugin.data.root import datasets_root
 from canu_plugin.distributed import unwrap, wrap
-from canu_plugin.engine.adversarial import adversarial_settings, install_adversarial
+from canu_plugin.engine.adversarial import (DiscriminatorLRScheduler, adversarial_settings, discriminator_lr_schedule,
+                                            install_adversarial)
 from canu_plugin.engine.diagnostic_hooks import (ACANDiagnosticsHook, BufferSyncHook, DiscriminatorEpochHook,
                                                 EpochTimeHook, order_epoch_end)
 from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
@@ -199,6 +201,9 @@ class Trainer(DefaultTrainer):
         self.max_iter = self.max_epoch * self.iters_per_epoch
         hooks = super().build_hooks()
         model, cfg = self.unwrapped_model, self.cfg
+        if discriminator_lr_schedule(cfg) == "encoder":  # D's rate stepped right after the encoder's
+            at = next(i for i, h in enumerate(hooks) if isinstance(h, fastreid_hooks.LRScheduler)) + 1
+            hooks.insert(at, DiscriminatorLRScheduler())
         first = [BufferSyncHook()] if comm.get_world_size() > 1 else []
         if cfg.PSEUDO.ENABLED:
             hook = ClusteringHook(cfg, LabelGenerator(cfg, self.target_set, datasets_root()))
