@@ -101,6 +101,9 @@ def _add_mmt_config(cfg):
     _C.MODEL.MMT.EMA_WARMUP = True         # decay min(1 - 1/t, ALPHA) at update t (MMT's code); False = ALPHA from the start
     _C.MODEL.MMT.CE_SOFT_WEIGHT = 0.5      # weight of the soft CE (from the other net's teacher); the hard CE gets 1 - it (MMT: 0.5)
     _C.MODEL.MMT.TRI_SOFT_WEIGHT = 0.8     # weight of the soft triplet; the hard triplet gets 1 - it (MMT: 0.8)
+    _C.MODEL.MMT.RESET_OPTIMIZER = True    # each new clustering restarts the optimizer's state (Adam's moments and step) of
+                                           # all parameters (MMT's code builds a new Adam after each clustering); False =
+                                           # only the re-sized classifiers' state. The EMA teachers and CANU's D keep theirs
     _C.MODEL.MMT.TEST_NET = "mean"         # test feature: "mean" of both teachers (also what is clustered) or "teacher1" /
                                            # "teacher2" (MMT's code tests the teacher with the better target mAP)
     _C.MODEL.MMT.SOURCE_WEIGHTS = []       # two fast-reid source checkpoints (net 1, net 2: two pre-trainings), classifiers

@@ -222,7 +222,8 @@ class Trainer(DefaultTrainer):
         """Train on ``pseudo`` from now on: rebuild the loader (every epoch, seeded by it) and, when
         ``pseudo`` is not installed yet, install its clusters in the model and swap the re-sized
         classifiers in the optimizer (fresh state, or the saved state when ``classifier_weights``
-        restores a checkpoint's classifiers).
+        restores a checkpoint's classifiers); a model that ``resets_optimizer_state`` (MMT) gets a fresh
+        state for all its parameters with new (not restored) clusters, learning rates left as they are.
 
         Args:
             pseudo: :class:`~canu_plugin.data.pseudo_labels.PseudoLabels` of ``target_set``.
@@ -239,6 +240,8 @@ class Trainer(DefaultTrainer):
         if pseudo is self._installed:
             return
         restore = classifier_weights is not None
+        if module.resets_optimizer_state and not restore:  # MMT: a new optimizer state with each clustering
+            self.optimizer.state.clear()
         for old, new in module.install_clusters(pseudo, classifier_weights):
             swap_parameter(self.optimizer, old, new, keep_state=restore)
         self._trainer.model = wrap(module)  # DDP must see the new parameters
