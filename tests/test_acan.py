@@ -1,5 +1,6 @@
 """ACAN meta-architecture: per-camera triplet, adversarial wiring (OCE, GRL) and tiny real runs."""
 import copy
+import logging
 import math
 import shutil
 
@@ -198,7 +199,7 @@ def _schedule_run(tiny_trainer, out, *opts, resume=False):
     return probe.seen
 
 
-def test_discriminator_rate_follows_the_encoder_schedule_and_resumes(tiny_trainer, tmp_path):
+def test_discriminator_rate_follows_the_encoder_schedule_and_resumes(tiny_trainer, tmp_path, caplog):
     full = _schedule_run(tiny_trainer, tmp_path / "full")
     enc, disc = zip(*full)
     assert enc[0] == pytest.approx(3.5e-4) and disc[0] == pytest.approx(0.01)
@@ -209,9 +210,14 @@ def test_discriminator_rate_follows_the_encoder_schedule_and_resumes(tiny_traine
     cut = tmp_path / "cut"  # killed during epoch 1: the resumed run has the same rates
     shutil.copytree(tmp_path / "full", cut)
     (cut / "last_checkpoint").write_text("model_0000.pth")
+    caplog.set_level(logging.WARNING, logger="canu_plugin.engine.adversarial")
     resumed = _schedule_run(tiny_trainer, cut, resume=True)
     assert [x for pair in resumed for x in pair] == pytest.approx([x for pair in full[1:] for x in pair])
+    assert "no discriminator learning-rate scheduler" not in caplog.text
     constant = _schedule_run(tiny_trainer, tmp_path / "constant", "MODEL.ACAN.D_LR_SCHEDULE", "constant")
     assert [d for _, d in constant] == pytest.approx([0.01] * 4) and [e for e, _ in constant] == pytest.approx(enc)
+    (tmp_path / "constant" / "last_checkpoint").write_text("model_0002.pth")  # resumed with the other key: said
+    _schedule_run(tiny_trainer, tmp_path / "constant", resume=True)
+    assert "no discriminator learning-rate scheduler" in caplog.text
     with pytest.raises(CanuError, match="D_LR_SCHEDULE"):
         tiny_trainer(CONFIG.format("oce"), tmp_path / "bad", *TINY, "MODEL.ACAN.D_LR_SCHEDULE", "cosine")

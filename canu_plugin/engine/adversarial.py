@@ -17,6 +17,8 @@ Schemes (``scheme``):
   this is the documented single-pass variant of the min-max; for ACAN it is the paper's GRL scheme.
 """
 
+import logging
+
 import torch
 from fastreid.engine.train_loop import HookBase
 from fastreid.utils import comm
@@ -160,6 +162,14 @@ class DiscriminatorLRScheduler(HookBase):
     schedulers at the start of training (they are built after the hooks)."""
 
     _scale = None  # the encoder's loss scale before the step (AMP): a skipped step does not advance the warm-up
+
+    def before_train(self):
+        t = self.trainer
+        if t.d_scheduler["lr_sched"].last_epoch != t.scheduler["lr_sched"].last_epoch:  # stepped together
+            logging.getLogger(__name__).warning(
+                "the checkpoint has no discriminator learning-rate scheduler (written before D_LR_SCHEDULE existed, "
+                "or with D_LR_SCHEDULE constant): D's rate goes on from the checkpoint's, its milestones counted from "
+                "this epoch. Use the key the run was started with, or start the run again.")
 
     def before_step(self):
         scaler = self.trainer.grad_scaler
