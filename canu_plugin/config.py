@@ -71,13 +71,18 @@ def _add_adversarial_config(cfg):
                                            # MODEL.HEADS.NECK_FEAT) or "embedding" (the unit BNNeck embedding: the space of
                                            # the clusters and centroids). Paper silent; measured: docs/bench/canu_feature.md
     _C.MODEL.CANU.SCHEME = "minmax"        # "minmax": alternating D / encoder updates (paper); "grl": one pass, gradient reversal
-    _C.MODEL.CANU.D_LR = 3.5e-4            # discriminator learning rate (Adam; constant)
+    _C.MODEL.CANU.D_LR = 3.5e-4            # discriminator learning rate (Adam), at the start of the schedule below
+    _C.MODEL.CANU.D_LR_SCHEDULE = "encoder"  # "encoder": D's rate follows the encoder's (SOLVER.SCHED / STEPS / GAMMA,
+                                           # warm-up) from D_LR; "constant": D_LR throughout. Paper silent; its MMT / SSG
+                                           # encoders keep a constant rate, so both are the same in its recipes
     _C.MODEL.ACAN = CN()
     _C.MODEL.ACAN.ENABLED = False          # ACAN: per-camera triplet + multi-camera adversarial learning
     _C.MODEL.ACAN.SCHEME = "oce"           # "none" (triplet only), "grl", "oce" (Eq. 9) or "ace" (uniform target)
     _C.MODEL.ACAN.LAMBDA = 1.0             # weight of the adversarial term (paper: 1)
     _C.MODEL.ACAN.HIDDEN_DIM = 128         # the discriminator's FC layer (paper: 128)
     _C.MODEL.ACAN.D_LR = 0.01              # discriminator learning rate (SGD; the paper's rate for new layers)
+    _C.MODEL.ACAN.D_LR_SCHEDULE = "encoder"  # "encoder": D's rate follows the encoder's (SOLVER.SCHED / STEPS / GAMMA,
+                                           # warm-up) from D_LR (paper: every rate x0.1 at epochs 100, 200); "constant": D_LR
     _C.MODEL.ACAN.D_NORM = True            # BatchNorm in D's hidden layer (paper silent; without it most ReLUs die, see camera.py)
 
 
@@ -99,6 +104,9 @@ def _add_mmt_config(cfg):
     _C.MODEL.MMT.EMA_WARMUP = True         # decay min(1 - 1/t, ALPHA) at update t (MMT's code); False = ALPHA from the start
     _C.MODEL.MMT.CE_SOFT_WEIGHT = 0.5      # weight of the soft CE (from the other net's teacher); the hard CE gets 1 - it (MMT: 0.5)
     _C.MODEL.MMT.TRI_SOFT_WEIGHT = 0.8     # weight of the soft triplet; the hard triplet gets 1 - it (MMT: 0.8)
+    _C.MODEL.MMT.RESET_OPTIMIZER = True    # each new clustering restarts the optimizer's state (Adam's moments and step) of
+                                           # all parameters (MMT's code builds a new Adam after each clustering); False =
+                                           # only the re-sized classifiers' state. The EMA teachers and CANU's D keep theirs
     _C.MODEL.MMT.TEST_NET = "mean"         # test feature: "mean" of both teachers (also what is clustered) or "teacher1" /
                                            # "teacher2" (MMT's code tests the teacher with the better target mAP)
     _C.MODEL.MMT.SOURCE_WEIGHTS = []       # two fast-reid source checkpoints (net 1, net 2: two pre-trainings), classifiers

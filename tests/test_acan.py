@@ -1,6 +1,8 @@
 """ACAN meta-architecture: per-camera triplet, adversarial wiring (OCE, GRL) and tiny real runs."""
 import copy
+import logging
 import math
+import shutil
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ import canu_plugin  # noqa: F401
 from canu_plugin.engine.adversarial import AdversarialTrainer
 from canu_plugin.errors import CanuError
 from canu_plugin.modeling.discriminators.camera import ACANDiscriminator
+from fastreid.engine.train_loop import HookBase
 from fastreid.utils.events import EventStorage
 
 CONFIG = "configs/synthetic/acan_{}.yml"
@@ -169,3 +172,52 @@ def test_tiny_run_of_each_scheme(tiny_trainer, tmp_path, scheme):
     assert not torch.equal(before, trainer.unwrapped_model.backbone.conv1.weight)
     assert 0.0 <= trainer._last_eval_results["mAP"] <= 100.0
     assert (tmp_path / "model_final.pth").is_file()
+
+
+class _LrProbe(HookBase):
+    """(encoder's rate, discriminator's rate) at every epoch's start."""
+
+    def __init__(self):
+        self.seen = []
+
+    def before_epoch(self):
+        self.seen.append((self.trainer.optimizer.param_groups[0]["lr"], self.trainer.d_optimizer.param_groups[0]["lr"]))
+
+
+# four one-step epochs, the encoder's rate x0.1 after epochs 0 and 2 (as the paper's 100 and 200)
+SCHEDULE = ["SOLVER.MAX_EPOCH", "4", "SOLVER.STEPS", "[1, 3]", "SOLVER.GAMMA", "0.1", "SOLVER.WARMUP_ITERS", "0",
+            "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "100", "MODEL.HEADS.NUM_CLASSES", "0"]
+
+
+def _schedule_run(tiny_trainer, out, *opts, resume=False):
+    trainer = tiny_trainer(CONFIG.format("oce"), out, *TINY, *SCHEDULE, *opts)
+    probe = _LrProbe()
+    trainer.register_hooks([probe])
+    trainer.resume_or_load(resume=resume)
+    trainer.iters_per_epoch, trainer.max_iter = 1, 4  # one real step an epoch keeps the test fast
+    trainer.train()
+    return probe.seen
+
+
+def test_discriminator_rate_follows_the_encoder_schedule_and_resumes(tiny_trainer, tmp_path, caplog):
+    full = _schedule_run(tiny_trainer, tmp_path / "full")
+    enc, disc = zip(*full)
+    assert enc[0] == pytest.approx(3.5e-4) and disc[0] == pytest.approx(0.01)
+    assert disc == pytest.approx([0.01, 1e-3, 1e-3, 1e-4])  # x0.1 at the encoder's milestones (paper)
+    assert [d / e for e, d in full] == pytest.approx([0.01 / 3.5e-4] * 4)
+    saved = torch.load(tmp_path / "full" / "model_0000.pth", weights_only=True)
+    assert saved["d_lr_sched"]["last_epoch"] == 1
+    cut = tmp_path / "cut"  # killed during epoch 1: the resumed run has the same rates
+    shutil.copytree(tmp_path / "full", cut)
+    (cut / "last_checkpoint").write_text("model_0000.pth")
+    caplog.set_level(logging.WARNING, logger="canu_plugin.engine.adversarial")
+    resumed = _schedule_run(tiny_trainer, cut, resume=True)
+    assert [x for pair in resumed for x in pair] == pytest.approx([x for pair in full[1:] for x in pair])
+    assert "no discriminator learning-rate scheduler" not in caplog.text
+    constant = _schedule_run(tiny_trainer, tmp_path / "constant", "MODEL.ACAN.D_LR_SCHEDULE", "constant")
+    assert [d for _, d in constant] == pytest.approx([0.01] * 4) and [e for e, _ in constant] == pytest.approx(enc)
+    (tmp_path / "constant" / "last_checkpoint").write_text("model_0002.pth")  # resumed with the other key: said
+    _schedule_run(tiny_trainer, tmp_path / "constant", resume=True)
+    assert "no discriminator learning-rate scheduler" in caplog.text
+    with pytest.raises(CanuError, match="D_LR_SCHEDULE"):
+        tiny_trainer(CONFIG.format("oce"), tmp_path / "bad", *TINY, "MODEL.ACAN.D_LR_SCHEDULE", "cosine")

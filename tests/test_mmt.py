@@ -3,6 +3,7 @@ four classifiers, source-weight loading, the two-view loader, and tiny real runs
 import math
 import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -296,3 +297,43 @@ def test_test_net_chooses_the_tested_teacher_and_clustering_stays_on_both():
     assert _model("MODEL.MMT.TEST_NET", "teacher2").test_net == "teacher2"
     with pytest.raises(CanuError, match="TEST_NET"):
         _model("MODEL.MMT.TEST_NET", "best")
+
+
+class AdamProbe(HookBase):
+    """After the clustering hook, at each epoch start: Adam's moments of net1's first conv, the size of
+    the discriminators' optimizer state and the teachers' EMA step count."""
+
+    def __init__(self):
+        self.seen = []
+
+    def before_epoch(self):
+        t = self.trainer
+        state = t.optimizer.state.get(t.unwrapped_model.net1.backbone.conv1.weight, {})
+        self.seen.append({"moments": [float(state[k].abs().sum()) if k in state else 0.0 for k in ("exp_avg", "exp_avg_sq")],
+                          "d_state": len(t.d_optimizer.state), "ema_step": int(t.unwrapped_model.ema_step)})
+
+
+def _adam_run(tiny_trainer, out, *opts, resume=False):
+    canu = ["MODEL.CANU.ENABLED", "True", "MODEL.CANU.HIDDEN_DIM", "32", "CLUSTERING.METHOD", "kmeans",
+            "CLUSTERING.NUM_CLUSTERS", "8"]
+    trainer = tiny_trainer(QUICK, out, *FAST, *canu, *opts)
+    probe = AdamProbe()
+    trainer.register_hooks([probe])
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    return probe.seen
+
+
+def test_each_clustering_restarts_adam_for_all_parameters_and_resume_repeats_the_run(tiny_trainer, tmp_path):
+    full = _adam_run(tiny_trainer, tmp_path / "full")
+    assert full[1]["moments"] == [0.0, 0.0]  # MMT's code: a new Adam after every clustering
+    assert full[1]["d_state"] > 0 and full[1]["ema_step"] == 3  # CANU's D and the EMA teachers go on
+    cut = tmp_path / "cut"  # killed during epoch 1: the resumed run repeats the uninterrupted one
+    shutil.copytree(tmp_path / "full", cut)
+    (cut / "last_checkpoint").write_text("model_0000.pth")
+    assert _adam_run(tiny_trainer, cut, resume=True) == full[1:]
+    a, b = (torch.load(d / "model_final.pth", weights_only=True) for d in (tmp_path / "full", cut))
+    for k in ("net1.backbone.conv1.weight", "net2.heads.weight", "teacher1.backbone.conv1.weight"):
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
+    kept = _adam_run(tiny_trainer, tmp_path / "kept", "MODEL.MMT.RESET_OPTIMIZER", "False")
+    assert all(m > 0 for m in kept[1]["moments"])  # the old rule: only the re-sized classifiers restart

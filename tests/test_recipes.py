@@ -48,6 +48,7 @@ def test_mmt_configs_follow_mmts_code(path):
     assert (c.K1, c.K2, c.EPS_RULE, c.RHO, c.DIST_NORM, c.MIN_SAMPLES) == (21, 6, "quantile_once", 1.6e-3, "row_max", 4)
     assert cfg.PSEUDO.ITERS_PER_EPOCH == 400 and cfg.SOLVER.MAX_EPOCH == 40 and cfg.SOLVER.BASE_LR == 3.5e-4
     assert (cfg.MODEL.MMT.ALPHA, cfg.MODEL.MMT.CE_SOFT_WEIGHT, cfg.MODEL.MMT.TRI_SOFT_WEIGHT) == (0.999, 0.5, 0.8)
+    assert cfg.MODEL.MMT.RESET_OPTIMIZER  # a new Adam after each clustering
 
 
 @pytest.mark.parametrize("path", SSG, ids=os.path.basename)

@@ -31,7 +31,7 @@ def _records(path):
 
 
 def test_tiny_acan_oce_run_on_tracklets(use_video_root, tmp_path):
-    trainer, results = _train("quick_acan.yml", tmp_path)
+    trainer, results = _train("quick_acan.yml", tmp_path, "SOLVER.STEPS", "[1]")  # every rate x0.1 after epoch 0
     model = trainer.unwrapped_model
     assert model.temporal_pool.method == "avg" and trainer.data_loader.dataset.seq_len == 3
     batch = next(iter(trainer.data_loader))
@@ -41,6 +41,8 @@ def test_tiny_acan_oce_run_on_tracklets(use_video_root, tmp_path):
     storage = trainer.storage.histories()
     for key in ("loss_triplet", "loss_cam_adv", "cam_disc_acc"):
         assert key in storage and torch.isfinite(torch.tensor(storage[key].latest()))
+    d_lr = {round(v, 8) for v, _ in storage["d_lr"].values()}  # the discriminator's rate follows the encoder's
+    assert d_lr == {0.01, 0.001} and storage["d_lr"].latest() == pytest.approx(0.01 * storage["lr"].latest() / 3.5e-4)
     diag = _records(tmp_path / "acan_diagnostics.jsonl")[-1]  # tracklet features of train and test sets
     num_cameras = trainer.discriminators[0].classifier.out_features
     assert diag["d_inter_SynthVidB"] > 0 and len(diag["confusion"]) == num_cameras == trainer.data_loader.dataset.num_cameras

@@ -17,7 +17,10 @@ Schemes (``scheme``):
   this is the documented single-pass variant of the min-max; for ACAN it is the paper's GRL scheme.
 """
 
+import logging
+
 import torch
+from fastreid.engine.train_loop import HookBase
 from fastreid.utils import comm
 from fastreid.utils.events import get_event_storage
 from torch.func import functional_call
@@ -31,6 +34,7 @@ from canu_plugin.modeling.discriminators import build_discriminator
 from canu_plugin.modeling.layers import grad_reverse
 
 SCHEMES = ("minmax", "oce", "ace", "grl")
+D_LR_SCHEDULES = ("encoder", "constant")  # MODEL.CANU / MODEL.ACAN .D_LR_SCHEDULE
 
 
 def encoder_adversarial_loss(scheme, logits, camids):
@@ -140,12 +144,58 @@ def adversarial_settings(cfg):
     return None
 
 
+def discriminator_lr_schedule(cfg):
+    """``D_LR_SCHEDULE`` of the enabled adversarial method ("encoder" or "constant"), or None."""
+    if adversarial_settings(cfg) is None:
+        return None
+    node, name = (cfg.MODEL.CANU, "MODEL.CANU") if cfg.MODEL.CANU.ENABLED else (cfg.MODEL.ACAN, "MODEL.ACAN")
+    if node.D_LR_SCHEDULE not in D_LR_SCHEDULES:
+        raise CanuError(f"{name}.D_LR_SCHEDULE {node.D_LR_SCHEDULE!r}: use one of {D_LR_SCHEDULES}")
+    return node.D_LR_SCHEDULE
+
+
+class DiscriminatorLRScheduler(HookBase):
+    """Steps the discriminators' schedulers (``trainer.d_scheduler``: fast-reid's ``lr_sched`` and
+    ``warmup_sched`` built for the discriminators' optimizer, ``D_LR_SCHEDULE encoder``) when and as
+    fast-reid's ``LRScheduler`` hook steps the encoder's, so D's rate keeps its ratio to the encoder's;
+    puts D's rate in the storage as ``d_lr``. Registered right after fast-reid's hook; it finds the
+    schedulers at the start of training (they are built after the hooks)."""
+
+    _scale = None  # the encoder's loss scale before the step (AMP): a skipped step does not advance the warm-up
+
+    def before_train(self):
+        t = self.trainer
+        if t.d_scheduler["lr_sched"].last_epoch != t.scheduler["lr_sched"].last_epoch:  # stepped together
+            logging.getLogger(__name__).warning(
+                "the checkpoint has no discriminator learning-rate scheduler (written before D_LR_SCHEDULE existed, "
+                "or with D_LR_SCHEDULE constant): D's rate goes on from the checkpoint's, its milestones counted from "
+                "this epoch. Use the key the run was started with, or start the run again.")
+
+    def before_step(self):
+        scaler = self.trainer.grad_scaler
+        self._scale = None if scaler is None else scaler.get_scale()
+
+    def after_step(self):
+        t = self.trainer
+        t.storage.put_scalar("d_lr", t.d_optimizer.param_groups[0]["lr"], smoothing_hint=False)
+        warmup = t.d_scheduler.get("warmup_sched")
+        if warmup is not None and t.iter + 1 <= t.warmup_iters and (
+                t.grad_scaler is None or self._scale == t.grad_scaler.get_scale()):  # as the encoder's warm-up
+            warmup.step()
+
+    def after_epoch(self):
+        t = self.trainer
+        if t.iter + 1 > t.warmup_iters and t.epoch + 1 > t.delay_epochs:
+            t.d_scheduler["lr_sched"].step()
+
+
 def install_adversarial(trainer, cfg, num_cameras):
     """Give a fast-reid ``DefaultTrainer`` camera discriminators and the adversarial step.
 
-    Builds one discriminator per entry of ``model.adversarial_dims``, their optimizer, wraps them
-    for DDP, swaps ``trainer._trainer`` for an :class:`AdversarialTrainer` and registers both with
-    the checkpointer (so ``--resume`` restores them).
+    Builds one discriminator per entry of ``model.adversarial_dims``, their optimizer and (with
+    ``D_LR_SCHEDULE encoder``) its schedulers (``trainer.build_lr_scheduler``, the encoder's schedule),
+    wraps them for DDP, swaps ``trainer._trainer`` for an :class:`AdversarialTrainer` and registers
+    them with the checkpointer (so ``--resume`` restores them).
     """
     settings = adversarial_settings(cfg)
     if settings is None:
@@ -166,4 +216,8 @@ def install_adversarial(trainer, cfg, num_cameras):
     trainer._trainer = AdversarialTrainer(old.model, old.data_loader, old.optimizer, old.param_wrapper,
                                           run, d_optimizer, scheme=scheme, weight=weight, amp=cfg.SOLVER.AMP.ENABLED)
     trainer.checkpointer.checkpointables.update(discriminators=discs, d_optimizer=d_optimizer)
-    trainer.discriminators = discs
+    trainer.discriminators, trainer.d_optimizer = discs, d_optimizer
+    trainer.d_scheduler = {}
+    if discriminator_lr_schedule(cfg) == "encoder":
+        trainer.d_scheduler = trainer.build_lr_scheduler(cfg, d_optimizer, trainer.iters_per_epoch)
+        trainer.checkpointer.checkpointables.update({f"d_{k}": v for k, v in trainer.d_scheduler.items()})

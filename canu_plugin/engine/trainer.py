@@ -13,6 +13,7 @@ from fastreid.data import build_reid_test_loader
 from fastreid.data.common import CommDataset
 from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer
+from fastreid.engine import hooks as fastreid_hooks
 from fastreid.evaluation import ReidEvaluator
 from fastreid.solver import build_optimizer
 from fastreid.utils import comm
@@ -24,7 +25,8 @@ from canu_plugin.checkpoint import remove_stale_temporaries
 from canu_plugin.data.pseudo_labels import TargetSet, placeholder_loader, pseudo_label_loader
 from canu_plugin.data.root import datasets_root
 from canu_plugin.distributed import unwrap, wrap
-from canu_plugin.engine.adversarial import adversarial_settings, install_adversarial
+from canu_plugin.engine.adversarial import (DiscriminatorLRScheduler, adversarial_settings, discriminator_lr_schedule,
+                                            install_adversarial)
 from canu_plugin.engine.diagnostic_hooks import (ACANDiagnosticsHook, BufferSyncHook, DiscriminatorEpochHook,
                                                 EpochTimeHook, order_epoch_end)
 from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
@@ -199,6 +201,9 @@ class Trainer(DefaultTrainer):
         self.max_iter = self.max_epoch * self.iters_per_epoch
         hooks = super().build_hooks()
         model, cfg = self.unwrapped_model, self.cfg
+        if discriminator_lr_schedule(cfg) == "encoder":  # D's rate stepped right after the encoder's
+            at = next(i for i, h in enumerate(hooks) if isinstance(h, fastreid_hooks.LRScheduler)) + 1
+            hooks.insert(at, DiscriminatorLRScheduler())
         first = [BufferSyncHook()] if comm.get_world_size() > 1 else []
         if cfg.PSEUDO.ENABLED:
             hook = ClusteringHook(cfg, LabelGenerator(cfg, self.target_set, datasets_root()))
@@ -217,7 +222,8 @@ class Trainer(DefaultTrainer):
         """Train on ``pseudo`` from now on: rebuild the loader (every epoch, seeded by it) and, when
         ``pseudo`` is not installed yet, install its clusters in the model and swap the re-sized
         classifiers in the optimizer (fresh state, or the saved state when ``classifier_weights``
-        restores a checkpoint's classifiers).
+        restores a checkpoint's classifiers); a model that ``resets_optimizer_state`` (MMT) gets a fresh
+        state for all its parameters with new (not restored) clusters, learning rates left as they are.
 
         Args:
             pseudo: :class:`~canu_plugin.data.pseudo_labels.PseudoLabels` of ``target_set``.
@@ -234,6 +240,8 @@ class Trainer(DefaultTrainer):
         if pseudo is self._installed:
             return
         restore = classifier_weights is not None
+        if module.resets_optimizer_state and not restore:  # MMT: a new optimizer state with each clustering
+            self.optimizer.state.clear()
         for old, new in module.install_clusters(pseudo, classifier_weights):
             swap_parameter(self.optimizer, old, new, keep_state=restore)
         self._trainer.model = wrap(module)  # DDP must see the new parameters

@@ -19,7 +19,10 @@ an AdversarialModel (conditioned on the centroid of each sample's cluster):
 - ``classifier_weights()``: the re-sized classifier weights, to checkpoint with the labels;
 - ``num_train_views``: augmented views per training image (MMT: 2, ``"images"`` and ``"images_2"``);
 - ``has_mean_teachers``: True for a model whose ``update_teachers()`` moves EMA teachers, called
-  after every optimizer step (MMT).
+  after every optimizer step (MMT);
+- ``resets_optimizer_state``: True for a model whose optimizer state (all parameters) restarts with
+  each new clustering (MMT's code builds a new optimizer after each clustering); False: only the
+  re-sized classifiers' state restarts.
 
 The engine checks ``isinstance`` against these classes; nothing tests a model by its name.
 """
@@ -64,6 +67,7 @@ class PseudoLabelModel(AdversarialModel):
 
     num_train_views = 1
     has_mean_teachers = False
+    resets_optimizer_state = False
 
     def init_pseudo_label_state(self):
         """Register the (K, D) centroid buffer (not persistent: the clustering hook checkpoints the labels)."""
