@@ -7,13 +7,13 @@ import pytest
 
 from canu_plugin.cli import check_data as tool
 from canu_plugin.data import check
-from canu_plugin.data.fakes import FAKE_FIGURES, WRITERS, write_fakes, write_msmt17
+from canu_plugin.data.fakes import FAKE_FIGURES, WRITERS, write_msmt17
 
 
-@pytest.fixture(scope="module")
-def fakes(tmp_path_factory):
-    """Fakes of every release (MSMT17 V2) under one root."""
-    return write_fakes(str(tmp_path_factory.mktemp("fakes")))
+@pytest.fixture
+def fakes(fake_root):
+    """Fakes of every release (MSMT17 V2) under one root (conftest)."""
+    return fake_root
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from canu_plugin.data.fakes import WRITERS, write_fakes
+from canu_plugin.data.fakes import WRITERS
 from canu_plugin.engine import Trainer, setup_cfg
 from canu_plugin.engine.run_files import read_final_results
 
@@ -50,12 +50,6 @@ def tiny_run_overrides(out):
             "CUDNN_BENCHMARK", "False", "OUTPUT_DIR", str(out)]
 
 
-@pytest.fixture(scope="module")
-def fake_root(tmp_path_factory):
-    """Fakes of every supported release (MSMT17 as V2) in one dataset root."""
-    return write_fakes(str(tmp_path_factory.mktemp("fake_releases")))
-
-
 def test_every_shipped_config_is_run_here_or_synthetic():
     for path in _leaf_configs():
         names = _datasets(setup_cfg(os.path.join(REPO, path), ["MODEL.DEVICE", "cpu"]))
@@ -67,9 +61,7 @@ def test_every_shipped_config_is_run_here_or_synthetic():
 
 
 @pytest.mark.parametrize("config", REAL_CONFIGS)
-def test_shipped_config_runs_one_tiny_iteration(config, fake_root, tmp_path, monkeypatch):
-    from conftest import _point_loaders_at
-    _point_loaders_at(fake_root, monkeypatch)
+def test_shipped_config_runs_one_tiny_iteration(config, use_fake_root, tmp_path):
     cfg = setup_cfg(os.path.join(REPO, config), tiny_run_overrides(tmp_path / "out"))
     os.makedirs(cfg.OUTPUT_DIR)
     trainer = Trainer(cfg)
