@@ -41,6 +41,8 @@ def test_msmt17_v1_is_read_and_named(tmp_path):
     result = check.check_dataset("MSMT17", str(tmp_path), official=FAKE_FIGURES)
     assert not result.problems and "version: MSMT17_V1" in " ".join(result.notes)
     assert result.counts["train"].items == 48  # list_train.txt + list_val.txt, as the release's 32,621
+    write_msmt17(str(tmp_path), "MSMT17_V2")
+    assert "both here; fast-reid reads MSMT17_V1 only" in " ".join(check.check_dataset("MSMT17", str(tmp_path)).notes)
 
 
 def test_the_command_prints_every_dataset_of_the_config(fakes, as_released, capsys):

@@ -46,8 +46,9 @@ def check_data(argv=None):
         if check.problems:
             failed.append(name)
     if failed:
+        tail = " (--warn-only: exit 0)" if a.warn_only else ""
         print(f"{'WARNING' if a.warn_only else 'ERROR'}: {', '.join(failed)}: unreadable or not as released (see "
-              "MISMATCH / ERROR above); fix the data before training" + (" (--warn-only: exit 0)" if a.warn_only else ""))
+              f"MISMATCH / ERROR above); fix the data before training{tail}")
         return 0 if a.warn_only else 1
     print("every dataset matches its release (or has no official figures)")
     return 0

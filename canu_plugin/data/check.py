@@ -102,12 +102,13 @@ def _splits(name, root):
     return splits
 
 
-def _msmt_version(root):
-    """The MSMT17 folder fast-reid reads (it takes MSMT17_V1 when both exist)."""
-    for version in ("MSMT17_V1", "MSMT17_V2"):
-        if os.path.isdir(os.path.join(root, version)):
-            return version
-    return None
+def _msmt_note(root):
+    """Which MSMT17 version fast-reid reads (MSMT17_V1 when both folders exist: said loudly)."""
+    found = [v for v in ("MSMT17_V1", "MSMT17_V2") if os.path.isdir(os.path.join(root, v))]
+    if len(found) == 2:
+        return ("version: MSMT17_V1 AND MSMT17_V2 are both here; fast-reid reads MSMT17_V1 only (move the other "
+                "one away if you meant it)")
+    return f"version: {found[0]}" if found else "version: none found"
 
 
 def _compare(check):
@@ -147,7 +148,7 @@ def check_dataset(name, root, official=None):
         return check
     check.counts = {s: _count(items) for s, items in splits.items()}
     if name == "MSMT17":
-        check.notes.append(f"version: {_msmt_version(root)} (fast-reid takes MSMT17_V1 when both are there)")
+        check.notes.append(_msmt_note(root))
     if check.release is None:
         check.notes.append("no official figures (synthetic or unknown dataset): counted, not compared")
     else:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from canu_plugin.data.video.mars import frame_name as mars_frame_name
 from canu_plugin.data.video.mars import pid_folder
-from canu_plugin.data.video.synthetic_video import _write_info as write_mars_info
+from canu_plugin.data.video.synthetic_video import write_mars_info
 
 TRAIN_IDS = 8      # identities 1..8 (MSMT17: 0..7)
 TEST_IDS = 4       # identities 9..12 (MSMT17: 0..3 of the test folder)
