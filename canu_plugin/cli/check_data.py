@@ -36,7 +36,8 @@ def parse_args(argv=None):
 def check_data(argv=None):
     """Print one table per dataset; returns the exit status (1: a mismatch, unless --warn-only)."""
     a = parse_args(argv)
-    cfg = setup_cfg(config_path(a.config_file), ["MODEL.DEVICE", "cpu", *a.opts])
+    # only the dataset keys matter: no GPU or ImageNet weights file needed to check the data
+    cfg = setup_cfg(config_path(a.config_file), ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", *a.opts])
     root = os.path.abspath(a.root or os.environ.get("FASTREID_DATASETS", "datasets"))
     print(f"datasets of {a.config_file} under {root}")
     failed = []
