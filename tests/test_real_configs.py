@@ -8,7 +8,7 @@ import os
 import pytest
 
 from canu_plugin.data.fakes import WRITERS
-from canu_plugin.engine import Trainer, setup_cfg
+from canu_plugin.engine import Trainer, seed_from_config, setup_cfg
 from canu_plugin.engine.run_files import read_final_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +37,8 @@ def tiny_run_overrides(out):
     - input 32x16, batch 8 with K = 2 (ACAN: 4 ids per group, 6 images for the camera term;
       video: 2-frame clips), no AMP, no workers;
     - one epoch of one pseudo-label iteration (supervised: one pass over the fake train set),
-      then the evaluation; clustering neighbourhoods k1 = 4, k2 = 2, 2 samples per cluster.
+      then the evaluation; clustering neighbourhoods k1 = 4, k2 = 2, 2 samples per cluster;
+    SEED 0 (the same start whatever ran before).
     """
     return ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.FEAT_DIM", "512",
             "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.WEIGHTS", "", "MODEL.MMT.SOURCE_WEIGHTS", "[]",
@@ -47,7 +48,7 @@ def tiny_run_overrides(out):
             "SOLVER.MAX_EPOCH", "1", "SOLVER.AMP.ENABLED", "False", "SOLVER.WARMUP_ITERS", "0",
             "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "1", "TEST.IMS_PER_BATCH", "16",
             "PSEUDO.ITERS_PER_EPOCH", "1", "CLUSTERING.K1", "4", "CLUSTERING.K2", "2", "CLUSTERING.MIN_SAMPLES", "2",
-            "CUDNN_BENCHMARK", "False", "OUTPUT_DIR", str(out)]
+            "CUDNN_BENCHMARK", "False", "SEED", "0", "OUTPUT_DIR", str(out)]
 
 
 def test_every_shipped_config_is_run_here_or_synthetic():
@@ -64,6 +65,7 @@ def test_every_shipped_config_is_run_here_or_synthetic():
 def test_shipped_config_runs_one_tiny_iteration(config, use_fake_root, tmp_path):
     cfg = setup_cfg(os.path.join(REPO, config), tiny_run_overrides(tmp_path / "out"))
     os.makedirs(cfg.OUTPUT_DIR)
+    seed_from_config(cfg)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
