@@ -70,6 +70,19 @@ def use_video_root(video_root, monkeypatch):
     return _point_loaders_at(video_root, monkeypatch)
 
 
+@pytest.fixture(scope="session")
+def fake_root(tmp_path_factory):
+    """Layout-faithful fakes of every supported real release (canu_plugin.data.fakes; MSMT17 as V2)."""
+    from canu_plugin.data.fakes import write_fakes
+    return write_fakes(str(tmp_path_factory.mktemp("fake_releases")))
+
+
+@pytest.fixture
+def use_fake_root(fake_root, monkeypatch):
+    """Point fast-reid's loaders at the fakes of the real releases for this test."""
+    return _point_loaders_at(fake_root, monkeypatch)
+
+
 @pytest.fixture
 def pseudo_of():
     """Factory of :class:`PseudoLabels` for model-level tests: ``pseudo_of(centroids (K, D),

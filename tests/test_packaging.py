@@ -83,12 +83,13 @@ def test_every_config_is_package_data_and_every_benchmark_config_resolves():
 
 def test_console_scripts_point_at_mains_and_tools_are_wrappers():
     scripts = PYPROJECT["project"]["scripts"]
-    assert set(scripts) == {"canu-train", "canu-bench", "canu-synth", "canu-export"}
+    assert set(scripts) == {"canu-train", "canu-bench", "canu-synth", "canu-export", "canu-check-data"}
     for target in scripts.values():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func))
     for tool, module in [("train_net", "train"), ("benchmark", "bench"), ("demo", "bench"),
-                         ("make_synthetic", "synth"), ("export_model", "export")]:
+                         ("make_synthetic", "synth"), ("export_model", "export"),
+                         ("check_data", "check_data")]:
         text = open(os.path.join(REPO, "tools", tool + ".py")).read()
         code = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(("#", '"""', "``"))]
         assert f"from canu_plugin.cli.{module} import" in text and len(code) <= 6, tool

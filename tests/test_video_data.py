@@ -1,6 +1,7 @@
 """Tracklet datasets: the synthetic MARS-layout writer, the MARS parser reading it unchanged, the
 DukeMTMC video parsers, and clear errors for broken layouts."""
 import os
+import re
 import shutil
 
 import numpy as np
@@ -137,8 +138,16 @@ def test_real_mars_folder_and_error(damaged, tmp_path):
     assert data.train[0][1].startswith("mars_")
 
 
-def _duke_tree(video_root, base, old_names=False):
-    """DukeMTMC-VideoReID-style folders built from SynthVidB's tracklets (frames renumbered from F0002)."""
+def _duke_frame(pid, cam, f, naming):
+    """A frame name of DukeMTMC-VideoReID (``new`` / ``old`` release) or DukeMTMC-SI-Tracklet (``si``:
+    camera and frame number in the camera's video only, the identity is the folder's)."""
+    return {"new": f"{pid:04d}_C{cam}_F{f + 2:04d}_X{f:05d}.jpg", "old": f"{pid:04d}C{cam}F{f + 2:04d}X{f:05d}.jpg",
+            "si": f"c{cam}_{30821 + f:06d}.jpg"}[naming]
+
+
+def _duke_tree(video_root, base, naming="new"):
+    """DukeMTMC-VideoReID- or SI-Tracklet-style folders built from SynthVidB's tracklets (frames
+    renumbered from F0002 / 030821)."""
     data = DATASET_REGISTRY.get("SynthVidB")(root=video_root)
     splits = {"train": data.train, "query": data.query, "gallery": [g for g in data.gallery if g[1] > 0]}
     for split, items in splits.items():
@@ -148,28 +157,44 @@ def _duke_tree(video_root, base, old_names=False):
             tdir = os.path.join(base, split, f"{pid:04d}", f"{t:04d}")
             os.makedirs(tdir)
             for f, p in enumerate(paths):
-                name = (f"{pid:04d}C{cam + 1}F{f + 2:04d}X{f:05d}.jpg" if old_names
-                        else f"{pid:04d}_C{cam + 1}_F{f + 2:04d}_X{f:05d}.jpg")
-                shutil.copy(p, os.path.join(tdir, name))
+                shutil.copy(p, os.path.join(tdir, _duke_frame(pid, cam + 1, f, naming)))
     return splits
 
 
-@pytest.mark.parametrize("name, sub, old", [("DukeMTMCVideoReID", "dukemtmc-vidreid/DukeMTMC-VideoReID", False),
-                                            ("DukeMTMCVideoReID", "dukemtmc-vidreid/DukeMTMC-VideoReID", True),
-                                            ("DukeMTMCSITracklet", "DukeMTMC-SI-Tracklet", False)])
-def test_duke_video_parsers(video_root, tmp_path, name, sub, old):
+@pytest.mark.parametrize("name, sub, naming", [("DukeMTMCVideoReID", "dukemtmc-vidreid/DukeMTMC-VideoReID", "new"),
+                                               ("DukeMTMCVideoReID", "dukemtmc-vidreid/DukeMTMC-VideoReID", "old"),
+                                               ("DukeMTMCSITracklet", "DukeMTMC-SI-Tracklet", "si")])
+def test_duke_video_parsers(video_root, tmp_path, name, sub, naming):
     with pytest.raises(CanuError, match=f"missing folder .*{os.path.basename(sub)}"):
         check_dataset_layout(name, str(tmp_path))
-    splits = _duke_tree(video_root, str(tmp_path / sub), old)
+    splits = _duke_tree(video_root, str(tmp_path / sub), naming)
     data = DATASET_REGISTRY.get(name)(root=str(tmp_path))
     assert (len(data.train), len(data.query), len(data.gallery)) == tuple(len(v) for v in splits.values())
     ref = sorted((len(p), c) for p, _, c in splits["query"])
     assert sorted((len(p), c) for p, _, c in data.query) == ref  # every frame kept, camera from the name
+    assert sorted(q[1] for q in data.query) == sorted(q[1] for q in splits["query"])  # identity from the folder
     paths = data.query[0][0]
-    assert [int(os.path.basename(p).split("F")[1][:4]) for p in paths] == list(range(2, len(paths) + 2))
+    expected = [_duke_frame(data.query[0][1], data.query[0][2] + 1, f, naming) for f in range(len(paths))]
+    assert [os.path.basename(p) for p in paths] == expected  # every frame, in temporal order
     shutil.rmtree(str(tmp_path / sub / "gallery"))
     with pytest.raises(CanuError, match="missing folder .*gallery"):
         DATASET_REGISTRY.get(name)(root=str(tmp_path))
+
+
+@pytest.mark.parametrize("frame, problem", [("0001_C1_F0001_X00001.jpg", r"names must be c<cam>_<frame>\.jpg"),
+                                            ("c9_030821.jpg", "camera 9 outside 1..8")])
+def test_si_tracklet_frame_names_are_the_releases(tmp_path, frame, problem):
+    """DukeMTMC-SI-Tracklet names frames c<cam>_<frame>.jpg (the authors' duke_si_tkl.py); the
+    VideoReID naming is not one of its releases' and is refused with the expected form."""
+    for split in ("train", "query", "gallery"):
+        tdir = tmp_path / "DukeMTMC-SI-Tracklet" / split / "0001" / "tkl0001"
+        tdir.mkdir(parents=True)
+        (tdir / "c1_030821.jpg").write_bytes(b"")
+    bad = tmp_path / "DukeMTMC-SI-Tracklet" / "train" / "0001" / "tkl0002" / frame
+    bad.parent.mkdir()
+    bad.write_bytes(b"")
+    with pytest.raises(CanuError, match=re.escape(str(bad)) + ".*" + problem):
+        DATASET_REGISTRY.get("DukeMTMCSITracklet")(root=str(tmp_path))
 
 
 def test_mixing_video_and_image_training_sets_is_refused():

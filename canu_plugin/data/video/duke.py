@@ -9,12 +9,19 @@ with frame names ``0001_C6_F0099_X30823.jpg`` (old release: ``0001C6F0099X30823.
 camera (1-8), frame number within the tracklet, frame number in the camera's video. Statistics:
 702 train ids / 2,196 tracklets; 702 test ids / 702 query + 2,636 gallery tracklets.
 
-DukeMTMC-SI-Tracklet (Li et al., TPAMI 2019 "UTAL"; the ACAN paper's "Duke-T": 702 train / 1,086
-test ids, 5,803 train, 701 query and 6,143 gallery tracklets in public loaders): its release is an
-archive behind a Google Drive link and we could not inspect it here. The parser reads it with
-the same per-tracklet folder tree, ``<root>/DukeMTMC-SI-Tracklet/{train,query,gallery}/<pid>/
-<tracklet>/<frame>.jpg``, and the same frame-name rule (pid, ``_C<cam>_`` or ``C<cam>``, ``F<frame>``);
-a different layout stops the run with the path it expected, so a user can re-arrange the files.
+DukeMTMC-SI-Tracklet (Li et al., TPAMI 2019 "UTAL"; the ACAN paper's "Duke-T"), as the authors'
+own loader reads it (github.com/liminxian/Tracklet-Association-Unsupervised-Deep-Learning,
+``reid/datasets/duke_si_tkl.py``, with root ``<data-dir>/DukeMTMC-SI-Tracklet``)::
+
+    <root>/DukeMTMC-SI-Tracklet/{train,query,gallery}/<pid>/<tracklet>/c<cam>_<frame>.jpg
+
+e.g. ``train/0005/<tracklet>/c6_030823.jpg``: the identity is the folder's (file names carry none),
+the camera (1-8) the digit after ``c``, the frame its number in the camera's video; a tracklet
+folder is one camera's. Train / query / gallery are the three folders, as released. Statistics (the
+authors' loader docstring; release README: 12,647 tracklets of 1,788 ids, 702 train + 1,086 test
+ids): 702 train ids / 5,803 tracklets, 701 query ids / 701 tracklets, 1,086 gallery ids / 6,143
+tracklets. The authors read the camera of a tracklet from its first frame; here every frame must
+name the same camera (a CanuError otherwise).
 
 Evaluation: the query/ tracklets against the gallery/ ones, as released ("a video for each ID is
 used as the query and the remaining videos are placed in the gallery"; Wu et al.'s and torchreid's
@@ -32,7 +39,8 @@ from fastreid.data.datasets import DATASET_REGISTRY
 from canu_plugin.data.video.base import VideoReidDataset, require, train_labels
 from canu_plugin.errors import CanuError
 
-FRAME_NAME = re.compile(r"(\d+)_?C(\d+)_?F(\d+).*\.jpg")
+FRAME_NAME = re.compile(r"(\d+)_?C(\d+)_?F(\d+).*\.jpg")  # VideoReID: pid, camera, frame in the tracklet
+SI_FRAME_NAME = re.compile(r"c(\d)_(\d+)\.jpg")  # SI-Tracklet: camera, frame in the camera's video
 SPLITS = ("train", "query", "gallery")
 MAX_CAMERA = 8
 
@@ -91,17 +99,8 @@ class DukeMTMCVideoReID(VideoReidDataset):
         return items
 
     def _frames(self, tdir, pid, fix):
-        """(frame paths sorted by F number, camera 0-based) of one tracklet folder; ((), None) if empty."""
-        found = []
-        for path in glob.glob(os.path.join(tdir, "*.jpg")):
-            match = FRAME_NAME.fullmatch(os.path.basename(path))
-            if match is None:
-                raise CanuError(f"cannot read frame {path}: names must be <pid>_C<cam>_F<frame>_X<n>.jpg (e.g. "
-                                f"0001_C6_F0099_X30823.jpg) or <pid>C<cam>F<frame>X<n>.jpg: {fix}")
-            if int(match.group(1)) != pid or not 1 <= int(match.group(2)) <= MAX_CAMERA:
-                raise CanuError(f"frame {path}: identity {int(match.group(1))} in a folder of identity {pid}, or camera "
-                                f"{match.group(2)} outside 1..{MAX_CAMERA}: {fix}")
-            found.append((int(match.group(3)), int(match.group(2)), path))
+        """(frame paths sorted by frame number, camera 0-based) of one tracklet folder; ((), None) if empty."""
+        found = [(*self._parse_frame(path, pid, fix), path) for path in glob.glob(os.path.join(tdir, "*.jpg"))]
         if not found:
             return (), None
         cams = {c for _, c, _ in found}
@@ -109,14 +108,40 @@ class DukeMTMCVideoReID(VideoReidDataset):
             raise CanuError(f"tracklet {tdir} mixes cameras {sorted(cams)} (a tracklet is one camera's): {fix}")
         return tuple(p for _, _, p in sorted(found)), cams.pop() - 1
 
+    def _parse_frame(self, path, pid, fix):
+        """(frame number, camera 1-based) of a frame file of identity ``pid``; CanuError if unreadable."""
+        match = FRAME_NAME.fullmatch(os.path.basename(path))
+        if match is None:
+            raise CanuError(f"cannot read frame {path}: names must be <pid>_C<cam>_F<frame>_X<n>.jpg (e.g. "
+                            f"0001_C6_F0099_X30823.jpg) or <pid>C<cam>F<frame>X<n>.jpg: {fix}")
+        if int(match.group(1)) != pid or not 1 <= int(match.group(2)) <= MAX_CAMERA:
+            raise CanuError(f"frame {path}: identity {int(match.group(1))} in a folder of identity {pid}, or camera "
+                            f"{match.group(2)} outside 1..{MAX_CAMERA}: {fix}")
+        return int(match.group(3)), int(match.group(2))
+
 
 @DATASET_REGISTRY.register()
 class DukeMTMCSITracklet(DukeMTMCVideoReID):
     """DukeMTMC-SI-Tracklet ("Duke-T" in ACAN): ``<root>/DukeMTMC-SI-Tracklet/{train,query,gallery}/
-    <pid>/<tracklet>/<frame>.jpg`` (see the module docstring for what is assumed)."""
+    <pid>/<tracklet>/c<cam>_<frame>.jpg``, the release's layout (module docstring)."""
     dataset_dir = "DukeMTMC-SI-Tracklet"
     dataset_name = "dukemtmcsitracklet"
     release = "DukeMTMC-SI-Tracklet"
 
+    @classmethod
+    def fix(cls, root):
+        return (f"put {cls.release} at {os.path.join(root, cls.dataset_dir)}/{{{','.join(SPLITS)}}}/<pid>/<tracklet>/"
+                "c<cam>_<frame>.jpg (the release's folders, unchanged), or set FASTREID_DATASETS (--root) to the "
+                "folder that holds it")
 
-__all__ = ["DukeMTMCVideoReID", "DukeMTMCSITracklet", "FRAME_NAME"]
+    def _parse_frame(self, path, pid, fix):
+        """(frame number, camera 1-based) of a ``c<cam>_<frame>.jpg`` file; the identity is the folder's."""
+        match = SI_FRAME_NAME.fullmatch(os.path.basename(path))
+        if match is None:
+            raise CanuError(f"cannot read frame {path}: names must be c<cam>_<frame>.jpg (e.g. c6_030823.jpg): {fix}")
+        if not 1 <= int(match.group(1)) <= MAX_CAMERA:
+            raise CanuError(f"frame {path}: camera {match.group(1)} outside 1..{MAX_CAMERA}: {fix}")
+        return int(match.group(2)), int(match.group(1))
+
+
+__all__ = ["DukeMTMCVideoReID", "DukeMTMCSITracklet", "FRAME_NAME", "SI_FRAME_NAME"]

@@ -135,11 +135,11 @@ def _write(folder, args):
         tracks[split].append([start, len(names[split]), pid, row["cam"] + 1])
         if row["query"]:
             query.append(len(tracks["test"]))
-    _write_info(os.path.join(folder, "info"), names, tracks, query)
+    write_mars_info(os.path.join(folder, "info"), names, tracks, query)
     return _stats(plan, args, names)
 
 
-def _write_info(info, names, tracks, query):
+def write_mars_info(info, names, tracks, query):
     """MARS's info/ folder: name lists and the tracks / query_IDX .mat files (1-based indices)."""
     os.makedirs(info)
     for split, fname in NAME_FILES.items():
@@ -225,4 +225,4 @@ def generate_video_all(root, names=("SynthVidA", "SynthVidB"), seed=0, overwrite
     return {n: generate_video_domain(root, n, seed=seed, overwrite=overwrite, **kwargs) for n in names}
 
 
-__all__ = ["VIDEO_STYLES", "generate_video_domain", "generate_video_all"]
+__all__ = ["VIDEO_STYLES", "generate_video_domain", "generate_video_all", "write_mars_info"]
