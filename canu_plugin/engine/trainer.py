@@ -29,7 +29,7 @@ from canu_plugin.engine.diagnostic_hooks import (ACANDiagnosticsHook, BufferSync
                                                 EpochTimeHook, order_epoch_end)
 from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
 from canu_plugin.engine.label_generator import LabelGenerator
-from canu_plugin.engine.setup import check_batch
+from canu_plugin.engine.setup import check_batch, check_config_datasets
 from canu_plugin.data.video import is_video_dataset
 from canu_plugin.engine import run_files, schedule, video
 from canu_plugin.engine.precision import PrecisionTrainer
@@ -87,6 +87,7 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         check_batch(cfg, comm.get_world_size())
+        check_config_datasets(cfg, datasets_root())  # every dataset the config names, with the key that names it
         for name in cfg.DATASETS.TESTS:  # a corrupt test image would otherwise stop the run after training
             if not is_video_dataset(name):  # (tracklets: their parser checks every frame file exists)
                 check_images_readable(it[0] for part in test_items(name, datasets_root()) for it in part)
@@ -283,6 +284,7 @@ class Trainer(DefaultTrainer):
         if not os.path.isfile(cfg.MODEL.WEIGHTS):
             raise CanuError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} does not exist: train first, or point it "
                             "at a checkpoint (e.g. <OUTPUT_DIR>/model_final.pth).")
+        check_config_datasets(cfg, datasets_root(), eval_only=True)
         cfg = cfg.clone()
         cfg.defrost()
         cfg.MODEL.BACKBONE.PRETRAIN = False
