@@ -32,7 +32,7 @@ from canu_plugin.engine.label_generator import LabelGenerator
 from canu_plugin.engine.setup import check_batch, check_config_datasets
 from canu_plugin.data.video import is_video_dataset
 from canu_plugin.engine import run_files, schedule, video
-from canu_plugin.engine.precision import PrecisionTrainer
+from canu_plugin.engine.precision import PrecisionTrainer, amp_enabled, log_cpu_amp
 from canu_plugin.errors import CanuError, find_canu_error
 from canu_plugin.evaluation.pooled import PooledFeatureTap
 from canu_plugin.modeling.contract import PseudoLabelModel
@@ -102,10 +102,13 @@ class Trainer(DefaultTrainer):
                                 f"{cfg.MODEL.META_ARCHITECTURE} is not a pseudo-label model: use PseudoBaseline "
                                 "(with MODEL.HEADS.NAME PseudoEmbeddingHead), MMT or SSG")
         install_adversarial(self, cfg, self._num_cameras())
+        device = self.unwrapped_model.device
+        log_cpu_amp(cfg, device, logger.info)
         if cfg.SOLVER.AMP.ENABLED and not isinstance(self._trainer, PrecisionTrainer) \
-                and self.unwrapped_model.device.type != "cuda":  # fast-reid's AMPTrainer needs CUDA
+                and device.type != "cuda":  # fast-reid's AMPTrainer needs CUDA
             old = self._trainer
-            self._trainer = PrecisionTrainer(old.model, old.data_loader, old.optimizer, old.param_wrapper, amp=True)
+            self._trainer = PrecisionTrainer(old.model, old.data_loader, old.optimizer, old.param_wrapper,
+                                             amp=amp_enabled(cfg, device))
 
     def _num_cameras(self):
         if self.target_set is not None:
