@@ -138,16 +138,16 @@ def test_dropped_camera_warning_names_the_camera_as_the_release_does(tmp_path):
         logger.setLevel(level)
     assert dataset.num_cameras == 3
     warning = next(m for m in records.messages if "dropped" in m)
-    assert "msmt17 camera 02 (3 identities)" in warning and "msmt17_1" not in warning
+    assert "msmt17 02 (3 identities)" in warning and "msmt17_1" not in warning
     kept = next(m for m in records.messages if "per-camera identities" in m)
-    assert "msmt17 camera 01, msmt17 camera 05, msmt17 camera 12" in kept
+    assert "msmt17 01, msmt17 05, msmt17 12" in kept
 
 
 def test_camera_names_follow_each_release():
     from canu_plugin.data.cameras import camera_name
     assert camera_name("market1501_0") == "market1501 c1"    # 0002_c1s1_000451_03.jpg
     assert camera_name("dukemtmc_7") == "dukemtmc c8"        # 0005_c8_f0046985.jpg
-    assert camera_name("msmt17_4") == "msmt17 camera 05"     # *_05_*.jpg
+    assert camera_name("msmt17_4") == "msmt17 05"     # *_05_*.jpg
     assert camera_name("mars_0") == "mars C1"                # 0001C1T0001F001.jpg
     assert camera_name(0, "mars") == "mars C1"               # query / gallery camids are 0-based ints
     assert camera_name("other_3") == "other_3" and camera_name(3) == "3"

@@ -12,7 +12,7 @@ from canu_plugin.data.labels import natural_key
 RELEASE_CAMERA_NAMES = {
     "market1501": "c{}",            # 0002_c1s1_000451_03.jpg
     "dukemtmc": "c{}",              # 0005_c2_f0046985.jpg
-    "msmt17": "camera {:02d}",      # 0000_000_01_0303morning_0015_0.jpg (third field)
+    "msmt17": "{:02d}",             # 0000_000_01_0303morning_0015_0.jpg (third field)
     "mars": "C{}",                  # 0001C1T0001F001.jpg
     "dukemtmcvidreid": "C{}",       # 0001_C6_F0099_X30823.jpg
     "dukemtmcsitracklet": "C{}",
@@ -23,7 +23,7 @@ _TRAIN_CAMID = re.compile(r"(.+)_(\d+)")
 
 
 def camera_name(camid, dataset_name=None):
-    """The camera as its release names it, e.g. ``"msmt17 camera 05"`` for ``"msmt17_4"``,
+    """The camera as its release names it, e.g. ``"msmt17 05"`` for ``"msmt17_4"``,
     ``"market1501 c1"`` for ``"market1501_0"``, ``"mars C1"`` for ``("mars", 0)``.
 
     Args:
