@@ -173,3 +173,17 @@ def test_eta_counts_the_clustering_to_come():
         assert storage.history("eta_seconds").latest() == pytest.approx(0.5 * (40 - 9 - 1) + 12.0)
         assert printer._max_iter == 40
         assert EpochAwareMetricPrinter(40, 4, period=2).clustering_seconds_left(storage) == 4.0  # epoch 2 only
+
+
+def test_cuda_amp_follows_solver_amp_enabled_alone():
+    """SOLVER.AMP.CPU only concerns the CPU: on CUDA, SOLVER.AMP.ENABLED decides as before, silently."""
+    from canu_plugin.engine import setup_cfg
+    from canu_plugin.engine.precision import amp_enabled, log_cpu_amp
+    said = []
+    for enabled in (True, False):
+        cfg = setup_cfg("configs/synthetic/quick_sup.yml", ["SOLVER.AMP.ENABLED", str(enabled)])
+        assert cfg.SOLVER.AMP.CPU is False
+        assert amp_enabled(cfg, "cuda") is enabled and amp_enabled(cfg, "cuda:1") is enabled
+        assert amp_enabled(cfg, "cpu") is False
+        log_cpu_amp(cfg, "cuda", said.append)
+    assert said == []
