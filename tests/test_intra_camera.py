@@ -99,17 +99,6 @@ def test_loader_refuses_groups_larger_than_every_camera(use_synth_root):
                                         "MODEL.ACAN.DROP_SMALL_CAMERAS", "False"), use_synth_root)
 
 
-class _Records(logging.Handler):
-    """Collects the messages of one logger (whatever its propagation: fast-reid's setup_logger turns it off)."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 def _fake_msmt17(root, ids_per_camera):
     """MSMT17_V2's folders and list files (fast-reid's parser reads the lists, not the images);
     ``ids_per_camera``: {release camera number: identities}."""
@@ -124,22 +113,14 @@ def _fake_msmt17(root, ids_per_camera):
         (base / name).write_text("0000/0000_000_01_0303morning_0015_0.jpg 0\n")
 
 
-def test_dropped_camera_warning_names_the_camera_as_the_release_does(tmp_path):
+def test_dropped_camera_warning_names_the_camera_as_the_release_does(tmp_path, log_messages):
     _fake_msmt17(tmp_path, {1: 6, 2: 3, 5: 6, 12: 6})  # files *_02_* hold 3 identities: dropped at P = 4
-    records = _Records()
-    logger = logging.getLogger(IC.__name__)
-    level = logger.level
-    logger.addHandler(records)
-    logger.setLevel(logging.INFO)
-    try:
+    with log_messages(IC.__name__) as messages:
         dataset = IC.build_acan_dataset(_cfg("DATASETS.NAMES", '("MSMT17",)'), str(tmp_path))
-    finally:
-        logger.removeHandler(records)
-        logger.setLevel(level)
     assert dataset.num_cameras == 3
-    warning = next(m for m in records.messages if "dropped" in m)
+    warning = next(m for m in messages if "dropped" in m)
     assert "msmt17 02 (3 identities)" in warning and "msmt17_1" not in warning
-    kept = next(m for m in records.messages if "per-camera identities" in m)
+    kept = next(m for m in messages if "per-camera identities" in m)
     assert "msmt17 01, msmt17 05, msmt17 12" in kept
 
 
