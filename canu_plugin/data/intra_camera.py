@@ -74,7 +74,7 @@ def intra_camera_items(items, min_ids_per_camera=1, drop_small=True):
 
 
 def _with_counts(ids_per_camera):
-    """"msmt17 02 (15 identities), ..." of {camid: identities}, cameras as the release names them."""
+    """{camid: identities} as "msmt17 02 (15 identities), ...", cameras as the release names them."""
     return ", ".join(f"{camera_name(c)} ({n} identities)" for c, n in sorted(ids_per_camera.items(),
                                                                           key=lambda t: natural_key(t[0])))
 
