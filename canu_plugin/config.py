@@ -156,6 +156,8 @@ def _add_video_config(cfg):
 def _add_run_config(cfg):
     _C = cfg
     _C.SEED = -1                           # >= 0: seed python/numpy/torch with SEED + rank at start; -1: fast-reid's random seed
+    _C.SOLVER.AMP.CPU = False              # SOLVER.AMP.ENABLED on a CPU: autocast to bfloat16 only when True (it is
+                                           # ~2x slower than float32 on most CPUs); CUDA ignores it (float16 AMP as set)
 
 
 def add_canu_config(cfg):

@@ -116,6 +116,35 @@ def tiny_trainer(use_synth_root):
     return make
 
 
+@pytest.fixture
+def log_messages():
+    """``with log_messages("canu_plugin.x") as messages:`` collects that logger's messages (INFO and up)
+    into the list ``messages``, whatever its propagation (fast-reid's setup_logger turns it off)."""
+    import contextlib
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.INFO)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    @contextlib.contextmanager
+    def collect(name):
+        logger, handler = logging.getLogger(name), Collect()
+        level = logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            yield handler.messages
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+    return collect
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one; `make gpu-check` runs them)")
 

@@ -84,10 +84,31 @@ def test_resume_repeats_the_uninterrupted_pseudo_labels(make_trainer, tmp_path):
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
 
 
-def test_zero_clusters_at_the_start_is_a_clear_error(make_trainer, tmp_path):
-    trainer = make_trainer(tmp_path, "CLUSTERING.EPS", "0.01")
-    with pytest.raises(CanuError, match=r"found [01] clusters.*outliers.*CLUSTERING.EPS"):
+@pytest.mark.parametrize("rule, opts, advice", [
+    ("fixed", ["CLUSTERING.EPS", "0.01"], "raise CLUSTERING.EPS"),           # every sample an outlier
+    ("fixed", ["CLUSTERING.EPS", "0.99"], "lower CLUSTERING.EPS"),           # one cluster of everything
+    ("quantile_once", ["CLUSTERING.RHO", "0.0001"], "raise CLUSTERING.RHO"),  # MMT / SSG: EPS is not read
+    ("quantile_once", ["CLUSTERING.RHO", "0.9"], "lower CLUSTERING.RHO"),
+])
+def test_too_few_clusters_at_the_start_names_the_key_that_helps(make_trainer, tmp_path, rule, opts, advice):
+    trainer = make_trainer(tmp_path, "CLUSTERING.EPS_RULE", rule, *opts)
+    with pytest.raises(CanuError, match=r"found [01] clusters") as err:
         trainer.train()
+    msg = str(err.value)
+    assert advice in msg
+    merged = advice.startswith("lower")
+    assert ("largest holds" in msg and "CLUSTERING.K1" in msg) == merged
+    assert ("Most samples are outliers" in msg and "lower CLUSTERING.MIN_SAMPLES" in msg) == (not merged)
+    if rule != "fixed":  # the first clustering's eps comes from RHO: EPS must not be suggested
+        assert "CLUSTERING.EPS (now" not in msg and "CLUSTERING.EPS is not used" in msg
+
+
+def test_advice_for_a_later_quantile_once_clustering_says_the_eps_is_kept():
+    from canu_plugin.clustering.advice import too_few_clusters_advice
+    from canu_plugin.engine import setup_cfg
+    c = setup_cfg(os.path.join(REPO, QUICK), ["CLUSTERING.EPS_RULE", "quantile_once"]).CLUSTERING
+    msg = too_few_clusters_advice(c, np.full(10, -1), eps=0.2, first=False)
+    assert "raise CLUSTERING.RHO" in msg and "keeps the first clustering's eps" in msg and "(this one: 0.2000)" in msg
 
 
 def test_later_failure_keeps_the_last_labels(make_trainer, tmp_path, monkeypatch):

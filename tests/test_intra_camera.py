@@ -97,3 +97,38 @@ def test_loader_refuses_groups_larger_than_every_camera(use_synth_root):
     with pytest.raises(CanuError, match="fewer than 30 identities"):
         IC.build_acan_train_loader(_cfg("MODEL.ACAN.PIDS_PER_GROUP", "30", "SOLVER.IMS_PER_BATCH", "120",
                                         "MODEL.ACAN.DROP_SMALL_CAMERAS", "False"), use_synth_root)
+
+
+def _fake_msmt17(root, ids_per_camera):
+    """MSMT17_V2's folders and list files (fast-reid's parser reads the lists, not the images);
+    ``ids_per_camera``: {release camera number: identities}."""
+    base = root / "MSMT17_V2"
+    for d in ("mask_train_v2", "mask_test_v2"):
+        (base / d).mkdir(parents=True)
+    train = [f"{p:04d}/{p:04d}_{i:03d}_{cam:02d}_0303morning_0015_0.jpg {p}"
+             for cam, n in ids_per_camera.items() for p in range(n) for i in range(2)]
+    (base / "list_train.txt").write_text("\n".join(train) + "\n")
+    (base / "list_val.txt").write_text("")
+    for name in ("list_query.txt", "list_gallery.txt"):
+        (base / name).write_text("0000/0000_000_01_0303morning_0015_0.jpg 0\n")
+
+
+def test_dropped_camera_warning_names_the_camera_as_the_release_does(tmp_path, log_messages):
+    _fake_msmt17(tmp_path, {1: 6, 2: 3, 5: 6, 12: 6})  # files *_02_* hold 3 identities: dropped at P = 4
+    with log_messages(IC.__name__) as messages:
+        dataset = IC.build_acan_dataset(_cfg("DATASETS.NAMES", '("MSMT17",)'), str(tmp_path))
+    assert dataset.num_cameras == 3
+    warning = next(m for m in messages if "dropped" in m)
+    assert "msmt17 02 (3 identities)" in warning and "msmt17_1" not in warning
+    kept = next(m for m in messages if "per-camera identities" in m)
+    assert "msmt17 01, msmt17 05, msmt17 12" in kept
+
+
+def test_camera_names_follow_each_release():
+    from canu_plugin.data.cameras import camera_name
+    assert camera_name("market1501_0") == "market1501 c1"    # 0002_c1s1_000451_03.jpg
+    assert camera_name("dukemtmc_7") == "dukemtmc c8"        # 0005_c8_f0046985.jpg
+    assert camera_name("msmt17_4") == "msmt17 05"     # *_05_*.jpg
+    assert camera_name("mars_0") == "mars C1"                # 0001C1T0001F001.jpg
+    assert camera_name(0, "mars") == "mars C1"               # query / gallery camids are 0-based ints
+    assert camera_name("other_3") == "other_3" and camera_name(3) == "3"

@@ -87,7 +87,7 @@ def test_plain_step_with_amp_and_without():
 
 def test_real_runs_honour_solver_amp_on_cpu(tiny_trainer, tmp_path):
     fast = ["CLUSTERING.K1", "10", "CLUSTERING.K2", "3", "TEST.EVAL_PERIOD", "100", "SOLVER.AMP.ENABLED", "True",
-            "SOLVER.MAX_EPOCH", "1"]
+            "SOLVER.AMP.CPU", "True", "SOLVER.MAX_EPOCH", "1"]
     canu = tiny_trainer("configs/synthetic/quick_pseudo.yml", tmp_path / "canu", *fast, "MODEL.CANU.ENABLED", "True",
                         "MODEL.CANU.HIDDEN_DIM", "32")
     assert isinstance(canu._trainer, AdversarialTrainer) and canu._trainer.amp_dtype == torch.bfloat16
@@ -96,6 +96,34 @@ def test_real_runs_honour_solver_amp_on_cpu(tiny_trainer, tmp_path):
     assert all(math.isfinite(v) for k in ("loss_cls", "loss_cam_adv", "cam_disc_loss") for v, _ in hist[k].values())
     plain = tiny_trainer("configs/synthetic/quick_pseudo.yml", tmp_path / "plain", *fast)
     assert type(plain._trainer) is PrecisionTrainer and plain._trainer.amp_dtype == torch.bfloat16
+
+
+class _FirstStepSeen(Exception):
+    pass
+
+
+@pytest.mark.parametrize("cpu_amp, dtype", [(False, torch.float32), (True, torch.bfloat16)])
+def test_amp_on_cpu_is_off_unless_asked_for_and_says_so_once(tiny_trainer, tmp_path, log_messages, cpu_amp, dtype):
+    """Shipped configs enable SOLVER.AMP.ENABLED; on a CPU it runs float32 (bfloat16 is slower there)
+    unless SOLVER.AMP.CPU asks for it; the log says which, once."""
+    import canu_plugin.engine.trainer as T
+    with log_messages(T.__name__) as messages:
+        trainer = tiny_trainer("configs/synthetic/quick_pseudo.yml", tmp_path, "CLUSTERING.K1", "10", "CLUSTERING.K2",
+                               "3", "TEST.EVAL_PERIOD", "100", "SOLVER.MAX_EPOCH", "1", "PSEUDO.ITERS_PER_EPOCH", "1",
+                               "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.CPU", str(cpu_amp))
+        conv = next(m for m in trainer.unwrapped_model.modules() if isinstance(m, nn.Conv2d))
+        seen = []
+
+        def first_training_forward(module, inputs, out):  # (the clustering's feature extraction comes first)
+            seen.append((module.training, out.dtype))
+            if module.training:  # stop there: bfloat16 numerics on a CPU are not what this test checks
+                raise _FirstStepSeen
+        conv.register_forward_hook(first_training_forward)
+        with pytest.raises(_FirstStepSeen):
+            trainer.train()
+    assert [d for training, d in seen if training] == [dtype]  # the training step's forward
+    said = [m for m in messages if "SOLVER.AMP" in m]
+    assert len(said) == 1 and ("bfloat16" in said[0]) and (("SOLVER.AMP.CPU True to use it" in said[0]) is not cpu_amp)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -135,3 +163,17 @@ def test_eta_counts_the_clustering_to_come():
         assert storage.history("eta_seconds").latest() == pytest.approx(0.5 * (40 - 9 - 1) + 12.0)
         assert printer._max_iter == 40
         assert EpochAwareMetricPrinter(40, 4, period=2).clustering_seconds_left(storage) == 4.0  # epoch 2 only
+
+
+def test_cuda_amp_follows_solver_amp_enabled_alone():
+    """SOLVER.AMP.CPU only concerns the CPU: on CUDA, SOLVER.AMP.ENABLED decides as before, silently."""
+    from canu_plugin.engine import setup_cfg
+    from canu_plugin.engine.precision import amp_enabled, log_cpu_amp
+    said = []
+    for enabled in (True, False):
+        cfg = setup_cfg("configs/synthetic/quick_sup.yml", ["SOLVER.AMP.ENABLED", str(enabled)])
+        assert cfg.SOLVER.AMP.CPU is False
+        assert amp_enabled(cfg, "cuda") is enabled and amp_enabled(cfg, "cuda:1") is enabled
+        assert amp_enabled(cfg, "cpu") is False
+        log_cpu_amp(cfg, "cuda", said.append)
+    assert said == []

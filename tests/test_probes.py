@@ -51,3 +51,15 @@ def test_probe_held_out_by_identity_sees_no_identity_twice():
     assert camera_probe_accuracy(shifted, cams, pids)[0] > 0.95  # a camera shift is still found
     with pytest.raises(ValueError, match="training side"):
         camera_probe_accuracy(x, np.arange(240) % 2, np.zeros(240))  # one identity: nothing to hold out
+
+
+def test_target_probe_names_a_small_camera_as_the_release_does():
+    """The pseudo-label loop's probe works on camera indices; its warning names the release's camera."""
+    from canu_plugin.data.pseudo_labels import TargetSet
+    items = [(f"p{i}", f"msmt17_{i % 5}", "msmt17_4" if i < 30 else "msmt17_11") for i in range(60)]
+    items.append(("lonely", "msmt17_0", "msmt17_1"))  # files *_02_*: a single image
+    target = TargetSet(items)
+    assert target.camera_names == ["msmt17 02", "msmt17 05", "msmt17 12"]
+    x = np.random.default_rng(0).normal(size=(len(items), 4))
+    with pytest.raises(ValueError, match="camera msmt17 02 has 1 image"):
+        camera_probe_accuracy(x, target.camids, names=target.camera_names)

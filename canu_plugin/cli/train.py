@@ -5,6 +5,7 @@ methods (fast-reid's train_net, extended).
     canu-train --config-file ... --resume              # continue where it stopped
     canu-train --config-file ... --eval-only MODEL.WEIGHTS out/model_final.pth
     canu-train --config-file ... --num-gpus 2          # one process per GPU (gloo on CPU)
+    canu-train --root /data/reid --config-file ...     # datasets under /data/reid (default: $FASTREID_DATASETS)
 
 ``--config-file`` takes a path, or the name of a shipped config (``configs/...``), found from any
 folder (:func:`canu_plugin.config_path`).
@@ -13,7 +14,7 @@ import argparse
 import sys
 
 import canu_plugin  # noqa: F401  (compat fixes + registration into fast-reid's registries)
-from canu_plugin.engine import Trainer, seed_from_config, setup_cfg
+from canu_plugin.engine import Trainer, seed_from_config, set_datasets_root, setup_cfg
 from canu_plugin.errors import user_errors
 from canu_plugin.resources import config_path
 from fastreid.engine import default_argument_parser, default_setup, launch
@@ -23,6 +24,8 @@ from fastreid.utils.logger import setup_logger
 
 def setup(args):
     """Config from file + command line, then fast-reid's logging/output set-up."""
+    if getattr(args, "root", None):  # every process (launch may spawn them) reads the datasets from --root
+        set_datasets_root(args.root)
     if args.config_file:  # a shipped name -> its path (fast-reid's default_setup reads the file too)
         args.config_file = config_path(args.config_file)
     cfg = setup_cfg(args.config_file, args.opts)
@@ -44,15 +47,20 @@ def run(args):
 
 
 def parser():
-    """fast-reid's ``default_argument_parser`` with this program's description."""
+    """fast-reid's ``default_argument_parser`` with this program's description and ``--root`` (as
+    canu-bench and canu-synth have it)."""
     p = default_argument_parser()
     p.description, p.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
+    p.add_argument("--root", default=None, metavar="DIR", help="dataset root: the folder that holds the datasets "
+                   "(Market-1501-v15.09.15, DukeMTMC-reID, MSMT17_V2, ...); default: $FASTREID_DATASETS, else datasets")
     return p
 
 
 def main(argv=None):
     """Parse the command line and run on ``--num-gpus`` processes; returns the exit code."""
     args = parser().parse_args(argv)
+    if args.root:  # before launch: spawned processes inherit $FASTREID_DATASETS
+        set_datasets_root(args.root)
     print("Command Line Args:", args, file=sys.stderr)
     with user_errors():
         launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,

@@ -116,7 +116,8 @@ def check_dataset_layout(name, root, check_names=True):
     if getattr(cls, "is_video", False):  # tracklet datasets (canu_plugin.data.video) check their own layout
         cls.check_layout(root)
         return
-    where = f"set FASTREID_DATASETS (or --root) to the folder that holds {name}"
+    where = (f"point the run at the folder that holds {name}: --root DIR (canu-train, canu-bench) or "
+             "FASTREID_DATASETS=DIR")
     if isinstance(cls, type) and issubclass(cls, SynthDomain):
         fix = _synth_fix(root, name)
         _check_market_like(os.path.join(root, cls.dataset_dir), fix, 6, (0, 1501), True, check_names)

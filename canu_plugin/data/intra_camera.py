@@ -24,6 +24,7 @@ from fastreid.data.common import CommDataset
 from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 
+from canu_plugin.data.cameras import camera_name, camera_names
 from canu_plugin.data.datasets import train_items
 from canu_plugin.data.keys import CAMERA_PART, PART_KEY, TRIPLET_PART
 from canu_plugin.data.labels import natural_key
@@ -55,7 +56,7 @@ def intra_camera_items(items, min_ids_per_camera=1, drop_small=True):
         ids[cam].add(pid)
     small = {cam: len(p) for cam, p in ids.items() if len(p) < min_ids_per_camera}
     if small and not drop_small:
-        raise CanuError(f"camera(s) {sorted(small, key=natural_key)} have fewer than {min_ids_per_camera} identities "
+        raise CanuError(f"camera(s) {_with_counts(small)} have fewer than {min_ids_per_camera} identities "
                         "(MODEL.ACAN.PIDS_PER_GROUP): set MODEL.ACAN.DROP_SMALL_CAMERAS True to drop them (the "
                         "paper's MSMT17 protocol) or lower MODEL.ACAN.PIDS_PER_GROUP")
     cameras = sorted((c for c in ids if c not in small), key=natural_key)
@@ -67,9 +68,15 @@ def intra_camera_items(items, min_ids_per_camera=1, drop_small=True):
     label_of = {pair: i for i, pair in enumerate(pairs)}
     new = [(path, label_of[(cam_index[c], p)], cam_index[c]) for path, p, c in items if c in cam_index]
     if small:
-        logger.warning(f"ACAN: dropped camera(s) {small} (identities per camera) with fewer than "
-                       f"{min_ids_per_camera} identities; training on {len(cameras)} cameras")
+        logger.warning(f"ACAN: dropped camera(s) {_with_counts(small)} with fewer than {min_ids_per_camera} "
+                       f"identities (MODEL.ACAN.PIDS_PER_GROUP); training on {len(cameras)} cameras")
     return new, {"cameras": cameras, "dropped": small, "num_labels": len(pairs)}
+
+
+def _with_counts(ids_per_camera):
+    """{camid: identities} as "msmt17 02 (15 identities), ...", cameras as the release names them."""
+    return ", ".join(f"{camera_name(c)} ({n} identities)" for c, n in sorted(ids_per_camera.items(),
+                                                                          key=lambda t: natural_key(t[0])))
 
 
 class IntraCameraDataset(CommDataset):
@@ -116,7 +123,8 @@ def build_acan_dataset(cfg, root, transform=None):
     tracklet: one per (camera, pid), as for images; ``VIDEO.*`` clips)."""
     items = train_items(cfg.DATASETS.NAMES, root, cfg.DATASETS.COMBINEALL)
     items, info = intra_camera_items(items, cfg.MODEL.ACAN.PIDS_PER_GROUP, cfg.MODEL.ACAN.DROP_SMALL_CAMERAS)
-    logger.info(f"ACAN: {info['num_labels']} per-camera identities over {len(info['cameras'])} cameras")
+    logger.info(f"ACAN: {info['num_labels']} per-camera identities over {len(info['cameras'])} cameras "
+                f"({camera_names(info['cameras'])})")
     if is_tracklet_items(items):  # tracklets (video datasets): T-frame clips
         from canu_plugin.data.video.clips import VideoIntraCameraDataset, clip_options
         return VideoIntraCameraDataset(items, transform, cameras=info["cameras"], **clip_options(cfg))

@@ -16,6 +16,7 @@ from fastreid.data.samplers import BalancedIdentitySampler, NaiveIdentitySampler
 from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 
+from canu_plugin.data.cameras import camera_name
 from canu_plugin.data.datasets import train_items
 from canu_plugin.data.keys import SECOND_VIEW, VIEW_TARGETS
 from canu_plugin.data.labels import index_labels
@@ -32,6 +33,7 @@ class TargetSet:
     Attributes:
         paths: list of N image paths.
         camids: (N,) int64 camera index in [0, C).
+        camera_names: the C cameras as their release names them (``camera_names[camids[i]]``, for logs).
         gt: (N,) int64 ground-truth id index (never used for training).
     """
 
@@ -39,7 +41,8 @@ class TargetSet:
         if not items:
             raise CanuError("the target training set is empty: check DATASETS.NAMES and FASTREID_DATASETS")
         self.paths = [it[0] for it in items]
-        self.camids = index_labels(it[2] for it in items)[0]
+        self.camids, cams = index_labels(it[2] for it in items)
+        self.camera_names = [camera_name(c) for c in cams]
         self.gt = index_labels(it[1] for it in items)[0]
 
     @classmethod

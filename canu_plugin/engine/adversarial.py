@@ -26,7 +26,7 @@ from fastreid.utils.events import get_event_storage
 from torch.func import functional_call
 
 from canu_plugin.distributed import unwrap, wrap
-from canu_plugin.engine.precision import PrecisionTrainer, make_scaler
+from canu_plugin.engine.precision import PrecisionTrainer, amp_enabled, make_scaler
 from canu_plugin.errors import CanuError
 from canu_plugin.modeling.contract import AdversarialModel
 from canu_plugin.modeling import losses as L
@@ -214,7 +214,8 @@ def install_adversarial(trainer, cfg, num_cameras):
     run = [wrap(d) for d in discs]
     old = trainer._trainer
     trainer._trainer = AdversarialTrainer(old.model, old.data_loader, old.optimizer, old.param_wrapper,
-                                          run, d_optimizer, scheme=scheme, weight=weight, amp=cfg.SOLVER.AMP.ENABLED)
+                                          run, d_optimizer, scheme=scheme, weight=weight,
+                                          amp=amp_enabled(cfg, model.device))
     trainer.checkpointer.checkpointables.update(discriminators=discs, d_optimizer=d_optimizer)
     trainer.discriminators, trainer.d_optimizer = discs, d_optimizer
     trainer.d_scheduler = {}

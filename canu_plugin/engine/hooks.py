@@ -6,6 +6,7 @@ import numpy as np
 from fastreid.engine.train_loop import HookBase
 from fastreid.utils.env import seed_all_rng
 
+from canu_plugin.clustering.advice import too_few_clusters_advice
 from canu_plugin.data.pseudo_labels import PseudoLabels, required_clusters
 from canu_plugin.errors import CanuError
 from canu_plugin.evaluation.diagnostics import cluster_report
@@ -89,8 +90,10 @@ class ClusteringHook(HookBase):
             msg += f", {len(pseudo.labels) - report['train_samples']} left out as outliers of at least one view"
         msg += f"); a P x K batch needs {need}"
         if self.pseudo is None or self.cfg.PSEUDO.ON_FAILURE == "error":
-            raise CanuError(msg + ". Raise CLUSTERING.EPS or lower CLUSTERING.MIN_SAMPLES, start from a "
-                                  "better model (MODEL.WEIGHTS from source training), or lower SOLVER.IMS_PER_BATCH.")
+            fix = too_few_clusters_advice(self.cfg.CLUSTERING, pseudo.labels, pseudo.eps[0] if pseudo.eps else None,
+                                          first=self.first_eps is None)
+            raise CanuError(f"{msg}. {fix} Otherwise start from a better model (MODEL.WEIGHTS from source training), "
+                            "or lower SOLVER.IMS_PER_BATCH.")
         logger.warning(msg + f"; keeping the pseudo-labels of epoch {self.pseudo.epoch}")
         return False
 

@@ -106,7 +106,8 @@ class LabelGenerator:
             labels >= 0, labels, labels.max() + 1 + np.arange(len(labels)))
         try:
             return round(camera_probe_accuracy(np.asarray(features), self.target.camids, groups,
-                                               max_samples=self.cfg.TEST.CANU.PROBE_MAX_IMAGES)[0], 4)
+                                               max_samples=self.cfg.TEST.CANU.PROBE_MAX_IMAGES,
+                                               names=self.target.camera_names)[0], 4)
         except ValueError as e:
             logger.warning(f"camera probe skipped: {e}")
             return None

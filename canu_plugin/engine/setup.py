@@ -91,6 +91,57 @@ def setup_cfg(config_file="", opts=(), freeze=True):
     return cfg
 
 
+def _dataset_keys(cfg):
+    """[(key, names, what the config does with them)] of every config key that names datasets."""
+    keys = [("DATASETS.NAMES", cfg.DATASETS.NAMES, "the unlabelled target set this config adapts to"
+             if cfg.PSEUDO.ENABLED else "the training set of this config")]
+    if cfg.PSEUDO.ENABLED and cfg.CLUSTERING.SOURCE_LAMBDA > 0:
+        keys.append(("PSEUDO.SOURCE_DATASETS", cfg.PSEUDO.SOURCE_DATASETS, "the labelled source set whose "
+                     "features enter the clustering (CLUSTERING.SOURCE_LAMBDA > 0)"))
+    keys.append(("DATASETS.TESTS", cfg.DATASETS.TESTS, "the datasets this config evaluates on"))
+    return keys
+
+
+def _drop_fix(key, names, missing):
+    """How to run without the ``missing`` datasets of ``key`` (a command-line override), or what to do
+    when dropping them leaves the key empty."""
+    rest = [n for n in names if n not in missing]
+    if not rest:
+        if key == "PSEUDO.SOURCE_DATASETS":
+            return "or run without the source term: add `CLUSTERING.SOURCE_LAMBDA 0` to the command line"
+        return "or choose a config for a dataset you have (or override the key with one you have)"
+    value = "(" + ", ".join(f'"{n}"' for n in rest) + ",)"
+    return f"or run without {' and '.join(missing)}: add `{key} '{value}'` to the command line (after the flags)"
+
+
+def check_config_datasets(cfg, root, eval_only=False):
+    """Check that every dataset the config names (``eval_only``: the test sets) is laid out under ``root``.
+
+    The error names the config key that asked for the missing dataset(s) (``DATASETS.NAMES``,
+    ``PSEUDO.SOURCE_DATASETS``, ``DATASETS.TESTS``) and the override that drops them: a shipped
+    Market-1501 config also tests on DukeMTMC and MSMT17, which a Market-only user may not have.
+
+    Raises:
+        CanuError: each missing dataset's layout error, the key, and the fix.
+    """
+    from canu_plugin.data.datasets import check_dataset_layout
+    for key, names, role in _dataset_keys(cfg):
+        if eval_only and key != "DATASETS.TESTS":
+            continue
+        errors = {}
+        for name in names:
+            try:
+                check_dataset_layout(name, root)
+            except CanuError as e:
+                errors[name] = str(e)
+        if errors:
+            missing = list(errors)
+            problems = " ".join(f"[{n}] {msg.rstrip('.')}." for n, msg in errors.items())
+            them = "it" if len(missing) == 1 else "them"
+            raise CanuError(f"{' and '.join(missing)} of {key} {tuple(names)} ({role}): not in place under the dataset "
+                            f"root {root}. {problems} Put {them} in place, {_drop_fix(key, names, missing)}.")
+
+
 def seed_from_config(cfg):
     """Seed python, numpy and torch with ``cfg.SEED`` + rank (after fast-reid's ``default_setup``,
     which seeds randomly); nothing when ``SEED`` < 0."""

@@ -31,10 +31,10 @@ from canu_plugin.engine.diagnostic_hooks import (ACANDiagnosticsHook, BufferSync
                                                 EpochTimeHook, order_epoch_end)
 from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
 from canu_plugin.engine.label_generator import LabelGenerator
-from canu_plugin.engine.setup import check_batch
+from canu_plugin.engine.setup import check_batch, check_config_datasets
 from canu_plugin.data.video import is_video_dataset
 from canu_plugin.engine import run_files, schedule, video
-from canu_plugin.engine.precision import PrecisionTrainer
+from canu_plugin.engine.precision import PrecisionTrainer, amp_enabled, log_cpu_amp
 from canu_plugin.errors import CanuError, find_canu_error
 from canu_plugin.evaluation.pooled import PooledFeatureTap
 from canu_plugin.modeling.contract import PseudoLabelModel
@@ -89,6 +89,7 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         check_batch(cfg, comm.get_world_size())
+        check_config_datasets(cfg, datasets_root())  # every dataset the config names, with the key that names it
         for name in cfg.DATASETS.TESTS:  # a corrupt test image would otherwise stop the run after training
             if not is_video_dataset(name):  # (tracklets: their parser checks every frame file exists)
                 check_images_readable(it[0] for part in test_items(name, datasets_root()) for it in part)
@@ -103,10 +104,13 @@ class Trainer(DefaultTrainer):
                                 f"{cfg.MODEL.META_ARCHITECTURE} is not a pseudo-label model: use PseudoBaseline "
                                 "(with MODEL.HEADS.NAME PseudoEmbeddingHead), MMT or SSG")
         install_adversarial(self, cfg, self._num_cameras())
+        device = self.unwrapped_model.device
+        log_cpu_amp(cfg, device, logger.info)
         if cfg.SOLVER.AMP.ENABLED and not isinstance(self._trainer, PrecisionTrainer) \
-                and self.unwrapped_model.device.type != "cuda":  # fast-reid's AMPTrainer needs CUDA
+                and device.type != "cuda":  # fast-reid's AMPTrainer needs CUDA
             old = self._trainer
-            self._trainer = PrecisionTrainer(old.model, old.data_loader, old.optimizer, old.param_wrapper, amp=True)
+            self._trainer = PrecisionTrainer(old.model, old.data_loader, old.optimizer, old.param_wrapper,
+                                             amp=amp_enabled(cfg, device))
 
     def _num_cameras(self):
         if self.target_set is not None:
@@ -291,6 +295,7 @@ class Trainer(DefaultTrainer):
         if not os.path.isfile(cfg.MODEL.WEIGHTS):
             raise CanuError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} does not exist: train first, or point it "
                             "at a checkpoint (e.g. <OUTPUT_DIR>/model_final.pth).")
+        check_config_datasets(cfg, datasets_root(), eval_only=True)
         cfg = cfg.clone()
         cfg.defrost()
         cfg.MODEL.BACKBONE.PRETRAIN = False

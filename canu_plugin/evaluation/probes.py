@@ -15,8 +15,9 @@ from canu_plugin.evaluation.camera_alignment import d_inter_camera
 logger = logging.getLogger(__name__)
 
 
-def _split(y, groups, test_fraction, seed):
-    """Train / test indices stratified by camera; with ``groups``, no group (identity) on both sides."""
+def _split(y, groups, test_fraction, seed, name=str):
+    """Train / test indices stratified by camera; with ``groups``, no group (identity) on both sides.
+    ``name``: camera index -> its name in messages."""
     if groups is None:
         return train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=y)
     n_splits = max(int(round(1 / test_fraction)), 2)
@@ -28,11 +29,11 @@ def _split(y, groups, test_fraction, seed):
     missing = set(np.unique(y)) - set(np.unique(y[train]))
     if missing or len(test) == 0:
         raise ValueError(f"cannot hold out identities with every camera on the training side (camera(s) "
-                         f"{sorted(missing)} only seen with held-out identities)")
+                         f"{', '.join(name(c) for c in sorted(missing))} only seen with held-out identities)")
     return train, test
 
 
-def camera_probe_accuracy(features, camids, groups=None, test_fraction=0.3, seed=0, max_samples=0):
+def camera_probe_accuracy(features, camids, groups=None, test_fraction=0.3, seed=0, max_samples=0, names=None):
     """Held-out accuracy of a linear classifier predicting the camera from frozen features.
 
     Args:
@@ -42,6 +43,7 @@ def camera_probe_accuracy(features, camids, groups=None, test_fraction=0.3, seed
             None splits images at random.
         test_fraction: share of the images held out (stratified by camera).
         max_samples: > 0: use a random (seeded) subset of at most this many images.
+        names: camera index -> its name (as the release names it) for the error messages; None: the index.
     Returns:
         (accuracy, chance): accuracy on the held-out images and the majority-class rate.
     Raises:
@@ -57,9 +59,10 @@ def camera_probe_accuracy(features, camids, groups=None, test_fraction=0.3, seed
     cams, counts = np.unique(y, return_counts=True)
     if len(cams) < 2:
         raise ValueError("a camera probe needs at least two cameras")
+    name = str if names is None else (lambda c: str(names[int(c)]))  # noqa: E731
     if counts.min() < 2:
-        raise ValueError(f"camera {cams[counts.argmin()]} has {counts.min()} image(s): too few to hold one out")
-    train, test = _split(y, g, test_fraction, seed)
+        raise ValueError(f"camera {name(cams[counts.argmin()])} has {counts.min()} image(s): too few to hold one out")
+    train, test = _split(y, g, test_fraction, seed, name)
     clf = LogisticRegression(max_iter=2000).fit(x[train], y[train])
     return float((clf.predict(x[test]) == y[test]).mean()), float(counts.max() / counts.sum())
 
