@@ -59,11 +59,12 @@ def _within(mean, bounds):
 
 
 def _paired(records, a, b, metric, key, label):
-    """a - b on ``metric``, paired by seed; passes when the 95% interval lies above 0."""
+    """a - b on ``metric``, paired by seed; passes when the 95% interval lies above 0, fails when it
+    does not, undecided (None) with fewer than two pairs."""
     diff = paired_difference(_per_seed(records, a, metric), _per_seed(records, b, metric))
     if diff["n"] == 0:
         return _row(key, label, "-", None)
-    return _row(key, label, fmt_diff(diff, METRICS[metric].decimals), diff["lo"] is not None and diff["lo"] > 0)
+    return _row(key, label, fmt_diff(diff, METRICS[metric].decimals), None if diff["lo"] is None else diff["lo"] > 0)
 
 
 def nmi_ratios(records, method="pseudo"):
