@@ -2,10 +2,11 @@
 
 ``prepare`` is the benchmark stage every use of a testbed goes through (``canu-bench --testbed``,
 ``tools/testbed_candidates.py``): generate SynthA / SynthB with the testbed's knobs under
-``<folder>/datasets``, pre-train its backbone once (cached, :mod:`.pretrain`) and give each method its
-overrides. ``run_candidate`` then trains only the rows not under test (:data:`.criteria.ROWS`) and
+``<folder>/datasets``, pre-train its backbone once (cached, :mod:`.pretrain`; a sibling testbed's
+backbone of the same provenance is copied instead) and give each method its overrides. ``run_candidate`` then trains only the rows not under test (:data:`.criteria.ROWS`) and
 scores the criteria (:func:`.criteria.criteria`).
 """
+import glob
 import os
 import time
 
@@ -37,7 +38,8 @@ def prepare(tb, folder, log=print):
     t0 = time.time()
     generate_data(tb, root)
     data_s = time.time() - t0
-    pre = ensure_pretrained(folder, tb["pretrain"], root, tb["input_size"], log) if tb["pretrain"] else None
+    siblings = sorted(glob.glob(os.path.join(os.path.dirname(folder), "*")))  # other testbeds: same backbone?
+    pre = ensure_pretrained(folder, tb["pretrain"], root, tb["input_size"], log, siblings) if tb["pretrain"] else None
     os.environ["FASTREID_DATASETS"] = root
     path = pre["path"] if pre else None
     per_method = {m: tuple(method_opts(tb, m, path)) for m in SETTINGS[SETTING]["methods"]}

@@ -92,21 +92,43 @@ def cached(weights, prov):
     return record
 
 
-def ensure_pretrained(folder, spec, root, input_size=None, log=print):
+def _copy_from(folders, subdir, weights, prov, log):
+    """Copy an identical pre-trained backbone (same provenance) from another benchmark folder's cache
+    into ``weights``; returns its record, or None when none of ``folders`` has one."""
+    for other in folders:
+        theirs = os.path.join(other, "pretrain", subdir, "backbone.pth")
+        if os.path.abspath(theirs) == os.path.abspath(weights):
+            continue
+        try:
+            record = cached(theirs, prov)
+        except CanuError:
+            continue
+        if record is not None:
+            os.makedirs(os.path.dirname(weights), exist_ok=True)
+            atomic_write(weights, lambda f: f.write(open(theirs, "rb").read()))
+            atomic_write(provenance_path(weights), lambda f: f.write(json.dumps(record, indent=1)), mode="w")
+            log(f"[pretrain] copied from {theirs} (same provenance)")
+            return record
+    return None
+
+
+def ensure_pretrained(folder, spec, root, input_size=None, log=print, elsewhere=()):
     """The pre-trained backbone of a testbed: cached when made with the same provenance, else trained now.
 
     Args:
         folder: the benchmark's folder (the cache is ``folder/pretrain/``); spec: the testbed's
             ``pretrain`` (:data:`canu_plugin.bench.testbed.PRETRAIN_DEFAULTS`); root: the dataset root
-            (the pre-training domains are generated there); input_size: (H, W) or None (the config's).
+            (the pre-training domains are generated there); input_size: (H, W) or None (the config's);
+            elsewhere: other benchmark folders whose cache may hold the same backbone (copied, not retrained).
     Returns:
         dict: path (backbone.pth), cached (bool), wall_s (of the pre-training, also when cached),
         final (its evaluation on SynthPre0's test split), provenance.
     """
     prov = provenance(spec, root, input_size)
-    out = os.path.join(folder, "pretrain", f"{prov['arch']['DEPTH']}_s{int(spec['seed'])}_{fingerprint(prov)}")
+    subdir = f"{prov['arch']['DEPTH']}_s{int(spec['seed'])}_{fingerprint(prov)}"
+    out = os.path.join(folder, "pretrain", subdir)
     weights = os.path.join(out, "backbone.pth")
-    record = cached(weights, prov)
+    record = cached(weights, prov) or _copy_from(elsewhere, subdir, weights, prov, log)
     if record is not None:
         log(f"[pretrain] cached: {weights} (pre-trained in {record['wall_s']:.0f} s)")
         return dict(record, path=weights, cached=True)
