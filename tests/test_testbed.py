@@ -153,3 +153,14 @@ def test_testbed_search_refuses_methods_under_test(tmp_path, capsys):
     candidates.append_log(str(log), "| b |")
     text = log.read_text()
     assert text.count(crit.LOG_HEADER) == 1 and text.endswith("| a |\n| b |\n")
+
+
+def test_candidate_tool_scores_a_finished_folder_and_logs_one_row(tmp_path, capsys):
+    from canu_plugin.cli.testbed import main
+    for (method, seed), rec in _fake_records().items():
+        (tmp_path / f"{method}_s{seed}.json").write_text(json.dumps(dict(rec, method=method, seed=seed)))
+    log = tmp_path / "log.md"
+    assert main(["--from-folder", str(tmp_path), "--log", str(log), "--name", "fake"]) == 0
+    assert "fake (" in capsys.readouterr().out
+    rows = [ln for ln in log.read_text().splitlines() if ln.startswith("| fake |")]
+    assert len(rows) == 1 and "| 0 1 2 |" in rows[0] and rows[0].count("✓") == 7 and "| pass |" in rows[0]

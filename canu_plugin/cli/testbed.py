@@ -5,6 +5,7 @@
     python tools/testbed_candidates.py --testbed configs/synthetic/testbeds/pretrained.yml \\
         --set target.camera_shift=1.0 --set pretrain.epochs=16 --name shift1-pre16
     python tools/testbed_candidates.py --testbed ... --pretrain-only     # the pre-training stage alone
+    python tools/testbed_candidates.py --from-folder results/synthetic    # score finished runs, train nothing
 
 Runs direct transfer, supervised on the target, the pseudo-label baseline, MMT (with its second source
 model) and ACAN triplet-only for each seed into ``<output>/testbeds/<name>-<hash>/`` (finished runs are
@@ -38,6 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--log", default="docs/bench/testbed.md", help="candidate log to append the row to ('' = none)")
     p.add_argument("--note", default="", help="text put after the candidate's name in the log (e.g. 'smoke test')")
     p.add_argument("--pretrain-only", action="store_true", help="only generate the data and pre-train (cached)")
+    p.add_argument("--from-folder", default=None, metavar="DIR", help="train nothing: score the finished runs of a "
+                   "benchmark folder (e.g. results/synthetic, the committed benchmark's) as this candidate")
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for every run (not the pre-training)")
     return p.parse_args(argv)
 
@@ -54,10 +57,21 @@ def candidate(a):
     return load_testbed({k: v for k, v in spec.items()})
 
 
+def from_folder(folder, seeds):
+    """:func:`~canu_plugin.bench.candidates.run_candidate`'s result from a folder's finished runs."""
+    from canu_plugin.bench.report import load_records
+    records = {k: r for k, r in load_records(folder).items() if k[1] in seeds and k[0] in crit.ROWS}
+    if not records:
+        raise CanuError(f"--from-folder {folder}: no finished run of {list(crit.ROWS)} for seeds {seeds}")
+    rows = crit.criteria(records)
+    return {"folder": folder, "rows": rows, "verdict": crit.verdict(rows), "records": records, "pretrain_s": None,
+            "runs_s": sum(r.get("wall_s", 0.0) for r in records.values())}
+
+
 def print_rows(rows):
     """The criteria as a plain table on stdout."""
     for r in rows:
-        flag = {True: "pass", False: "FAIL", None: "not measured"}[r["pass"]]
+        flag = {True: "pass", False: "FAIL", None: "undecided (not measured, or one seed)"}[r["pass"]]
         print(f"  {r['label']:<36} {r['text']:<28} {flag}")
 
 
@@ -75,10 +89,11 @@ def main_run(argv=None):
                                                         "; no pre-training in this testbed"))
         return 0
     t0 = time.time()
-    out = run_candidate(tb, a.output, a.seeds, a.methods, a.opts)
+    out = from_folder(a.from_folder, a.seeds) if a.from_folder else run_candidate(tb, a.output, a.seeds, a.methods,
+                                                                                  a.opts)
     print(f"\n[testbed] {tb['name']} ({out['folder']}), seeds {a.seeds}: {out['verdict']}")
     print_rows(out["rows"])
-    print(f"  pre-training {out['pretrain_s']:.0f} s (once per testbed), runs {out['runs_s']:.0f} s, "
+    print(f"  pre-training {out['pretrain_s'] or 0:.0f} s (once per testbed), runs {out['runs_s']:.0f} s, "
           f"this command {time.time() - t0:.0f} s")
     if a.log:
         name = tb["name"] + (f" ({a.note})" if a.note else "")
