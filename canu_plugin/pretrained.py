@@ -10,10 +10,15 @@ downloads the file named in the backbone's ``model_urls`` with ``gdown`` (which 
   where to put it;
 - ``build_resnet_backbone`` with ``PRETRAIN_PATH`` also accepts a fast-reid checkpoint
   (``{"model": {"backbone.*": ...}}``: its backbone part is used) and refuses a file of which no
-  tensor fits the backbone, which fast-reid would load silently as nothing (a random network).
+  tensor fits the backbone, which fast-reid would load silently as nothing (a random network), a
+  file with tensors of this backbone's names but other shapes (another depth: fast-reid would stop
+  with a bare "size mismatch"), and a file whose provenance (``<file>.provenance.json``, written
+  beside the synthetic pre-training's weights, :mod:`canu_plugin.bench.pretrain`) names another
+  architecture (e.g. ResNet-18 weights for a ResNet-34, whose shared tensors all fit).
 """
 import importlib
 import importlib.util
+import json
 import logging
 import os
 
@@ -108,6 +113,54 @@ def backbone_state(path):
     return state
 
 
+ARCH_KEYS = ("NAME", "DEPTH", "WITH_IBN", "WITH_SE", "WITH_NL")  # what decides the backbone's tensors
+
+
+def provenance_path(path):
+    """``<weights file without .pth>.provenance.json``: where a pre-trained backbone's provenance lies."""
+    return (path[:-4] if path.endswith(".pth") else path) + ".provenance.json"
+
+
+def architecture(cfg):
+    """{key: value} of ``cfg.MODEL.BACKBONE`` for :data:`ARCH_KEYS` (JSON-able)."""
+    return {k: cfg.MODEL.BACKBONE[k] for k in ARCH_KEYS}
+
+
+def check_provenance(path, cfg):
+    """Raise CanuError when ``path`` has a provenance file naming another architecture than ``cfg``'s."""
+    side = provenance_path(path)
+    if not os.path.isfile(side):
+        return
+    with open(side) as f:
+        made = json.load(f).get("arch")
+    own = architecture(cfg)
+    diff = {k: (made[k], own[k]) for k in ARCH_KEYS if made and k in made and made[k] != own[k]}
+    if diff:
+        what = ", ".join(f"{k} {a} (this config: {b})" for k, (a, b) in diff.items())
+        raise CanuError(f"MODEL.BACKBONE.PRETRAIN_PATH {path} was pre-trained for another backbone: {what} "
+                        f"({side}). Pre-train weights for this backbone (canu-bench --testbed ... --pretrain-only "
+                        "with the same MODEL.BACKBONE settings) or set the config's backbone to the file's.")
+
+
+def _fitting(path, state, own, bb):
+    """The tensors of ``state`` that fit the backbone ``own`` (a state dict); CanuError when none does
+    or when one of its names has another shape (a file of another depth or variant)."""
+    wrong = sorted(k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
+    if wrong:
+        k = wrong[0]
+        raise CanuError(f"MODEL.BACKBONE.PRETRAIN_PATH {path}: {len(wrong)} tensors have this backbone's names "
+                        f"but other shapes (e.g. {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} "
+                        f"here), so it holds another architecture than DEPTH {bb.DEPTH}, WITH_IBN {bb.WITH_IBN}: "
+                        "use the weights of this backbone or set MODEL.BACKBONE to the file's.")
+    fits = {k: v for k, v in state.items() if k in own}
+    if not fits:
+        raise CanuError(f"MODEL.BACKBONE.PRETRAIN_PATH {path}: none of its {len(state)} tensors fits this "
+                        f"backbone (DEPTH {bb.DEPTH}, WITH_IBN {bb.WITH_IBN}); it is the weights of another "
+                        "network. Use the ImageNet file of this backbone (e.g. torchvision's "
+                        "resnet50-19c8e357.pth for 50x, resnet50_ibn_a-d9d0bb7b.pth with WITH_IBN True).")
+    return fits
+
+
 def checked_resnet_builder(original):
     """``build_resnet_backbone`` that loads ``PRETRAIN_PATH`` itself (:func:`backbone_state`) and
     refuses a file of which no tensor matches the backbone."""
@@ -119,18 +172,13 @@ def checked_resnet_builder(original):
         path = bb.PRETRAIN_PATH
         if not os.path.isfile(path):
             raise CanuError(missing_path_message(cfg))
+        check_provenance(path, cfg)
         plain = cfg.clone()
         plain.defrost()
         plain.MODEL.BACKBONE.PRETRAIN = False
         model = original(plain)
         own = model.state_dict()
-        state = backbone_state(path)
-        fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-        if not fits:
-            raise CanuError(f"MODEL.BACKBONE.PRETRAIN_PATH {path}: none of its {len(state)} tensors fits this "
-                            f"backbone (DEPTH {bb.DEPTH}, WITH_IBN {bb.WITH_IBN}); it is the weights of another "
-                            "network. Use the ImageNet file of this backbone (e.g. torchvision's "
-                            "resnet50-19c8e357.pth for 50x, resnet50_ibn_a-d9d0bb7b.pth with WITH_IBN True).")
+        fits = _fitting(path, backbone_state(path), own, bb)
         missing = sorted(set(own) - set(fits))
         if missing:
             logger.info(f"{path}: {len(missing)} backbone tensors not in the file, left random: {missing[:8]}")

@@ -127,6 +127,7 @@ class Bench:
     eval_period: int = 0
     extra: tuple = ()
     log: Callable = print
+    per_method: dict = None  # {method: overrides} after ``extra`` (a testbed's budget, pre-trained weights)
 
     @property
     def methods(self):
@@ -143,7 +144,8 @@ class Bench:
         folder = folder or self.folder
         method = self.methods[key]
         period = self.eval_period if eval_period is None else eval_period
-        opts = run_opts(key, method, seed, deps, folder, period, [*self.extra, *extra], deps_folder)
+        own = (self.per_method or {}).get(key, ())
+        opts = run_opts(key, method, seed, deps, folder, period, [*self.extra, *own, *extra], deps_folder)
         planned = identity(method, opts, self.folder)
         path = os.path.join(folder, run_name(key, seed) + ".json")
         if os.path.isfile(path):
@@ -152,6 +154,17 @@ class Bench:
             check_identity(record.get("identity"), planned, path)
             return record
         return execute(self.setting, key, method, seed, opts, planned, folder, self.log)
+
+
+def train_child(config, opts, log_path, env=None):
+    """``canu-train --config-file <config> --resume <opts>`` in a child process, its output appended
+    to ``log_path``; ``env``: the child's environment (default this one's). Returns (exit code, seconds)."""
+    cmd = [sys.executable, "-m", "canu_plugin.cli.train", "--config-file", config_path(config, user_paths=False),
+           "--resume", *opts]
+    t0 = time.time()
+    with open(log_path, "a") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    return proc.returncode, time.time() - t0
 
 
 def execute(setting, key, method, seed, opts, planned, folder, log=print):
@@ -170,15 +183,10 @@ def execute(setting, key, method, seed, opts, planned, folder, log=print):
     else:
         with open(marker, "w") as f:
             json.dump(planned, f, indent=1)
-    cmd = [sys.executable, "-m", "canu_plugin.cli.train", "--config-file",
-           config_path(method.config, user_paths=False), "--resume", *opts]
     log(f"[bench] {os.path.relpath(out_dir, folder)}: {method.label}")
-    t0 = time.time()
-    with open(os.path.join(out_dir, "bench_stdout.log"), "a") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-    wall = time.time() - t0
-    if proc.returncode != 0:
-        raise CanuError(f"run {run_name(key, seed)} failed (exit {proc.returncode}); see "
+    code, wall = train_child(method.config, opts, os.path.join(out_dir, "bench_stdout.log"))
+    if code != 0:
+        raise CanuError(f"run {run_name(key, seed)} failed (exit {code}); see "
                         f"{os.path.join(out_dir, 'bench_stdout.log')}")
     target = SETTINGS[setting]["target"]
     record = {"setting": setting, "method": key, "seed": seed, "label": method.label, "family": method.family,

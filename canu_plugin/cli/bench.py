@@ -10,6 +10,7 @@ in results/<setting>/, and the papers' ablations as sweeps.
     canu-bench --setting M2D --seeds 0           # Market -> Duke (FASTREID_DATASETS, GPU)
     canu-bench --report-only                     # re-make tables and plots
     canu-bench --opts SOLVER.MAX_EPOCH 4         # overrides for every run
+    canu-bench --testbed configs/synthetic/testbeds/pretrained.yml   # a testbed: its data, pre-trained backbone
 
 An interrupted benchmark resumes: finished runs (their JSON exists) are reused if they were made with
 the same options, an unfinished one continues from its last checkpoint. Runs go in seed-major order.
@@ -41,6 +42,8 @@ def parse_args(argv=None):
                    "data.id_camera_correlation) and its values: runs --methods at each value")
     p.add_argument("--standard-sweeps", action="store_true", help="after the main table, every standard sweep "
                    "(canu_plugin/bench/sweeps.py: STANDARD)")
+    p.add_argument("--testbed", default=None, help="a synthetic testbed (configs/synthetic/testbeds/*.yml): its "
+                   "data and pre-trained backbone, runs in <output>/testbeds/<name>-<hash>/ (docs/bench/testbed.md)")
     p.add_argument("--report-only", action="store_true", help="only re-make the tables and plots")
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides applied to every run (same budget)")
     args = p.parse_args(argv)
@@ -94,6 +97,30 @@ def report_sweep(bench, sweep):
     return by_value
 
 
+def use_testbed(b, args, sweeps_todo):
+    """Point Bench ``b`` at a testbed (:mod:`canu_plugin.bench.candidates`): its folder, data and per-method
+    overrides (the pre-trained backbone, made once and cached; its wall time printed apart). Returns the
+    dataset root."""
+    from canu_plugin.bench.candidates import prepare, testbed_folder
+    from canu_plugin.bench.testbed import load_testbed
+    if args.setting != "synthetic":
+        raise CanuError("--testbed describes the synthetic setting's data: drop --setting or use --setting synthetic")
+    if any(s.key.startswith("data.") for s in sweeps_todo):
+        raise CanuError("the data sweeps regenerate SynthB with the generator's defaults: run them without --testbed")
+    tb = load_testbed(args.testbed)
+    b.folder = testbed_folder(args.output, tb)
+    os.makedirs(b.folder, exist_ok=True)
+    if args.report_only:
+        return os.path.join(b.folder, "datasets")
+    stage = prepare(tb, b.folder)
+    b.per_method = stage["per_method"]
+    pre = stage["pretrain"]
+    if pre:
+        print(f"[bench] pre-trained backbone {pre['path']}: pre-training {pre['wall_s']:.0f} s"
+              + (" (cached)" if pre["cached"] else "") + ", not counted in the runs' times")
+    return stage["root"]
+
+
 def recorded_command(prog, argv):
     """The command as the report records it: paths below the working folder made relative (no absolute
     path of this machine in results.md / summary.json)."""
@@ -112,12 +139,15 @@ def bench(argv=None, prog="canu-bench"):
     root = os.path.abspath(args.root)
     os.environ["FASTREID_DATASETS"] = root
     folder = os.path.abspath(os.path.join(args.output, args.setting))
-    os.makedirs(folder, exist_ok=True)
     b = Bench(args.setting, folder, args.eval_period, tuple(args.opts))
     methods = args.methods or default_methods(args.setting)
     todo = [sweeps.Sweep(args.sweep[0], tuple(args.sweep[1:]), tuple(methods))] if args.sweep else []
     if args.standard_sweeps:
         todo += [s for s in sweeps.STANDARD if all(m in b.methods for m in s.methods + s.references)]
+    if args.testbed:
+        root = use_testbed(b, args, todo)
+        folder = b.folder
+    os.makedirs(folder, exist_ok=True)
     start = time.time()
     if not args.report_only:
         prepare_data(args.setting, root)

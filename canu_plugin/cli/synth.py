@@ -24,7 +24,7 @@ from canu_plugin.errors import CanuError, user_errors
 # options of both generators; None = the generator's default (image domains: the values in --help)
 SHARED = ("num_train_ids", "num_test_ids", "num_cameras", "camera_shift", "id_camera_correlation", "num_distractors",
           "image_size")
-IMAGE_ONLY, VIDEO_ONLY = ("images_per_camera",), ("tracklets_per_camera", "frames_per_tracklet", "num_junk")
+IMAGE_ONLY, VIDEO_ONLY = ("images_per_camera", "camera_effects"), ("tracklets_per_camera", "frames_per_tracklet", "num_junk")
 
 
 def contact_sheet(domain_dir, out_path, num_ids=6, split="bounding_box_train"):
@@ -72,6 +72,9 @@ def parse_args(argv=None):
     p.add_argument("--frames-per-tracklet", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="tracklet domains: frames per tracklet in [LO, HI]; default 6 16")
     p.add_argument("--num-junk", type=int, default=None, help="tracklet domains: pid -1 junk tracklets; default 5")
+    p.add_argument("--camera-effects", nargs="+", default=None, metavar="EFFECT=S",
+                   help="image domains: camera effects beyond colour, each a strength in [0, 1], e.g. viewpoint=0.5 "
+                        "occlusion=0.3 (viewpoint, pose, occlusion, resolution, illumination); default: none")
     p.add_argument("--overwrite", action="store_true", help="regenerate a domain made with other arguments")
     p.add_argument("--sheet", default="", help="also save a contact sheet PNG of the first domain here")
     return p.parse_args(argv)
@@ -83,7 +86,18 @@ def _options(a, video):
     if wrong:
         raise CanuError(f"--{wrong[0].replace('_', '-')} applies to {'image' if video else 'tracklet'} domains only")
     keys = SHARED + (VIDEO_ONLY if video else IMAGE_ONLY)
-    return {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
+    out = {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
+    if "camera_effects" in out:
+        out["camera_effects"] = _key_values(out["camera_effects"], "--camera-effects")
+    return out
+
+
+def _key_values(items, option):
+    """{key: float} from ``KEY=VALUE`` words (CanuError for another form)."""
+    try:
+        return {k: float(v) for k, v in (w.split("=", 1) for w in items)}
+    except ValueError:
+        raise CanuError(f"{option} takes EFFECT=STRENGTH words, e.g. viewpoint=0.5; got {' '.join(items)}") from None
 
 
 def generate(argv=None):

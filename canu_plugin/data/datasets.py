@@ -215,3 +215,10 @@ class SynthB(SynthDomain):
     """Synthetic domain B (winter, 5 cameras): ``<root>/SynthB``, from tools/make_synthetic.py."""
     dataset_dir = "SynthB"
     dataset_name = "synthb"
+
+
+PRETRAIN_DOMAINS = 8  # SynthPre0 .. SynthPre7: the pre-training set-ups (canu_plugin.bench.pretrain), style SynthPre
+for _k in range(PRETRAIN_DOMAINS):
+    DATASET_REGISTRY.register(type(f"SynthPre{_k}", (SynthDomain,), {
+        "__doc__": f"Pre-training domain {_k} (the ImageNet stand-in): ``<root>/SynthPre{_k}``.",
+        "dataset_dir": f"SynthPre{_k}", "dataset_name": f"synthpre{_k}", "__module__": __name__}))

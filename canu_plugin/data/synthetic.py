@@ -17,7 +17,10 @@ What the data reproduces (SPEC, "What the built-in synthetic data must give"):
   length ``C - id_camera_correlation * (C - 2)`` on average (``0``: every id in every camera,
   ``1``: every id in exactly two cameras);
 - two domains with different appearance statistics (``DOMAIN_PRESETS``: clothing palettes,
-  backgrounds, lighting, framing, number of cameras, each with its own camera shifts).
+  backgrounds, lighting, framing, number of cameras, each with its own camera shifts), and a broad
+  pre-training style (``SynthPre``);
+- optional camera effects beyond colour (``camera_effects``, :mod:`.synthetic_effects`): viewpoint,
+  pose, occlusion, resolution and illumination per camera; off by default.
 
 Split rules (as in Market-1501): train and test ids are disjoint; per test id, the first image of
 each camera it visits is a query and the others (>= 1 per camera) are gallery, so every query has
@@ -37,34 +40,13 @@ import numpy as np
 from PIL import Image
 
 from canu_plugin.data.synthetic_draw import render
+from canu_plugin.data.synthetic_effects import effect_strengths, sample_effects, with_effects
+from canu_plugin.data.synthetic_styles import DOMAIN_PRESETS
 from canu_plugin.errors import CanuError
 
 SPLITS = ("bounding_box_train", "bounding_box_test", "query")
 FORMAT_VERSION = 1
 MAX_CAMERAS, MAX_PID = 6, 1501  # limits of fast-reid's Market1501.process_dir
-# Colour ranges: [hue_lo, hue_hi (may pass 1, wraps), sat_lo, sat_hi, val_lo, val_hi, p_grey].
-# Probabilities: bags (none, backpack, shoulder bag, handbag); patterns (plain, stripes, two-tone,
-# chest logo, vertical split).
-DOMAIN_PRESETS = {
-    "SynthA": {  # summer, outdoor, bright saturated clothes (Market-like)
-        "num_cameras": 6, "person_height": 0.86, "light": [1.03, 1.0, 0.95],
-        "upper": [0.0, 1.0, 0.45, 0.95, 0.5, 0.95, 0.2], "lower": [0.0, 1.0, 0.1, 0.5, 0.15, 0.6, 0.5],
-        "wall": [0.08, 0.35, 0.05, 0.35, 0.55, 0.9, 0.3], "floor": [0.0, 1.0, 0.0, 0.15, 0.35, 0.65, 0.5],
-        "p_short_sleeves": 0.6, "p_shorts": 0.3, "p_skirt": 0.1, "p_long_hair": 0.3,
-        "p_bag": [0.45, 0.25, 0.2, 0.1], "p_pattern": [0.4, 0.15, 0.15, 0.2, 0.1],
-        "camera": {"gain": 0.2, "bright": [-0.12, 0.1], "contrast": [-0.25, 0.2], "blur": 1.6, "noise": 0.04,
-                   "texture": 0.15},
-    },
-    "SynthB": {  # winter, indoor-ish, dark desaturated coats, bluish light (Duke-like)
-        "num_cameras": 5, "person_height": 0.8, "light": [0.92, 0.95, 1.04],
-        "upper": [0.45, 1.15, 0.2, 0.7, 0.3, 0.75, 0.4], "lower": [0.0, 1.0, 0.05, 0.4, 0.12, 0.5, 0.6],
-        "wall": [0.5, 0.7, 0.05, 0.3, 0.3, 0.6, 0.4], "floor": [0.05, 0.12, 0.1, 0.35, 0.2, 0.45, 0.3],
-        "p_short_sleeves": 0.1, "p_shorts": 0.05, "p_skirt": 0.1, "p_long_hair": 0.25,
-        "p_bag": [0.3, 0.35, 0.25, 0.1], "p_pattern": [0.55, 0.1, 0.15, 0.1, 0.1],
-        "camera": {"gain": 0.18, "bright": [-0.1, 0.1], "contrast": [-0.25, 0.15], "blur": 1.8, "noise": 0.04,
-                   "texture": 0.15},
-    },
-}
 SKIN = np.array([[0.95, 0.8, 0.68], [0.85, 0.65, 0.5], [0.65, 0.45, 0.32], [0.42, 0.28, 0.2]])
 
 
@@ -173,7 +155,8 @@ def _domain_args(name, style, seed, **kw):
     problems = [p for p in problems if p]
     if problems:
         raise CanuError(f"bad arguments for synthetic domain {name!r}: " + "; ".join(problems))
-    args = dict(kw, name=name, style=style, seed=int(seed), num_cameras=C, images_per_camera=[lo, hi],
+    effects = effect_strengths(kw.pop("camera_effects", None), name)  # recorded only when on (old meta.json match)
+    args = dict(kw, **({"camera_effects": effects} if effects else {}), name=name, style=style, seed=int(seed), num_cameras=C, images_per_camera=[lo, hi],
                 image_size=[H, W], preset=preset, format_version=FORMAT_VERSION)
     return json.loads(json.dumps(args))
 
@@ -214,13 +197,17 @@ def _write_images(folder, args):
     n_ids = args["num_train_ids"] + args["num_test_ids"]
     idents = {pid: sample_identity(id_rng, style) for pid in range(1, n_ids + 1)}
     cams = [sample_camera(cam_rng, style, args["camera_shift"]) for _ in range(args["num_cameras"])]
+    if args.get("camera_effects"):
+        fx_rng = np.random.default_rng([seed, crc, 4])
+        cams = [with_effects(c, sample_effects(fx_rng, args["camera_effects"])) for c in cams]
     for s in SPLITS:
         os.makedirs(os.path.join(folder, s))
     plan = _plan_domain(args)
     for split, pid, cam, frame, partial in plan:
         rng = np.random.default_rng([seed, crc, 3, frame])
         ident = sample_identity(rng, style) if pid == 0 else idents[pid]
-        img = render(ident, cams[cam], style, rng, size, partial=partial)
+        img = render(ident, cams[cam], style, rng, size, partial=partial,
+                     effect_rng=np.random.default_rng([seed, crc, 5, frame]))
         name = f"{pid:04d}_c{cam + 1}s1_{frame:06d}_00.jpg"
         Image.fromarray(img).save(os.path.join(folder, split, name), quality=92)
     ids = {s: sorted({p for f, p, *_ in plan if f == s and p > 0}) for s in SPLITS}
@@ -231,11 +218,13 @@ def _write_images(folder, args):
 
 def generate_domain(root, name, *, num_train_ids=100, num_test_ids=100, num_cameras=None,
                     images_per_camera=(2, 5), camera_shift=0.8, id_camera_correlation=0.6,
-                    num_distractors=20, image_size=(128, 64), style=None, seed=0, overwrite=False):
+                    num_distractors=20, image_size=(128, 64), style=None, seed=0, overwrite=False,
+                    camera_effects=None):
     """Write domain ``name`` under ``<root>/<name>/`` in Market-1501 layout (skipped if already there).
 
     ``num_cameras`` None takes the style's preset (``DOMAIN_PRESETS[style or name]``); ``image_size``
-    is (H, W). Returns stats: ids, cameras, images per split folder, path, seconds, skipped.
+    is (H, W); ``camera_effects``: {effect: strength in [0, 1]} of :mod:`.synthetic_effects`
+    (viewpoint, pose, occlusion, resolution, illumination; None / zeros: off, the same bytes as without). Returns stats: ids, cameras, images per split folder, path, seconds, skipped.
     Raises CanuError for bad arguments, or when the folder holds a different generation and
     ``overwrite`` is False.
     """
@@ -243,7 +232,7 @@ def generate_domain(root, name, *, num_train_ids=100, num_test_ids=100, num_came
     args = _domain_args(name, style, seed, num_train_ids=int(num_train_ids), num_test_ids=int(num_test_ids),
                         num_cameras=num_cameras, images_per_camera=images_per_camera, camera_shift=float(camera_shift),
                         id_camera_correlation=float(id_camera_correlation), num_distractors=int(num_distractors),
-                        image_size=image_size)
+                        image_size=image_size, camera_effects=camera_effects)
     stats, dest, skipped = write_domain(root, name, args, _write_images, overwrite)
     return dict(stats, name=name, path=dest, seconds=round(time.time() - t0, 2), skipped=skipped)
 

@@ -9,6 +9,8 @@ float32 arrays in [0, 1]; canvases are (H, W, 3) float32 RGB in [0, 1] until the
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from canu_plugin.data import synthetic_effects as fx
+
 
 def _capsule(yy, xx, a, b, r):
     """Anti-aliased mask of the segment a-b ((y, x) points) thickened by radius r."""
@@ -111,7 +113,7 @@ def _head(c, ident, g, yy, xx):
     _paint(c, cap, ident["hair"])
 
 
-def render(ident, cam, style, rng, size, partial=False, motion=None):
+def render(ident, cam, style, rng, size, partial=False, motion=None, effect_rng=None):
     """One image of person ``ident`` seen by camera ``cam``: uint8 array of shape (H, W, 3).
 
     ``ident`` comes from ``synthetic.sample_identity``, ``cam`` from ``synthetic.sample_camera``,
@@ -121,6 +123,8 @@ def render(ident, cam, style, rng, size, partial=False, motion=None):
     ``motion`` (tracklet frames, optional): ``{"dx": shift in image widths, "scale": size factor,
     "stride": leg swing as a fraction of the person height}`` applied on top of the jitter; the
     random draws are the same with or without it, so frames rendered from one seed differ only by it.
+    ``cam["effects"]`` (optional, :mod:`.synthetic_effects`): viewpoint, pose, occlusion, resolution
+    and illumination of the camera, with this image's own draws from ``effect_rng``.
     """
     H, W = size
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32) + np.float32(0.5)
@@ -132,6 +136,10 @@ def render(ident, cam, style, rng, size, partial=False, motion=None):
          "back": rng.random() < cam["p_back"]}
     if motion:
         _move(g, motion, W)
+    eff = cam.get("effects")
+    draw = fx.draw_image(effect_rng) if eff else None
+    if eff:
+        fx.geometry(g, eff, draw)
     person = dict(ident)
     for k in ("upper", "second", "lower", "shoes", "hair", "bag_colour", "skin"):
         person[k] = np.clip(ident[k] + rng.uniform(-0.03, 0.03, 3), 0, 1)
@@ -140,9 +148,13 @@ def render(ident, cam, style, rng, size, partial=False, motion=None):
     _lower_body(canvas, person, g, yy, xx)
     _upper_body(canvas, person, g, yy, xx)
     _head(canvas, person, g, yy, xx)
+    if eff:
+        fx.occlude(canvas, eff, draw, yy, xx, _box)
+        fx.light(canvas, eff, draw, yy, xx)
     if rng.random() < cam["p_mirror"]:
         canvas = canvas[:, ::-1]
-    return _apply_camera(canvas, cam, style, rng, H)
+    img = _apply_camera(canvas, cam, style, rng, H)
+    return fx.lower_resolution(img, eff) if eff else img
 
 
 def _move(g, motion, W):

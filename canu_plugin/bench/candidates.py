@@ -1,0 +1,86 @@
+"""Prepare a testbed (its data and pre-trained backbone) and run a candidate's criteria rows.
+
+``prepare`` is the benchmark stage every use of a testbed goes through (``canu-bench --testbed``,
+``tools/testbed_candidates.py``): generate SynthA / SynthB with the testbed's knobs under
+``<folder>/datasets``, pre-train its backbone once (cached, :mod:`.pretrain`; a sibling testbed's
+backbone of the same provenance is copied instead) and give each method its overrides. ``run_candidate`` then trains only the rows not under test (:data:`.criteria.ROWS`) and
+scores the criteria (:func:`.criteria.criteria`).
+"""
+import glob
+import os
+import time
+
+from canu_plugin.bench import criteria as crit
+from canu_plugin.bench.methods import SETTINGS, plan
+from canu_plugin.bench.pretrain import ensure_pretrained
+from canu_plugin.bench.report import load_records
+from canu_plugin.bench.runner import Bench, run_name
+from canu_plugin.bench.testbed import fingerprint, generate_data, knobs, method_opts
+from canu_plugin.errors import CanuError
+
+SETTING = "synthetic"
+
+
+def testbed_folder(output, tb):
+    """``<output>/testbeds/<name>-<hash of the knobs>``: a changed knob never reuses another's runs."""
+    return os.path.join(os.path.abspath(output), "testbeds", f"{tb['name']}-{fingerprint(knobs(tb))}")
+
+
+def prepare(tb, folder, log=print):
+    """Data and pre-trained backbone of testbed ``tb`` for a benchmark in ``folder``.
+
+    Returns:
+        dict: root (dataset root, also set as FASTREID_DATASETS for the runs started from this
+        process), per_method ({method: overrides} for :class:`~.runner.Bench`), pretrain (None or
+        :func:`~.pretrain.ensure_pretrained`'s dict, with the pre-training's wall time), data_s.
+    """
+    root = os.path.join(folder, "datasets")
+    t0 = time.time()
+    generate_data(tb, root)
+    data_s = time.time() - t0
+    siblings = sorted(glob.glob(os.path.join(os.path.dirname(folder), "*")))  # other testbeds: same backbone?
+    pre = ensure_pretrained(folder, tb["pretrain"], root, tb["input_size"], log, siblings) if tb["pretrain"] else None
+    os.environ["FASTREID_DATASETS"] = root
+    path = pre["path"] if pre else None
+    per_method = {m: tuple(method_opts(tb, m, path)) for m in SETTINGS[SETTING]["methods"]}
+    return {"root": root, "per_method": per_method, "pretrain": pre, "data_s": data_s}
+
+
+def run_candidate(tb, output, seeds, methods=crit.ROWS, extra=(), log=print, eval_period=2):
+    """Train (or reuse) the criteria rows of testbed ``tb`` for ``seeds`` and score them.
+
+    Args:
+        output: results folder (the testbed's runs go in :func:`testbed_folder`); methods: a subset
+            of :data:`.criteria.ROWS` (anything else is refused); extra: overrides for every run;
+            eval_period: canu-bench's default, so that ``canu-bench --testbed`` reuses these runs.
+    Returns:
+        dict: folder, rows (:func:`.criteria.criteria`), verdict, pretrain_s, runs_s, records.
+    """
+    crit.check_rows(methods)
+    if not seeds:
+        raise CanuError("the testbed search needs at least one seed (--seeds 0 1 2)")
+    folder = testbed_folder(output, tb)
+    os.makedirs(folder, exist_ok=True)
+    stage = prepare(tb, folder, log)
+    bench = Bench(SETTING, folder, eval_period, tuple(extra), log, stage["per_method"])
+    for key, seed, deps in plan(SETTING, list(methods), seeds):
+        bench.ensure(key, seed, {role: run_name(*dep) for role, dep in deps.items()})
+    records = {k: r for k, r in load_records(folder).items() if k[1] in seeds}
+    rows = crit.criteria(records)
+    pre = stage["pretrain"]
+    return {"folder": folder, "rows": rows, "verdict": crit.verdict(rows), "records": records,
+            "pretrain_s": pre["wall_s"] if pre else 0.0, "runs_s": sum(r.get("wall_s", 0.0) for r in records.values())}
+
+
+def append_log(path, line):
+    """Append ``line`` to the candidate log ``path`` (a markdown file whose last section is the table;
+    the header is written first when the file has none)."""
+    text = open(path).read() if os.path.isfile(path) else ""
+    if crit.LOG_HEADER not in text:
+        sep = "|" + "---|" * (crit.LOG_HEADER.count("|") - 1)
+        text = text.rstrip("\n") + ("\n\n" if text else "") + crit.LOG_HEADER + "\n" + sep + "\n"
+    with open(path, "w") as f:
+        f.write(text.rstrip("\n") + "\n" + line + "\n")
+
+
+__all__ = ["SETTING", "testbed_folder", "prepare", "run_candidate", "append_log"]

@@ -1,0 +1,144 @@
+"""A synthetic testbed: every knob that makes one SynthA -> SynthB benchmark, in one YAML (or JSON) file
+(``configs/synthetic/testbeds/``).
+
+The synthetic setting's shipped configs describe the methods; a testbed describes the data and what
+every run starts from (docs/bench/testbed.md has the criteria a testbed must meet):
+
+- ``domains``: generator arguments of both domains (:func:`canu_plugin.data.synthetic.generate_domain`:
+  identities, images per camera, camera shift, camera effects beyond colour, id-camera correlation,
+  distractors, generated image size); ``source`` / ``target``: the same keys for SynthA / SynthB only;
+- ``seed``: the data seed of SynthA and SynthB;
+- ``input_size``: (H, W) the networks see (``INPUT.SIZE_TRAIN`` / ``SIZE_TEST``; None: the configs' 64x32);
+- ``epochs``: {method: SOLVER.MAX_EPOCH}, the training budget per row (the configs' STEPS stay);
+  ``opts``: {method or "all": [KEY, VALUE, ...]} any other override;
+- ``pretrain``: the ImageNet stand-in (:mod:`.pretrain`), None for training from scratch.
+
+Knobs left out keep the defaults (:data:`DEFAULTS`), which give the committed benchmark's setting:
+``{}`` is SynthA -> SynthB as ``canu-bench`` runs it, from scratch.
+"""
+import copy
+import hashlib
+import json
+import os
+
+from canu_plugin.errors import CanuError
+
+DOMAIN_KEYS = ("num_train_ids", "num_test_ids", "num_cameras", "images_per_camera", "camera_shift",
+               "id_camera_correlation", "num_distractors", "image_size", "camera_effects")
+PRETRAIN_DEFAULTS = {
+    "domains": 4,               # SynthPre0.. (<= 8): 6 cameras each, their own camera draws
+    "num_train_ids": 300,       # per domain (identities are fresh draws, none of SynthA's / SynthB's)
+    "num_test_ids": 20,         # per domain; SynthPre0's test split is the pre-training's sanity mAP
+    "images_per_camera": [2, 4],
+    "camera_shift": 1.0,
+    "id_camera_correlation": 0.3,
+    "num_distractors": 0,
+    "image_size": [128, 64],
+    "camera_effects": {"viewpoint": 0.5, "pose": 0.5, "occlusion": 0.3, "resolution": 0.5, "illumination": 0.5},
+    "epochs": 10,               # supervised identity classification, configs/synthetic/pretrain.yml
+    "seed": 0,                  # data and training seed: one backbone per testbed, shared by every run
+    "opts": [],                 # further overrides of the pre-training run
+}
+DEFAULTS = {"name": "default", "seed": 0, "domains": {}, "source": {}, "target": {}, "input_size": None,
+            "epochs": {}, "opts": {}, "pretrain": None}
+
+
+def _unknown(given, known, where):
+    bad = sorted(set(given) - set(known))
+    if bad:
+        raise CanuError(f"testbed: unknown key(s) {bad} in {where}; the keys are {sorted(known)} "
+                        "(docs/bench/testbed.md)")
+
+
+def load_testbed(spec):
+    """A validated testbed with every default filled in (a new dict).
+
+    Args:
+        spec: a dict, or the path of a YAML / JSON file holding one (a shipped name such as
+            ``configs/synthetic/testbeds/pretrained.yml`` is found as the configs are).
+    Raises:
+        CanuError: an unreadable file or an unknown key.
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        import yaml
+        from canu_plugin.resources import config_path
+        path = os.fspath(spec) if os.path.isfile(spec) else config_path(os.fspath(spec))
+        try:
+            with open(path) as f:
+                spec = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise CanuError(f"testbed file {path}: cannot read it as YAML / JSON ({e})") from None
+    _unknown(spec, DEFAULTS, "the testbed")
+    tb = copy.deepcopy(DEFAULTS)
+    tb.update(copy.deepcopy(spec))
+    for part in ("domains", "source", "target"):
+        _unknown(tb[part], DOMAIN_KEYS, f"'{part}'")
+    if tb["pretrain"] is not None:
+        _unknown(tb["pretrain"], PRETRAIN_DEFAULTS, "'pretrain'")
+        tb["pretrain"] = {**copy.deepcopy(PRETRAIN_DEFAULTS), **tb["pretrain"]}
+        if not 1 <= int(tb["pretrain"]["domains"]) <= 8:
+            raise CanuError("testbed: pretrain.domains must be in 1..8 (SynthPre0..SynthPre7)")
+    return tb
+
+
+def set_knob(tb, dotted, value):
+    """Set ``a.b.c`` = ``value`` (JSON text, else a string) in a testbed spec dict, in place."""
+    try:
+        value = json.loads(value)
+    except ValueError:
+        pass
+    node = tb
+    *path, last = dotted.split(".")
+    for part in path:
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+    node[last] = value
+    return tb
+
+
+def knobs(tb):
+    """The knobs that differ from :data:`DEFAULTS` (and, in ``pretrain``, from its defaults): a dict."""
+    out = {k: v for k, v in tb.items() if k != "name" and v != DEFAULTS[k]}
+    if tb.get("pretrain"):
+        out["pretrain"] = {k: v for k, v in tb["pretrain"].items() if v != PRETRAIN_DEFAULTS[k]}
+    return out
+
+
+def fingerprint(obj):
+    """Eight hex digits of a JSON-able object's SHA-1 (sorted keys): names a cache entry."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def domain_kwargs(tb, role):
+    """``generate_domain`` keyword arguments of SynthA (``role`` "source") or SynthB ("target")."""
+    return {**tb["domains"], **tb[role], "seed": int(tb["seed"])}
+
+
+def generate_data(tb, root):
+    """SynthA and SynthB of the testbed under ``root`` (kept when already generated); their stats."""
+    from canu_plugin.data.synthetic import generate_domain
+    return {name: generate_domain(root, name, **domain_kwargs(tb, role))
+            for name, role in (("SynthA", "source"), ("SynthB", "target"))}
+
+
+def method_opts(tb, method, pretrained=None):
+    """The testbed's overrides of one run of ``method``: a KEY VALUE list (empty for the defaults).
+
+    Args:
+        pretrained: the pre-trained backbone file (:func:`.pretrain.ensure_pretrained`) or None.
+    """
+    method = "source" if method == "source_b" else method  # MMT's second source model is a source run
+    opts = []
+    if pretrained:
+        opts += ["MODEL.BACKBONE.PRETRAIN", "True", "MODEL.BACKBONE.PRETRAIN_PATH", pretrained]
+    if tb["input_size"]:
+        size = json.dumps([int(v) for v in tb["input_size"]])
+        opts += ["INPUT.SIZE_TRAIN", size, "INPUT.SIZE_TEST", size]
+    if method in tb["epochs"]:
+        opts += ["SOLVER.MAX_EPOCH", str(int(tb["epochs"][method]))]  # fast-reid evaluates the last epoch too
+    return opts + [str(o) for o in tb["opts"].get("all", [])] + [str(o) for o in tb["opts"].get(method, [])]
+
+
+__all__ = ["DOMAIN_KEYS", "DEFAULTS", "PRETRAIN_DEFAULTS", "load_testbed", "set_knob", "knobs", "fingerprint",
+           "domain_kwargs", "generate_data", "method_opts"]

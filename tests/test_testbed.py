@@ -1,0 +1,166 @@
+"""The synthetic testbed infrastructure: camera effects beyond colour, the testbed spec, the pre-training
+stage (the ImageNet stand-in, loaded through fast-reid's MODEL.BACKBONE.PRETRAIN_PATH) and the criteria
+of docs/bench/testbed.md computed from the rows not under test."""
+import glob
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from canu_plugin.bench import candidates, criteria as crit, pretrain
+from canu_plugin.bench.testbed import DEFAULTS, PRETRAIN_DEFAULTS, knobs, load_testbed, method_opts, set_knob
+from canu_plugin.data.synthetic import generate_domain
+from canu_plugin.data.synthetic_effects import EFFECTS
+from canu_plugin.engine import setup_cfg
+from canu_plugin.errors import CanuError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(num_train_ids=6, num_test_ids=3, images_per_camera=(2, 2), num_distractors=1, image_size=(32, 16))
+
+
+def _images(root, name):
+    return {os.path.relpath(p, root): open(p, "rb").read() for p in sorted(glob.glob(os.path.join(root, name, "*", "*")))}
+
+
+def test_camera_effects_off_is_the_old_domain_and_each_effect_changes_images(tmp_path):
+    generate_domain(tmp_path / "plain", "SynthB", **TINY)
+    generate_domain(tmp_path / "zero", "SynthB", camera_effects={"occlusion": 0.0}, **TINY)
+    plain = _images(tmp_path / "plain", "SynthB")
+    assert plain == _images(tmp_path / "zero", "SynthB")  # all zeros: byte-identical, same meta.json
+    meta = json.loads((tmp_path / "zero" / "SynthB" / "meta.json").read_text())
+    assert "camera_effects" not in meta["args"]  # domains generated before the knob are still recognised
+    for effect in EFFECTS:
+        generate_domain(tmp_path / effect, "SynthB", camera_effects={effect: 1.0}, **TINY)
+        changed = _images(tmp_path / effect, "SynthB")
+        assert changed.keys() == plain.keys()  # same plan (ids, cameras, frames): only the pixels change
+        assert sum(changed[k] != plain[k] for k in plain) > len(plain) // 3, effect
+    with pytest.raises(CanuError, match="unknown camera effect"):
+        generate_domain(tmp_path / "bad", "SynthB", camera_effects={"colour": 0.5}, **TINY)
+    with pytest.raises(CanuError, match=r"in \[0, 1\]"):
+        generate_domain(tmp_path / "bad", "SynthB", camera_effects={"pose": 2}, **TINY)
+
+
+def test_testbed_spec_defaults_are_the_committed_benchmark_and_bad_keys_are_refused():
+    tb = load_testbed({})
+    assert knobs(tb) == {} and all(method_opts(tb, m) == [] for m in ("source", "pseudo", "mmt", "upper"))
+    for path in glob.glob(os.path.join(REPO, "configs", "synthetic", "testbeds", "*.yml")):
+        assert load_testbed(path)["name"] == os.path.basename(path)[:-4]
+    tb = load_testbed(set_knob(set_knob({"pretrain": {}, "epochs": {"source": 20}}, "target.camera_shift", "1.0"),
+                               "input_size", "[128, 64]"))
+    assert tb["pretrain"] == PRETRAIN_DEFAULTS and tb["target"] == {"camera_shift": 1.0}
+    opts = method_opts(tb, "source_b", "w.pth")  # MMT's second source model gets the source's budget
+    assert opts == ["MODEL.BACKBONE.PRETRAIN", "True", "MODEL.BACKBONE.PRETRAIN_PATH", "w.pth", "INPUT.SIZE_TRAIN",
+                    "[128, 64]", "INPUT.SIZE_TEST", "[128, 64]", "SOLVER.MAX_EPOCH", "20"]
+    with pytest.raises(CanuError, match="unknown key"):
+        load_testbed({"pretrain": {"epoch": 3}})
+    with pytest.raises(CanuError, match="unknown key"):
+        load_testbed({"domains": {"camera_shfit": 0.5}})
+    assert set(DEFAULTS) >= {"domains", "source", "target", "input_size", "epochs", "pretrain"}
+
+
+TINY_PRETRAIN = dict(PRETRAIN_DEFAULTS, domains=2, num_train_ids=6, num_test_ids=3, images_per_camera=[1, 2],
+                     image_size=[32, 16], epochs=1, opts=["SOLVER.IMS_PER_BATCH", "16", "DATALOADER.NUM_WORKERS", "0"])
+
+
+def _model_cfg(weights, *opts):
+    return setup_cfg("configs/synthetic/quick_sup.yml", ["MODEL.BACKBONE.PRETRAIN", "True",
+                                                          "MODEL.BACKBONE.PRETRAIN_PATH", str(weights), *opts])
+
+
+def test_pretrain_stage_caches_and_its_backbone_loads_through_pretrain_path(tmp_path, monkeypatch):
+    from fastreid.modeling import build_model
+    out = pretrain.ensure_pretrained(str(tmp_path / "res"), TINY_PRETRAIN, str(tmp_path / "data"), [32, 16],
+                                     log=lambda *a: None)
+    saved = torch.load(out["path"], weights_only=True)
+    assert not out["cached"] and out["wall_s"] > 0 and "conv1.weight" in saved and "layer4.1.bn2.running_var" in saved
+    assert not any(k.startswith(("backbone.", "heads.")) for k in saved)  # fast-reid's ResNet names only
+    side = json.loads(open(out["path"][:-4] + ".provenance.json").read())
+    assert side["arch"]["DEPTH"] == "18x" and len(side["provenance"]["data"]) == 2
+    assert side["provenance"]["data"][1]["style"] == "SynthPre" and "SOLVER.MAX_EPOCH" in side["provenance"]["opts"]
+    assert not glob.glob(os.path.join(os.path.dirname(out["path"]), "run", "*.pth"))  # only the backbone is kept
+    mtime = os.path.getmtime(out["path"])
+    monkeypatch.setattr(pretrain, "train_child", lambda *a, **k: pytest.fail("retrained a cached backbone"))
+    again = pretrain.ensure_pretrained(str(tmp_path / "res"), TINY_PRETRAIN, str(tmp_path / "data"), [32, 16],
+                                       log=lambda *a: None)
+    assert again["cached"] and again["path"] == out["path"] and os.path.getmtime(out["path"]) == mtime
+    sibling = pretrain.ensure_pretrained(str(tmp_path / "res2"), TINY_PRETRAIN, str(tmp_path / "data"), [32, 16],
+                                         log=lambda *a: None, elsewhere=[str(tmp_path / "res")])
+    assert sibling["cached"] and open(sibling["path"], "rb").read() == open(out["path"], "rb").read()  # copied
+    other = pretrain.provenance(dict(TINY_PRETRAIN, epochs=2), str(tmp_path / "data"), [32, 16])
+    assert other != side["provenance"]  # another budget is another cache entry
+    model = build_model(_model_cfg(out["path"]))  # a real fast-reid model build reads PRETRAIN_PATH
+    own = model.backbone.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in saved.items()) and set(saved) == set(own)
+    with pytest.raises(CanuError, match="pre-trained for another backbone: DEPTH 18x"):
+        build_model(_model_cfg(out["path"], "MODEL.BACKBONE.DEPTH", "34x"))  # every r18 tensor fits an r34
+    bare = tmp_path / "bare.pth"  # the weights without their provenance: the shapes give it away
+    shutil.copy(out["path"], bare)
+    with pytest.raises(CanuError, match="other shapes"):
+        build_model(_model_cfg(bare, "MODEL.BACKBONE.DEPTH", "50x", "MODEL.BACKBONE.FEAT_DIM", "2048"))
+
+
+def _record(map_, d_inter=0.1, probe=50.0, pseudo=()):
+    return {"final": {"mAP": map_, "d_inter_pooled": d_inter, "cam_probe": probe}, "pseudo": list(pseudo),
+            "epochs": [], "wall_s": 1.0}
+
+
+def _fake_records(nmi=(0.3, 0.25), transfer=(20, 22, 21)):
+    recs = {}
+    clusterings = [{"epoch": e, "nmi_cam": v, "gt_nmi_cam": 0.15} for e, v in enumerate(nmi)]
+    for s, (src, up, pse, mmt, tri) in enumerate(zip(transfer, (50, 50, 52), (35, 36, 35), (38, 40, 39),
+                                                     (18, 19, 20))):
+        recs.update({("source", s): _record(src), ("upper", s): _record(up, 0.10 + s / 100, 40 + s),
+                     ("pseudo", s): _record(pse, pseudo=clusterings), ("mmt", s): _record(mmt),
+                     ("acan_triplet", s): _record(tri, 0.20 + s / 50, 70 - s),
+                     ("canu", s): _record(90.0)})  # a method under test: never read
+    return recs
+
+
+def test_criteria_from_row_records():
+    rows = {r["key"]: r for r in crit.criteria(_fake_records())}
+    assert rows["transfer"]["text"] == "0.41 (0.40-0.44)" and rows["transfer"]["pass"]
+    assert rows["closed"]["text"] == "0.48 (0.45-0.50)" and rows["closed"]["pass"]  # (35-20)/30, (36-22)/28, (35-21)/31
+    assert rows["mmt"]["pass"] and rows["mmt"]["text"].startswith("+3.7 [")
+    assert rows["nmi"]["text"] == "1.67 (of 6)" and rows["nmi"]["pass"]  # min over every clustering of every seed
+    assert rows["d_inter"]["pass"] and rows["cam_probe"]["pass"]
+    assert rows["triplet"]["text"] == "0.37 (0.36-0.38)" and rows["triplet"]["pass"]
+    assert crit.verdict(list(rows.values())) == "pass"
+    failing = {r["key"]: r["pass"] for r in crit.criteria(_fake_records(nmi=(0.3, 0.2), transfer=(30, 32, 31)))}
+    assert failing["nmi"] is False and failing["transfer"] is False and failing["closed"] is False
+    one_seed = {k: v for k, v in _fake_records().items() if k[1] == 0}
+    single = {r["key"]: r for r in crit.criteria(one_seed)}
+    assert single["mmt"]["pass"] is None and crit.verdict(list(single.values())) == "incomplete"  # no interval
+    line = crit.log_row("c1", "{}", [0, 1, 2], list(rows.values()), 12.0, 345.0)
+    assert line.count("|") == crit.LOG_HEADER.count("|") and "| pass | 12 | 345 |" in line
+
+
+def test_testbed_search_refuses_methods_under_test(tmp_path, capsys):
+    for method in ("canu", "adv", "canu_mmt", "acan_grl", "acan_oce", "acan_ace", "ssg"):
+        with pytest.raises(CanuError, match="not under test"):
+            crit.check_rows(["source", method])
+        with pytest.raises(CanuError, match="not under test"):  # before generating or training anything
+            candidates.run_candidate(load_testbed({}), str(tmp_path), [0], ["source", method])
+    assert not os.listdir(tmp_path)
+    from canu_plugin.cli.testbed import main
+    with pytest.raises(SystemExit):
+        main(["--methods", "pseudo", "adv", "--output", str(tmp_path), "--log", ""])
+    assert "adv" in capsys.readouterr().err
+    log = tmp_path / "log.md"
+    log.write_text("# Testbed\n\n## Candidate log\n")
+    candidates.append_log(str(log), "| a |")
+    candidates.append_log(str(log), "| b |")
+    text = log.read_text()
+    assert text.count(crit.LOG_HEADER) == 1 and text.endswith("| a |\n| b |\n")
+
+
+def test_candidate_tool_scores_a_finished_folder_and_logs_one_row(tmp_path, capsys):
+    from canu_plugin.cli.testbed import main
+    for (method, seed), rec in _fake_records().items():
+        (tmp_path / f"{method}_s{seed}.json").write_text(json.dumps(dict(rec, method=method, seed=seed)))
+    log = tmp_path / "log.md"
+    assert main(["--from-folder", str(tmp_path), "--log", str(log), "--name", "fake"]) == 0
+    assert "fake (" in capsys.readouterr().out
+    rows = [ln for ln in log.read_text().splitlines() if ln.startswith("| fake |")]
+    assert len(rows) == 1 and "| 0 1 2 |" in rows[0] and rows[0].count("✓") == 7 and "| pass |" in rows[0]
