@@ -175,3 +175,19 @@ def test_cuda_gives_the_cpu_lists(precision):
     gpu = knn_torch(x, 30, precision=precision, device="cuda")
     np.testing.assert_array_equal(gpu[1], cpu[1])
     np.testing.assert_array_equal(gpu[0], cpu[0])
+
+
+@pytest.mark.parametrize("precision,dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_measured_row_bounds_hold_and_are_tighter_than_the_worst_case(precision, dtype):
+    from canu_plugin.clustering.knn_torch import row_error_bounds
+    x = np.concatenate([_unit(np.random.default_rng(1).standard_normal((300, 2048))),
+                        clustered_features(300, 2048, seed=5)[0]])
+    exact = (x.astype(np.float64) @ x.T.astype(np.float64)).astype(np.float32)
+    t = torch.from_numpy(x)
+    fx = t if precision == "fp32" else t.to(dtype)
+    fast = (fx @ fx.T).float()
+    delta, rel = row_error_bounds(t, fx, precision)
+    err = (fast - torch.from_numpy(exact)).abs()
+    assert bool((err <= delta[:, None] + rel * fast.abs()).all())
+    if precision != "fp32":  # the input rounding measured, not its worst case: a third narrower at |f| = 1
+        assert float(delta.max()) + rel < 0.7 * score_error_bound(2048, precision)

@@ -25,6 +25,7 @@ memory: the features (plus a half-precision copy), one (B, N) block (``BLOCK_BYT
 """
 import contextlib
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from canu_plugin.clustering.knn import PRECISIONS
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _UNIT_ROUNDOFF = {"fp32": 2.0 ** -24, "fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
 BLOCK_BYTES = 1 << 30        # one block of fast scores (B, N)
-_RESCORE_ELEMS = 1 << 22     # float64 elements gathered at once by the re-scoring (32 MiB)
+_RESCORE_ELEMS = 1 << 25     # float64 copy of database rows at once in the re-scoring (256 MiB)
 
 
 @contextlib.contextmanager
@@ -55,11 +56,12 @@ def strict_matmul():
 
 
 def score_error_bound(dim, precision="fp32"):
-    """Bound on |fast score - exact score| for rows of L2 norm <= 1 + 1e-4.
+    """Worst-case bound on |fast score - exact score| for rows of L2 norm <= 1 + 1e-4.
 
     Inputs rounded to ``precision`` (2u), the product rounded to it (u), float32 accumulation over
     ``dim`` terms and the rounding of the exact score ((dim + 2) 2^-24), fp16 subnormals
     (sqrt(dim) 2^-24), with 1 % slack. Returns a Python float (fp32, D = 2048: 1.2e-4).
+    The search itself uses the tighter, measured :func:`row_error_bounds`.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} not in {PRECISIONS}")
@@ -68,11 +70,77 @@ def score_error_bound(dim, precision="fp32"):
     return 1.01 * (3.0 * u_in + (dim + 2) * 2.0 ** -24 + sub)
 
 
+def row_error_bounds(x, fast_x, precision="fp32"):
+    """Measured bound on the fast scores' error: |f_ij - s_ij| <= delta_i + rel |f_ij| for all j.
+
+    With r_i = fast_x_i - x_i (the rounding of row i to ``precision``, its norm e_i measured in
+    float64) and n_i = |x_i|: |fast_x_i . fast_x_j - x_i . x_j| <= e_i n_j + n_i e_j + e_i e_j;
+    the float32 accumulation adds gamma_D |fast_x_i| |fast_x_j|; the float32 rounding of the
+    exact score 2^-23 (so that a bound that separates also separates the rounded scores); the
+    rounding of the product to ``precision`` (no float32 output on the CPU) is ``rel`` |f|, and
+    fp16 outputs below its normal range 2^-24. All with 1 % slack.
+
+    Args:
+        x: (N, D) float32 tensor; fast_x: (N, D) x in ``precision`` (x itself for fp32).
+    Returns:
+        ((N,) float32 tensor delta on x's device, float rel).
+    """
+    dim = x.shape[1]
+    n = x.norm(dim=1).double()  # float32 norms: relative error ~ D 2^-24, inside the 1 % slack
+    e = torch.zeros_like(n)
+    if fast_x is not x:  # x - fast_x is exact in float32 (Sterbenz); in row blocks to bound memory
+        for a in range(0, len(x), 8192):
+            e[a:a + 8192] = (fast_x[a:a + 8192].float() - x[a:a + 8192]).norm(dim=1).double()
+    n_max, e_max = float(n.max()), float(e.max())
+    gamma = dim * 2.0 ** -24 / (1.0 - dim * 2.0 ** -24)
+    delta = e * n_max + n * e_max + e * e_max + gamma * (n + e) * (n_max + e_max) + 2.0 ** -23
+    if precision == "fp16":
+        delta = delta + 2.0 ** -24
+    rel = 0.0 if precision == "fp32" else _UNIT_ROUNDOFF[precision] / (1.0 - _UNIT_ROUNDOFF[precision])
+    return (1.01 * delta).float(), 1.01 * rel
+
+
 def torch_device(device=None):
     """``torch.device(device)`` if given, else CUDA when torch sees it, else the CPU."""
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _csr_chunk(rows_of, cols, lens, c0, c1):
+    """The pairs whose column lies in [c0, c1): (crow, local cols, mask over all pairs)."""
+    mask = (cols >= c0) & (cols < c1)
+    counts = torch.zeros(len(lens), dtype=torch.int64, device=cols.device).index_add_(0, rows_of, mask.long())
+    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return crow, cols[mask] - c0, mask
+
+
+def exact_scores_csr(x, rows, cols, lens):
+    """Exact scores (float64 inner products rounded to float32) of variable-length candidate lists,
+    as a sampled float64 matrix product (no (pairs, D) gather).
+
+    Args:
+        x: (N, D) float32 tensor; rows: (R,) int64 query ids; cols: (P,) int64 candidate ids,
+            row r's ``lens[r]`` candidates consecutive and ascending; lens: (R,) int64.
+    Returns:
+        (P,) float32 tensor on x's device.
+    """
+    n, dim = x.shape
+    out = torch.empty(cols.shape, dtype=torch.float32, device=x.device)
+    rows_of = torch.repeat_interleave(torch.arange(len(lens), device=x.device), lens)
+    q = x[rows].double()
+    step = max(1, _RESCORE_ELEMS // dim)
+    for c0 in range(0, n, step):
+        c1 = min(n, c0 + step)
+        crow, local, mask = _csr_chunk(rows_of, cols, lens, c0, c1)
+        if not len(local):
+            continue
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore")
+            pattern = torch.sparse_csr_tensor(crow, local, torch.zeros(len(local), dtype=torch.float64,
+                                              device=x.device), size=(len(rows), c1 - c0), check_invariants=False)
+        out[mask] = torch.sparse.sampled_addmm(pattern, q, x[c0:c1].double().T).values().float()
+    return out
 
 
 def exact_scores(x, rows, cand):
@@ -83,12 +151,10 @@ def exact_scores(x, rows, cand):
     Returns:
         (B, C) float32 tensor on x's device.
     """
-    out = torch.empty(cand.shape, dtype=torch.float32, device=x.device)
-    step = max(1, _RESCORE_ELEMS // max(1, cand.shape[1] * x.shape[1]))
-    for a in range(0, len(rows), step):
-        q = x[rows[a:a + step]].double().unsqueeze(2)
-        out[a:a + step] = torch.bmm(x[cand[a:a + step]].double(), q).squeeze(2).float()
-    return out
+    srt, order = cand.sort(dim=1)
+    lens = torch.full((len(rows),), cand.shape[1], dtype=torch.int64, device=x.device)
+    vals = exact_scores_csr(x, rows, srt.reshape(-1), lens).view(cand.shape)
+    return torch.empty_like(vals).scatter_(1, order, vals)
 
 
 def rank_candidates(scores, cand, k):
@@ -105,38 +171,60 @@ def rank_candidates(scores, cand, k):
     return top[:, :k], cand.gather(1, order[:, :k])
 
 
-def _needed_widths(vals, k, delta, width):
+def _needed_widths(vals, k, delta, rel, width):
     """Per row, how many of its ``width`` sorted fast scores can hold an exact top-k neighbour
-    (those >= k-th - 2 delta), rounded up to k + a power of two (so that rows group), capped at width."""
-    need = (vals.float() >= vals[:, k - 1:k].float() - 2.0 * delta).sum(1)
+    (upper bound f + rel |f| >= k-th lower bound f_k - rel |f_k| - 2 delta), rounded up to
+    k + a power of two (so that rows group), capped at width."""
+    v = vals.float()
+    hi = v + rel * v.abs()
+    lo_k = v[:, k - 1:k] - rel * v[:, k - 1:k].abs() - 2.0 * delta.view(-1, 1)
+    need = (hi >= lo_k).sum(1)
     extra = (need - k).clamp(min=0).float()
     rounded = torch.where(extra > 0, k + torch.exp2(torch.ceil(torch.log2(extra.clamp(min=1)))), float(k)).long()
     return need, rounded.clamp(max=width)
 
 
-def candidate_groups(fast, k, margin, delta):
+def candidate_groups(fast, k, margin, delta, rel=0.0):
     """Yield (rows, cand): block rows and candidate ids that hold their exact top k.
 
     Args:
         fast: (B, N) fast scores; k: neighbours; margin: extra candidates at first (>= 0);
-        delta: :func:`score_error_bound` of the fast scores.
+        delta, rel: the fast scores' error bound delta_i + rel |f| (:func:`row_error_bounds`;
+            delta a float or a (B,) tensor).
     Yields:
         ((R,) int64 row positions in the block, (R, C) int64 candidate ids): for each row, every
-        candidate whose fast score is >= its k-th fast score - 2 delta (rows grouped by that count,
-        rounded up). A row whose top ``k + margin`` all pass is searched again 4x wider, until one
-        fails or the list holds all N rows.
+        candidate that can still be among its exact top k (rows grouped by that count, rounded
+        up). A row whose top ``k + margin`` all can is searched again 4x wider, until one cannot
+        or the list holds all N rows.
     """
     n = fast.shape[1]
     rows = torch.arange(fast.shape[0], device=fast.device)
+    delta = torch.as_tensor(delta, dtype=torch.float32, device=fast.device).expand(fast.shape[0])
     width = min(n, k + margin)
     while len(rows):
         vals, cand = (fast if len(rows) == fast.shape[0] else fast[rows]).topk(width, dim=1)
-        need, widths = _needed_widths(vals, k, delta, width)
+        need, widths = _needed_widths(vals, k, delta[rows], rel, width)
         done = need < width if width < n else torch.ones_like(need, dtype=torch.bool)
         for w in torch.unique(widths[done]).tolist():
             sel = done & (widths == w)
             yield rows[sel], cand[sel, :w]
         rows, width = rows[~done], min(n, 4 * width)
+
+
+def _rescore_block(x, start, groups, k):
+    """Exact top k of a block's rows from their candidate groups: ((B', k) sims, (B', k) ids, (B',) rows)."""
+    rows = torch.cat([r for r, _ in groups])
+    cands = [c.sort(dim=1).values for _, c in groups]
+    lens = torch.cat([torch.full((len(c),), c.shape[1], dtype=torch.int64, device=x.device) for c in cands])
+    scores = exact_scores_csr(x, rows + start, torch.cat([c.reshape(-1) for c in cands]), lens)
+    sims, ids, a = [], [], 0
+    for c in cands:  # ids already ascending: a stable sort by score breaks ties by the smaller id
+        s = scores[a:a + c.numel()].view(c.shape)
+        a += c.numel()
+        top, order = s.sort(dim=1, descending=True, stable=True)
+        sims.append(top[:, :k])
+        ids.append(c.gather(1, order[:, :k]))
+    return torch.cat(sims), torch.cat(ids), rows
 
 
 def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None, margin=None):
@@ -162,7 +250,7 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
     n, dim = x.shape
     lo, hi = rows if rows is not None else (0, n)
     fast_x = x if precision == "fp32" else x.to(_DTYPES[precision])
-    delta, margin = score_error_bound(dim, precision), max(k, 16) if margin is None else int(margin)
+    (delta, rel), margin = row_error_bounds(x, fast_x, precision), max(k, 16) if margin is None else int(margin)
     sims = torch.empty((hi - lo, k), dtype=torch.float32, device=dev)
     idx = torch.empty((hi - lo, k), dtype=torch.int64, device=dev)
     step = max(1, min(int(chunk), BLOCK_BYTES // (n * fast_x.element_size())))
@@ -170,11 +258,12 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
         for a in range(lo, hi, step):
             b = min(a + step, hi)
             fast = fast_x[a:b] @ fast_x.T
-            for r, cand in candidate_groups(fast, k, margin, delta):
-                sims[r + a - lo], idx[r + a - lo] = rank_candidates(exact_scores(x, r + a, cand), cand, k)
+            groups = list(candidate_groups(fast, k, margin, delta[a:b], rel))
             del fast
+            s, i, r = _rescore_block(x, a, groups, k)
+            sims[r + a - lo], idx[r + a - lo] = s, i
     return sims.cpu().numpy(), idx.cpu().numpy().astype(np.int64, copy=False)
 
 
-__all__ = ["BLOCK_BYTES", "strict_matmul", "score_error_bound", "torch_device", "exact_scores",
-           "rank_candidates", "candidate_groups", "knn_torch"]
+__all__ = ["BLOCK_BYTES", "strict_matmul", "score_error_bound", "row_error_bounds", "torch_device", "exact_scores",
+           "exact_scores_csr", "rank_candidates", "candidate_groups", "knn_torch"]
