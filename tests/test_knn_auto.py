@@ -1,0 +1,90 @@
+""""auto"'s measured choice among the exact k-NN backends (knn_calibrate): both outcomes from
+injected timings, the margin that keeps the default, the cache, the size below which nothing is
+measured, and the same lists whichever backend wins."""
+import logging
+
+import numpy as np
+import pytest
+
+from canu_plugin.clustering import knn, knn_calibrate
+from canu_plugin.clustering.synth import clustered_features
+
+FAISS, T32, T16 = ("faiss-cpu", "fp32"), ("torch", "fp32"), ("torch", "bf16")
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """Empty cache, CPU only, calibration at any size; returns a list of the measure calls."""
+    calls = []
+    monkeypatch.setattr(knn_calibrate, "_CACHE", {})
+    monkeypatch.setattr(knn_calibrate, "MIN_GFLOP", 0.0)
+    monkeypatch.setattr(knn, "_torch_has_cuda", lambda: False)
+    monkeypatch.setattr(knn, "_faiss_gpus", lambda faiss: 0)
+    return calls
+
+
+def _inject(monkeypatch, calls, timings):
+    def fake(candidates, x, k, device=None):
+        calls.append(list(candidates))
+        return {c: timings[c] for c in candidates}
+    monkeypatch.setattr(knn_calibrate, "measure", fake)
+
+
+def test_choose_keeps_the_default_within_the_margin():
+    assert knn_calibrate.choose({FAISS: 1.0, T32: 0.95, T16: 0.93}, FAISS)[0] == FAISS
+    pick, why = knn_calibrate.choose({FAISS: 1.0, T32: 0.5, T16: 0.2}, FAISS)
+    assert pick == T16 and "torch/bf16 200.0 ms" in why and "5.0x the default" in why
+    assert knn_calibrate.choose({FAISS: 0.1, T32: 0.5, T16: 0.3}, FAISS)[0] == FAISS
+
+
+def test_candidates_follow_backend_and_precision():
+    assert knn._candidates("auto", "auto", object(), 0, False) == [FAISS, T32, T16]
+    assert knn._candidates("auto", "fp16", object(), 0, False) == [FAISS, ("torch", "fp16")]
+    assert knn._candidates("auto", "auto", None, 0, False) == [T32, T16]
+    assert knn._candidates("torch", "auto", object(), 0, True) == [T32, T16, ("torch", "fp16")]
+    assert knn._candidates("auto", "auto", object(), 1, True)[0] == ("faiss-gpu", "fp32")
+    assert knn._candidates("faiss-cpu", "auto", object(), 0, False) == [FAISS]
+
+
+@pytest.mark.parametrize("timings,expected", [({FAISS: 0.05, T32: 0.2, T16: 0.1}, FAISS),
+                                              ({FAISS: 0.5, T32: 0.2, T16: 0.1}, T16),
+                                              ({FAISS: 0.5, T32: 0.1, T16: 0.3}, T32)])
+def test_auto_takes_the_measured_fastest_once_per_process(fresh, monkeypatch, caplog, timings, expected):
+    _inject(monkeypatch, fresh, timings)
+    x = clustered_features(300, 64, seed=1)[0]
+    with caplog.at_level(logging.INFO, logger=knn_calibrate.__name__):
+        assert knn.resolve_knn("auto", "auto", x, 10) == expected
+        assert knn.resolve_knn("auto", "auto", x, 10) == expected
+    assert fresh == [[FAISS, T32, T16]]  # measured once, cached
+    assert f"'auto' -> {knn_calibrate.label(expected)} (measured on this machine" in caplog.text
+
+
+def test_small_searches_are_not_measured(fresh, monkeypatch):
+    _inject(monkeypatch, fresh, {FAISS: 9.0, T32: 0.1, T16: 0.1})
+    monkeypatch.setattr(knn_calibrate, "MIN_GFLOP", 20.0)
+    x = clustered_features(300, 64, seed=1)[0]
+    assert knn.resolve_knn("auto", "auto", x, 10) == FAISS
+    assert knn.resolve_knn("torch", "auto", x, 10) == T32
+    assert fresh == []
+
+
+def test_whichever_wins_the_lists_are_the_same(fresh, monkeypatch):
+    x = np.concatenate([clustered_features(700, 96, seed=2)[0], clustered_features(10, 96, seed=3)[0][:1].repeat(3, 0)])
+    ref_s, ref_i = knn.knn_search(x, 15, backend="torch", precision="fp32")
+    for timings in ({FAISS: 0.1, T32: 0.5, T16: 0.5}, {FAISS: 0.5, T32: 0.5, T16: 0.1}):
+        monkeypatch.setattr(knn_calibrate, "_CACHE", {})
+        _inject(monkeypatch, fresh, timings)
+        sims, idx = knn.knn_search(x, 15)
+        np.testing.assert_allclose(sims, ref_s, atol=2e-6)
+        same = (idx == ref_i).all(1)
+        # faiss may order exact ties (the three duplicates) its own way; every other row is identical
+        assert same.sum() >= len(x) - 3
+        if timings[T16] < timings[FAISS]:
+            np.testing.assert_array_equal(idx, ref_i)
+            np.testing.assert_array_equal(sims, ref_s)
+
+
+def test_real_measurement_times_every_candidate():
+    x = clustered_features(400, 32, seed=4)[0]
+    t = knn_calibrate.measure([FAISS, T32, T16], x, 5, rounds=1)
+    assert set(t) == {FAISS, T32, T16} and all(0 < v < 10 for v in t.values())
