@@ -25,6 +25,7 @@ memory: the features (plus a half-precision copy), one (B, N) block (``BLOCK_BYT
 """
 import contextlib
 import math
+import time
 import warnings
 
 import numpy as np
@@ -227,7 +228,22 @@ def _rescore_block(x, start, groups, k):
     return torch.cat(sims), torch.cat(ids), rows
 
 
-def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None, margin=None):
+@contextlib.contextmanager
+def _phase(profile, name, dev):
+    """Adds the seconds spent inside to ``profile[name]`` (synchronising CUDA); no-op for None."""
+    if profile is None:
+        yield
+        return
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    yield
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    profile[name] = profile.get(name, 0.0) + time.perf_counter() - t0
+
+
+def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None, margin=None, profile=None):
     """Exact k nearest neighbours by inner product of query rows among all rows (itself included).
 
     Args:
@@ -239,6 +255,8 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
         precision: "fp32", "fp16" or "bf16" fast pass (same result, see the module docstring).
         device: where to compute (default: CUDA when torch sees it, else CPU).
         margin: extra candidates per row in the first round (default: max(k, 16)).
+        profile: optional dict that receives the seconds of each phase ("setup", "products",
+            "candidates", "rescore") and the mean number of re-scored candidates per row ("rescored").
     Returns:
         (sims, idx): (stop - start, k) float32 exact scores, descending, ties by smaller id, and
         (stop - start, k) int64 ids; numpy arrays.
@@ -246,22 +264,29 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} not in {PRECISIONS}")
     dev = torch_device(device)
-    x = torch.as_tensor(features).to(dev, torch.float32)
-    n, dim = x.shape
-    lo, hi = rows if rows is not None else (0, n)
-    fast_x = x if precision == "fp32" else x.to(_DTYPES[precision])
-    (delta, rel), margin = row_error_bounds(x, fast_x, precision), max(k, 16) if margin is None else int(margin)
+    with _phase(profile, "setup", dev):
+        x = torch.as_tensor(features).to(dev, torch.float32)
+        n, dim = x.shape
+        lo, hi = rows if rows is not None else (0, n)
+        fast_x = x if precision == "fp32" else x.to(_DTYPES[precision])
+        (delta, rel), margin = row_error_bounds(x, fast_x, precision), max(k, 16) if margin is None else int(margin)
     sims = torch.empty((hi - lo, k), dtype=torch.float32, device=dev)
     idx = torch.empty((hi - lo, k), dtype=torch.int64, device=dev)
-    step = max(1, min(int(chunk), BLOCK_BYTES // (n * fast_x.element_size())))
+    step, rescored = max(1, min(int(chunk), BLOCK_BYTES // (n * fast_x.element_size()))), 0
     with torch.no_grad(), strict_matmul():
         for a in range(lo, hi, step):
             b = min(a + step, hi)
-            fast = fast_x[a:b] @ fast_x.T
-            groups = list(candidate_groups(fast, k, margin, delta[a:b], rel))
+            with _phase(profile, "products", dev):
+                fast = fast_x[a:b] @ fast_x.T
+            with _phase(profile, "candidates", dev):
+                groups = list(candidate_groups(fast, k, margin, delta[a:b], rel))
             del fast
-            s, i, r = _rescore_block(x, a, groups, k)
-            sims[r + a - lo], idx[r + a - lo] = s, i
+            with _phase(profile, "rescore", dev):
+                s, i, r = _rescore_block(x, a, groups, k)
+                sims[r + a - lo], idx[r + a - lo] = s, i
+            rescored += sum(c.numel() for _, c in groups)
+    if profile is not None:
+        profile["rescored"] = rescored / max(1, hi - lo)
     return sims.cpu().numpy(), idx.cpu().numpy().astype(np.int64, copy=False)
 
 
