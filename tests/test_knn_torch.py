@@ -191,3 +191,23 @@ def test_measured_row_bounds_hold_and_are_tighter_than_the_worst_case(precision,
     assert bool((err <= delta[:, None] + rel * fast.abs()).all())
     if precision != "fp32":  # the input rounding measured, not its worst case: a third narrower at |f| = 1
         assert float(delta.max()) + rel < 0.7 * score_error_bound(2048, precision)
+
+
+def test_rescoring_paths_agree_with_float64():
+    from canu_plugin.clustering.knn_torch import exact_scores_csr
+    x = torch.from_numpy(clustered_features(500, 300, seed=6)[0])
+    rng = np.random.default_rng(0)
+    rows = torch.arange(0, 500, 7)
+    lens = torch.from_numpy(rng.integers(1, 40, len(rows)))
+    cols = torch.cat([torch.from_numpy(np.sort(rng.choice(500, int(m), replace=False))) for m in lens])
+    rows_of = torch.repeat_interleave(rows, lens)
+    ref = (x[rows_of].double() * x[cols].double()).sum(1).float()
+    for sampled in (True, False):
+        assert torch.equal(exact_scores_csr(x, rows, cols, lens, sampled=sampled), ref)
+    import canu_plugin.clustering.knn_torch as kt
+    old, kt._RESCORE_ELEMS = kt._RESCORE_ELEMS, 300 * 64  # several column chunks and pair chunks
+    try:
+        for sampled in (True, False):
+            assert torch.equal(exact_scores_csr(x, rows, cols, lens, sampled=sampled), ref)
+    finally:
+        kt._RESCORE_ELEMS = old
