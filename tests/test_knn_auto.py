@@ -33,8 +33,21 @@ def _inject(monkeypatch, calls, timings):
 def test_choose_keeps_the_default_within_the_margin():
     assert knn_calibrate.choose({FAISS: 1.0, T32: 0.95, T16: 0.93}, FAISS)[0] == FAISS
     pick, why = knn_calibrate.choose({FAISS: 1.0, T32: 0.5, T16: 0.2}, FAISS)
-    assert pick == T16 and "torch/bf16 200.0 ms" in why and "5.0x the default" in why
+    assert pick == T16 and "torch/bf16 0.2 s" in why and "5.0x the default" in why
     assert knn_calibrate.choose({FAISS: 0.1, T32: 0.5, T16: 0.3}, FAISS)[0] == FAISS
+
+
+def test_prediction_scales_each_part_to_the_real_search():
+    """At the sample's size the re-scoring (per query) and set-up (per row) hide bf16's faster
+    products; scaled to N = 32k queries x rows, they no longer do."""
+    sample, target = (128, 4096), (32000, 32000)
+    fp32 = {"pairs": 0.030, "queries": 0.010, "rows": 0.002}
+    bf16 = {"pairs": 0.012, "queries": 0.012, "rows": 0.020}
+    assert sum(bf16.values()) > sum(fp32.values())
+    p32, p16 = (knn_calibrate.predict(p, sample, target) for p in (fp32, bf16))
+    assert p32 == pytest.approx(0.030 * 250 * 7.8125 + 0.010 * 250 + 0.002 * 7.8125)
+    assert p16 < 0.5 * p32
+    assert knn_calibrate.predict(0.5, sample, (256, 4096)) == pytest.approx(1.0)
 
 
 def test_candidates_follow_backend_and_precision():
@@ -87,4 +100,5 @@ def test_whichever_wins_the_lists_are_the_same(fresh, monkeypatch):
 def test_real_measurement_times_every_candidate():
     x = clustered_features(400, 32, seed=4)[0]
     t = knn_calibrate.measure([FAISS, T32, T16], x, 5, rounds=1)
-    assert set(t) == {FAISS, T32, T16} and all(0 < v < 10 for v in t.values())
+    assert set(t) == {FAISS, T32, T16} and all(0 < sum(v.values()) < 10 for v in t.values())
+    assert set(t[T16]) == {"pairs", "queries", "rows"} and min(t[T16].values()) >= 0 and set(t[FAISS]) == {"pairs"}

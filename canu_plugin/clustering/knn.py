@@ -183,7 +183,7 @@ def resolve_knn(backend, precision, features, k, rows=None):
     m = n if rows is None else rows[1] - rows[0]
     if len(cands) == 1 or knn_calibrate.gflop(m, n, dim) < knn_calibrate.MIN_GFLOP:
         return (static, cands[0][1]) if backend == "auto" else cands[0]
-    return knn_calibrate.calibrated(cands, features, k)[0]
+    return knn_calibrate.calibrated(cands, features, k, m)[0]
 
 
 def knn_search(features, k, backend="auto", chunk=8192, rows=None, precision="auto", nlist=0, nprobe=32):

@@ -6,10 +6,14 @@ faiss is the faster; bfloat16 products run ~2.5x float32 where the CPU has AMX (
 cores) and far slower where it does not. So where more than one exact candidate can run and the
 search is large enough to matter (``MIN_GFLOP``), each candidate searches the same sample of the
 features (``QUERIES`` queries against ``DATABASE`` rows, the real k and D) in interleaved
-rounds; the fastest by its best round wins, but the default (the static order of
-:func:`.knn._auto`) is kept unless the winner is faster by more than ``MARGIN`` (noise does
-not flip the choice). The result is cached per process (one calibration per D, thread count and
-device) and logged with the timings.
+rounds, and its best round is scaled to the real search by phase: the products and top-k grow
+with queries x rows, torch's float64 re-scoring with the queries, its set-up (half-precision
+copy, error bounds) with the rows (at the sample's size the re-scoring and set-up would weigh
+several times what they weigh at N = 30k, and hide the products' speed). The fastest predicted
+wins, but the default (the static order of :func:`.knn._auto`) is kept unless the winner is
+faster by more than ``MARGIN`` (noise does not flip the choice). The result is cached per
+process (one calibration per D, thread count, device and size class) and logged with the
+predicted times.
 
 All candidates give the same exact lists (torch's precisions are re-scored in float64: the
 same lists and scores; faiss may order exact float ties differently).
@@ -51,22 +55,41 @@ def choose(timings, default, margin=MARGIN):
     """
     best = min(timings, key=timings.get)
     pick = best if timings[best] < (1.0 - margin) * timings[default] else default
-    times = ", ".join(f"{label(c)} {t * 1e3:.1f} ms" for c, t in sorted(timings.items(), key=lambda ct: ct[1]))
+    times = ", ".join(f"{label(c)} {t:.3g} s" for c, t in sorted(timings.items(), key=lambda ct: ct[1]))
     if pick == default and best != default:
         why = f"within {margin:.0%} of the fastest, the default is kept"
     else:
         why = "the fastest" + ("" if pick == default else f", {timings[default] / timings[pick]:.1f}x the default")
-    return pick, f"measured on this machine ({times}): {why}"
+    return pick, f"measured on this machine, predicted for this search: {times}; {why}"
 
 
 def _search(cand, x, k, device):
-    """One exact search of the first ``QUERIES`` rows of x among all its rows with ``cand``."""
+    """One exact search of the first ``QUERIES`` rows of x among all its rows with ``cand``:
+    {"pairs", "queries", "rows": seconds} of the parts that grow with queries x rows, with the
+    queries and with the rows (faiss: all "pairs")."""
+    _sync(device)
+    t0 = time.perf_counter()
     if cand[0] == "torch":
         from canu_plugin.clustering.knn_torch import knn_torch
-        return knn_torch(x, k, rows=(0, min(QUERIES, len(x))), precision=cand[1], device=device)
+        prof = {}
+        knn_torch(x, k, rows=(0, min(QUERIES, len(x))), precision=cand[1], device=device, profile=prof)
+        return {"pairs": prof["products"] + prof["candidates"], "queries": prof["rescore"],
+                "rows": time.perf_counter() - t0 - prof["products"] - prof["candidates"] - prof["rescore"]}
     from canu_plugin.clustering.knn import _build_index, _faiss
     index, _res = _build_index(_faiss(), x, cand[0])
-    return index.search(x[:QUERIES], k)
+    index.search(x[:QUERIES], k)
+    _sync(device)
+    return {"pairs": time.perf_counter() - t0}
+
+
+def predict(parts, sample, target):
+    """Seconds predicted for ``target`` = (queries, rows) from a sample's parts measured at
+    ``sample`` = (queries, rows): {"pairs", "queries", "rows"} (or one float: all "pairs")."""
+    if not isinstance(parts, dict):
+        parts = {"pairs": float(parts)}
+    (q, n), (tq, tn) = sample, target
+    return (parts.get("pairs", 0.0) * (tq * tn) / (q * n) + parts.get("queries", 0.0) * tq / q
+            + parts.get("rows", 0.0) * tn / n)
 
 
 def _sync(device):
@@ -76,49 +99,52 @@ def _sync(device):
 
 
 def measure(candidates, x, k, device=None, rounds=ROUNDS, budget_s=BUDGET_S):
-    """Best time of each candidate over interleaved rounds (one warm-up round untimed).
+    """Each candidate's fastest round (its parts, see :func:`_search`) over interleaved rounds,
+    after one untimed warm-up round.
 
     Args:
         candidates: list of (backend, precision); x: (M, D) float32 sample, unit rows;
         k: neighbours; device: torch's device for the torch candidates.
     Returns:
-        {candidate: seconds}.
+        {candidate: {"pairs": s, "queries": s, "rows": s}}.
     """
-    best = {c: float("inf") for c in candidates}
+    best = {c: None for c in candidates}
     t_start = time.perf_counter()
     for r in range(rounds + 1):
         for c in candidates:
-            _sync(device)
-            t0 = time.perf_counter()
-            _search(c, x, k, device)
-            _sync(device)
-            if r:
-                best[c] = min(best[c], time.perf_counter() - t0)
+            parts = _search(c, x, k, device)
+            if r and (best[c] is None or sum(parts.values()) < sum(best[c].values())):
+                best[c] = parts
         if r and time.perf_counter() - t_start > budget_s:
             break
     return best
 
 
-def calibrated(candidates, features, k, device=None, measure_fn=None):
-    """The chosen candidate (cached per process) and the reason, measured on a sample of features.
+def calibrated(candidates, features, k, n_queries=None, device=None):
+    """The chosen candidate (cached per process) and the reason, measured on a sample of features
+    and predicted for the whole search (:func:`predict`).
 
     Args:
         candidates: list of (backend, precision), the default first; features: (N, D) float32
-            array (or tensor for torch-only candidates) with unit rows; k: neighbours.
-        measure_fn: ``measure``'s stand-in (tests inject timings).
+            array (or tensor) with unit rows; k: neighbours; n_queries: queries searched (N).
     Returns:
         ((backend, precision), reason).
     """
     import torch
-    key = (tuple(candidates), int(features.shape[1]), torch.get_num_threads(), str(device))
+    n, dim = features.shape
+    n_queries = n if n_queries is None else n_queries
+    size_class = int(np.log2(max(1.0, n_queries * float(n))))  # predictions hold within a factor 2 of size
+    key = (tuple(candidates), int(dim), torch.get_num_threads(), str(device), size_class)
     if key not in _CACHE:
         sample = features[:DATABASE]
         if not isinstance(sample, np.ndarray) and any(c[0] != "torch" for c in candidates):
             sample = sample.cpu().numpy()
-        timings = (measure_fn or measure)(candidates, sample, min(int(k), len(sample)), device)
-        _CACHE[key] = choose(timings, candidates[0])
+        parts = measure(candidates, sample, min(int(k), len(sample)), device)
+        shape = (min(QUERIES, len(sample)), len(sample))
+        _CACHE[key] = choose({c: predict(p, shape, (n_queries, n)) for c, p in parts.items()}, candidates[0])
         logger.info("k-NN backend 'auto' -> %s (%s)", label(_CACHE[key][0]), _CACHE[key][1])
     return _CACHE[key]
 
 
-__all__ = ["QUERIES", "DATABASE", "MARGIN", "MIN_GFLOP", "gflop", "label", "choose", "measure", "calibrated"]
+__all__ = ["QUERIES", "DATABASE", "MARGIN", "MIN_GFLOP", "gflop", "label", "choose", "predict", "measure",
+           "calibrated"]
