@@ -1,7 +1,7 @@
 """Exact k nearest neighbours on torch: blocked matrix products on the features' device.
 
-This is the ``torch`` backend of :func:`.knn.knn_search`, for a CUDA build of torch with
-``faiss-cpu`` (faiss-gpu wheels exist for a few CUDA versions only), and on the CPU for tests.
+This is the ``torch`` backend of :func:`.knn.knn_search`: on CUDA, and on CPUs whose matrix
+products beat the BLAS that faiss bundles (``auto`` measures it, :mod:`.knn_calibrate`).
 
 Scores and order. A pair's *exact score* is its inner product computed in float64 and rounded to
 float32. Each row's neighbours are sorted by exact score, descending, ties by the smaller id; so
@@ -10,18 +10,23 @@ the lists do not depend on the device, the blocking or the precision of the firs
 Two passes per block of queries:
 
 1. a *fast pass*: the (B, N) products of the block against all rows, in ``precision`` ("fp32",
-   or "fp16" / "bf16" on tensor cores), accumulated in float32 (TF32 and reduced-precision
+   or "fp16" / "bf16" on tensor cores / AMX), accumulated in float32 (TF32 and reduced-precision
    reductions are switched off), and the top ``k + margin`` of each row;
-2. the *re-scoring*: the exact scores of those candidates, sorted, the first k kept.
+2. the *re-scoring*: the exact scores of the candidates that can still be among the top k, as
+   one sampled float64 product (CPU) or float64 dots (elsewhere), sorted, the first k kept.
 
-The fast scores differ from the exact ones by at most ``delta`` (:func:`score_error_bound`), so
-every true top-k neighbour has a fast score >= (k-th fast score) - 2 delta. A row whose candidate
-list does not reach below that threshold (many near-ties at its k-th neighbour) gets a 4x wider
-list, until it does or holds all N rows: the result equals the float32 one in every case.
+The fast scores differ from the exact ones by at most ``delta_i + rel |f|``
+(:func:`row_error_bounds`: the rounding of each row to ``precision`` is *measured*, its norm e_i,
+so delta_i = e_i + max e + float32 accumulation; ``rel`` is the rounding of the half-precision
+product; the worst case :func:`score_error_bound` is 2-3x wider). So every true top-k neighbour
+has a fast score within 2 delta_i (plus the relative terms) of the k-th fast score; only those
+candidates are re-scored (bf16, D = 2048: ~38 per row for k = 31). A row whose candidate list
+does not reach below that threshold gets a 4x wider list, until it does or holds all N rows:
+the result equals the float32 one in every case.
 
-Cost: N^2 D multiply-adds in the fast pass, N (k + margin) D in float64 for the re-scoring;
-memory: the features (plus a half-precision copy), one (B, N) block (``BLOCK_BYTES``) and the
-(N, k) output.
+Cost: N^2 D multiply-adds in the fast pass, a top-k over N^2 scores, N (k + a few) D in float64
+for the re-scoring; memory: the features (plus a half-precision copy; on the CPU a float64 copy
+when it fits ``RESCORE_COPY_BYTES``), one (B, N) block (``BLOCK_BYTES``) and the (N, k) output.
 """
 import contextlib
 import math
@@ -36,7 +41,8 @@ from canu_plugin.clustering.knn import PRECISIONS
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _UNIT_ROUNDOFF = {"fp32": 2.0 ** -24, "fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
 BLOCK_BYTES = 1 << 30        # one block of fast scores (B, N)
-_RESCORE_ELEMS = 1 << 25     # float64 copy of database rows at once in the re-scoring (256 MiB)
+_RESCORE_ELEMS = 1 << 25     # float64 copy of database rows at once in the re-scoring (256 MiB) ...
+RESCORE_COPY_BYTES = 1 << 30  # ... unless a float64 copy of all rows fits this (CPU: made once per search)
 
 
 @contextlib.contextmanager
@@ -134,7 +140,7 @@ def _sampled_dots(q, crow, db, cols):
         return torch.sparse.sampled_addmm(pattern, q, db.double().T).values()
 
 
-def exact_scores_csr(x, rows, cols, lens, sampled=None):
+def exact_scores_csr(x, rows, cols, lens, sampled=None, x64=None):
     """Exact scores (float64 inner products rounded to float32) of variable-length candidate lists.
 
     Args:
@@ -142,6 +148,7 @@ def exact_scores_csr(x, rows, cols, lens, sampled=None):
             row r's ``lens[r]`` candidates consecutive and ascending; lens: (R,) int64.
         sampled: one sampled sparse product per column chunk (default on the CPU, where it is
             ~2x the gather), else float64 dots of gathered pairs (any device); same values.
+        x64: optional float64 copy of x (saves converting the rows at every call).
     Returns:
         (P,) float32 tensor on x's device.
     """
@@ -149,15 +156,16 @@ def exact_scores_csr(x, rows, cols, lens, sampled=None):
     sampled = x.device.type == "cpu" if sampled is None else sampled
     out = torch.empty(cols.shape, dtype=torch.float32, device=x.device)
     rows_of = torch.repeat_interleave(torch.arange(len(lens), device=x.device), lens)
-    q = x[rows].double()
+    db = x if x64 is None else x64
+    q = db[rows].double()
     if not sampled:
-        return _pair_dots(q, rows_of, x, cols).float()
-    step = max(1, _RESCORE_ELEMS // dim)
+        return _pair_dots(q, rows_of, db, cols).float()
+    step = n if x64 is not None else max(1, _RESCORE_ELEMS // dim)
     for c0 in range(0, n, step):
         c1 = min(n, c0 + step)
         crow, local, mask = _csr_chunk(rows_of, cols, lens, c0, c1)
         if len(local):
-            out[mask] = _sampled_dots(q, crow, x[c0:c1], local).float()
+            out[mask] = _sampled_dots(q, crow, db[c0:c1], local).float()
     return out
 
 
@@ -229,12 +237,12 @@ def candidate_groups(fast, k, margin, delta, rel=0.0):
         rows, width = rows[~done], min(n, 4 * width)
 
 
-def _rescore_block(x, start, groups, k):
+def _rescore_block(x, start, groups, k, x64=None):
     """Exact top k of a block's rows from their candidate groups: ((B', k) sims, (B', k) ids, (B',) rows)."""
     rows = torch.cat([r for r, _ in groups])
     cands = [c.sort(dim=1).values for _, c in groups]
     lens = torch.cat([torch.full((len(c),), c.shape[1], dtype=torch.int64, device=x.device) for c in cands])
-    scores = exact_scores_csr(x, rows + start, torch.cat([c.reshape(-1) for c in cands]), lens)
+    scores = exact_scores_csr(x, rows + start, torch.cat([c.reshape(-1) for c in cands]), lens, x64=x64)
     sims, ids, a = [], [], 0
     for c in cands:  # ids already ascending: a stable sort by score breaks ties by the smaller id
         s = scores[a:a + c.numel()].view(c.shape)
@@ -287,6 +295,7 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
         lo, hi = rows if rows is not None else (0, n)
         fast_x = x if precision == "fp32" else x.to(_DTYPES[precision])
         (delta, rel), margin = row_error_bounds(x, fast_x, precision), max(k, 16) if margin is None else int(margin)
+        x64 = x.double() if dev.type == "cpu" and n * dim * 8 <= RESCORE_COPY_BYTES else None
     sims = torch.empty((hi - lo, k), dtype=torch.float32, device=dev)
     idx = torch.empty((hi - lo, k), dtype=torch.int64, device=dev)
     step, rescored = max(1, min(int(chunk), BLOCK_BYTES // (n * fast_x.element_size()))), 0
@@ -299,7 +308,7 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
                 groups = list(candidate_groups(fast, k, margin, delta[a:b], rel))
             del fast
             with _phase(profile, "rescore", dev):
-                s, i, r = _rescore_block(x, a, groups, k)
+                s, i, r = _rescore_block(x, a, groups, k, x64)
                 sims[r + a - lo], idx[r + a - lo] = s, i
             rescored += sum(c.numel() for _, c in groups)
     if profile is not None:
@@ -307,5 +316,5 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
     return sims.cpu().numpy(), idx.cpu().numpy().astype(np.int64, copy=False)
 
 
-__all__ = ["BLOCK_BYTES", "strict_matmul", "score_error_bound", "row_error_bounds", "torch_device", "exact_scores",
+__all__ = ["BLOCK_BYTES", "RESCORE_COPY_BYTES", "strict_matmul", "score_error_bound", "row_error_bounds", "torch_device", "exact_scores",
            "exact_scores_csr", "rank_candidates", "candidate_groups", "knn_torch"]
