@@ -30,6 +30,7 @@ DATABASE = 4096        # ... against this many rows (about 2 GFLOP at D = 2048)
 ROUNDS = 3             # interleaved timed rounds (after one untimed warm-up round)
 BUDGET_S = 1.0         # no further rounds once this much time was spent
 MARGIN = 0.10          # the default is kept unless the fastest is > 10 % faster
+DROP = 3.0             # candidates this much slower than the best (on the sample) are not timed again
 MIN_GFLOP = 20.0       # below 2 N^2 D / 1e9 = this, no calibration: the default runs
 _CACHE = {}
 
@@ -100,7 +101,7 @@ def _sync(device):
 
 def measure(candidates, x, k, device=None, rounds=ROUNDS, budget_s=BUDGET_S):
     """Each candidate's fastest round (its parts, see :func:`_search`) over interleaved rounds,
-    after one untimed warm-up round.
+    after one untimed warm-up round; one 3x slower than the best after a round is dropped.
 
     Args:
         candidates: list of (backend, precision); x: (M, D) float32 sample, unit rows;
@@ -109,12 +110,15 @@ def measure(candidates, x, k, device=None, rounds=ROUNDS, budget_s=BUDGET_S):
         {candidate: {"pairs": s, "queries": s, "rows": s}}.
     """
     best = {c: None for c in candidates}
-    t_start = time.perf_counter()
+    running, t_start = list(candidates), time.perf_counter()
     for r in range(rounds + 1):
-        for c in candidates:
+        for c in running:
             parts = _search(c, x, k, device)
             if r and (best[c] is None or sum(parts.values()) < sum(best[c].values())):
                 best[c] = parts
+        if r:  # a candidate 3x slower than the best so far cannot win: not timed again
+            lead = min(sum(best[c].values()) for c in running)
+            running = [c for c in running if sum(best[c].values()) <= DROP * lead]
         if r and time.perf_counter() - t_start > budget_s:
             break
     return best
