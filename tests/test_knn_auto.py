@@ -102,3 +102,16 @@ def test_real_measurement_times_every_candidate():
     t = knn_calibrate.measure([FAISS, T32, T16], x, 5, rounds=1)
     assert set(t) == {FAISS, T32, T16} and all(0 < sum(v.values()) < 10 for v in t.values())
     assert set(t[T16]) == {"pairs", "queries", "rows"} and min(t[T16].values()) >= 0 and set(t[FAISS]) == {"pairs"}
+
+
+def test_benchmark_prints_every_backend_next_to_the_gemm_rates(capsys):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import benchmark_knn
+    assert benchmark_knn.main(["--n", "400", "--dim", "32", "--k", "7", "--gemm-size", "256"]) == 0
+    out = capsys.readouterr().out
+    assert "| torch fp32 |" in out and "| torch bf16 |" in out
+    for row in ("| torch/fp32 |", "| faiss-cpu |", "| torch/bf16 |", "| auto -> "):
+        assert row in out
+    assert "auto / fastest:" in out and "speed-up over fp32" in out
