@@ -18,7 +18,7 @@ Two passes per block of queries:
 The fast scores differ from the exact ones by at most ``delta_i + rel |f|``
 (:func:`row_error_bounds`: the rounding of each row to ``precision`` is *measured*, its norm e_i,
 so delta_i = e_i + max e + float32 accumulation; ``rel`` is the rounding of the half-precision
-product; the worst case :func:`score_error_bound` is 2-3x wider). So every true top-k neighbour
+product; the worst case :func:`score_error_bound` gives about a 2x wider window). So every true top-k neighbour
 has a fast score within 2 delta_i (plus the relative terms) of the k-th fast score; only those
 candidates are re-scored (bf16, D = 2048: ~38 per row for k = 31). A row whose candidate list
 does not reach below that threshold gets a 4x wider list, until it does or holds all N rows:
