@@ -177,7 +177,8 @@ def test_cuda_gives_the_cpu_lists(precision):
     np.testing.assert_array_equal(gpu[0], cpu[0])
 
 
-@pytest.mark.parametrize("precision,dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)])
+@pytest.mark.parametrize("precision,dtype",
+                         [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)])
 def test_measured_row_bounds_hold_and_are_tighter_than_the_worst_case(precision, dtype):
     from canu_plugin.clustering.knn_torch import row_error_bounds
     x = np.concatenate([_unit(np.random.default_rng(1).standard_normal((300, 2048))),
@@ -194,7 +195,7 @@ def test_measured_row_bounds_hold_and_are_tighter_than_the_worst_case(precision,
 
 
 def test_rescoring_paths_agree_with_float64():
-    from canu_plugin.clustering.knn_torch import exact_scores_csr
+    from canu_plugin.clustering.knn_exact import exact_scores_csr
     x = torch.from_numpy(clustered_features(500, 300, seed=6)[0])
     rng = np.random.default_rng(0)
     rows = torch.arange(0, 500, 7)
@@ -204,7 +205,7 @@ def test_rescoring_paths_agree_with_float64():
     ref = (x[rows_of].double() * x[cols].double()).sum(1).float()
     for sampled in (True, False):
         assert torch.equal(exact_scores_csr(x, rows, cols, lens, sampled=sampled), ref)
-    import canu_plugin.clustering.knn_torch as kt
+    import canu_plugin.clustering.knn_exact as kt
     old, kt._RESCORE_ELEMS = kt._RESCORE_ELEMS, 300 * 64  # several column chunks and pair chunks
     try:
         for sampled in (True, False):

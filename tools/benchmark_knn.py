@@ -68,8 +68,9 @@ def machine():
     try:
         import faiss  # noqa: F401  (loads its BLAS)
         from threadpoolctl import threadpool_info
+        blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
         info["blas"] = [f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')}, "
-                        f"{Path(p.get('filepath', '')).name})" for p in threadpool_info() if p.get("user_api") == "blas"]
+                        f"{Path(p.get('filepath', '')).name})" for p in blas]
     except ImportError:
         pass
     return info
@@ -118,7 +119,8 @@ def table(n, dim, k, info, rates, results):
         phases = " / ".join(f"{prof.get(p, 0.0):.1f}" for p in ("products", "candidates", "rescore")) if prof else "-"
         label = name + (f" -> {r['chose']} (calibration {r['calibration_s']:.2f} s)" if "chose" in r else "")
         lists = "yes" if r["same_rows"] == n else f"{r['same_rows']}/{n} rows, {r['tie_rows']} others tie-only"
-        out.append(f"| {label} | {r['s']:.2f} | {flop / r['s'] / 1e9:.0f} | {flop / r['s'] / 1e9 / rates['fp32']:.2f} | "
+        rate = flop / r["s"] / 1e9
+        out.append(f"| {label} | {r['s']:.2f} | {rate:.0f} | {rate / rates['fp32']:.2f} | "
                    f"{phases} | {prof.get('rescored', float('nan')):.1f} | {lists} |")
     exact = {m: r["s"] for m, r in results.items() if m != "auto"}
     if exact:

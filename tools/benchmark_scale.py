@@ -178,7 +178,8 @@ def parse_args(argv=None):
     p.add_argument("--backends", nargs="+", default=["faiss-cpu", "torch", "torch/bf16", "auto"],
                    help="exact backends (torch/bf16: torch with that first pass; auto: measured choice); "
                         "the first is the reference")
-    p.add_argument("--precision", default="fp32", help="first pass of 'torch' named without one ('auto' measures its own)")
+    p.add_argument("--precision", default="fp32",
+                   help="first pass of 'torch' named without one ('auto' measures its own)")
     p.add_argument("--approx-n", type=int, default=100000, help="N at which faiss-ivf runs (0: never)")
     p.add_argument("--nprobe", type=int, nargs="+", default=[32, 128], help="faiss-ivf probes (nlist = 4 sqrt(N))")
     bc.add_common_args(p)

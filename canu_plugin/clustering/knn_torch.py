@@ -13,14 +13,15 @@ Two passes per block of queries:
    or "fp16" / "bf16" on tensor cores / AMX), accumulated in float32 (TF32 and reduced-precision
    reductions are switched off), and the top ``k + margin`` of each row;
 2. the *re-scoring*: the exact scores of the candidates that can still be among the top k, as
-   one sampled float64 product (CPU) or float64 dots (elsewhere), sorted, the first k kept.
+   one sampled float64 product (CPU) or float64 dots (elsewhere; :mod:`.knn_exact`), sorted,
+   the first k kept.
 
 The fast scores differ from the exact ones by at most ``delta_i + rel |f|``
 (:func:`row_error_bounds`: the rounding of each row to ``precision`` is *measured*, its norm e_i,
 so delta_i = e_i + max e + float32 accumulation; ``rel`` is the rounding of the half-precision
-product; the worst case :func:`score_error_bound` gives about a 2x wider window). So every true top-k neighbour
-has a fast score within 2 delta_i (plus the relative terms) of the k-th fast score; only those
-candidates are re-scored (bf16, D = 2048: ~38 per row for k = 31). A row whose candidate list
+product; the worst case :func:`score_error_bound` gives about a 2x wider window). So every true
+top-k neighbour has a fast score within 2 delta_i (plus the relative terms) of the k-th fast
+score; only those candidates are re-scored (bf16, D = 2048: ~38 per row for k = 31). A row whose candidate list
 does not reach below that threshold gets a 4x wider list, until it does or holds all N rows:
 the result equals the float32 one in every case.
 
@@ -31,18 +32,17 @@ when it fits ``RESCORE_COPY_BYTES``), one (B, N) block (``BLOCK_BYTES``) and the
 import contextlib
 import math
 import time
-import warnings
 
 import numpy as np
 import torch
 
 from canu_plugin.clustering.knn import PRECISIONS
+from canu_plugin.clustering.knn_exact import exact_scores, exact_scores_csr, rank_candidates  # noqa: F401
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _UNIT_ROUNDOFF = {"fp32": 2.0 ** -24, "fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
 BLOCK_BYTES = 1 << 30        # one block of fast scores (B, N)
-_RESCORE_ELEMS = 1 << 25     # float64 copy of database rows at once in the re-scoring (256 MiB) ...
-RESCORE_COPY_BYTES = 1 << 30  # ... unless a float64 copy of all rows fits this (CPU: made once per search)
+RESCORE_COPY_BYTES = 1 << 30  # CPU: a float64 copy of all rows for the re-scoring, made once, when it fits
 
 
 @contextlib.contextmanager
@@ -112,89 +112,6 @@ def torch_device(device=None):
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _csr_chunk(rows_of, cols, lens, c0, c1):
-    """The pairs whose column lies in [c0, c1): (crow, local cols, mask over all pairs)."""
-    mask = (cols >= c0) & (cols < c1)
-    counts = torch.zeros(len(lens), dtype=torch.int64, device=cols.device).index_add_(0, rows_of, mask.long())
-    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    return crow, cols[mask] - c0, mask
-
-
-def _pair_dots(q, rows_of, db, cols):
-    """Float64 dots q[rows_of[p]] . db[cols[p]] for every pair p, gathered in chunks: (P,) float64."""
-    out = torch.empty(cols.shape, dtype=torch.float64, device=db.device)
-    step = max(1, _RESCORE_ELEMS // (8 * db.shape[1]))
-    for a in range(0, len(cols), step):
-        out[a:a + step] = (db[cols[a:a + step]].double() * q[rows_of[a:a + step]]).sum(1)
-    return out
-
-
-def _sampled_dots(q, crow, db, cols):
-    """The same dots as one sampled product (CPU: no (pairs, D) gather), from the CSR pattern."""
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore")
-        pattern = torch.sparse_csr_tensor(crow, cols, torch.zeros(len(cols), dtype=torch.float64, device=db.device),
-                                          size=(len(q), len(db)), check_invariants=False)
-        return torch.sparse.sampled_addmm(pattern, q, db.double().T).values()
-
-
-def exact_scores_csr(x, rows, cols, lens, sampled=None, x64=None):
-    """Exact scores (float64 inner products rounded to float32) of variable-length candidate lists.
-
-    Args:
-        x: (N, D) float32 tensor; rows: (R,) int64 query ids; cols: (P,) int64 candidate ids,
-            row r's ``lens[r]`` candidates consecutive and ascending; lens: (R,) int64.
-        sampled: one sampled sparse product per column chunk (default on the CPU, where it is
-            ~2x the gather), else float64 dots of gathered pairs (any device); same values.
-        x64: optional float64 copy of x (saves converting the rows at every call).
-    Returns:
-        (P,) float32 tensor on x's device.
-    """
-    n, dim = x.shape
-    sampled = x.device.type == "cpu" if sampled is None else sampled
-    out = torch.empty(cols.shape, dtype=torch.float32, device=x.device)
-    rows_of = torch.repeat_interleave(torch.arange(len(lens), device=x.device), lens)
-    db = x if x64 is None else x64
-    q = db[rows].double()
-    if not sampled:
-        return _pair_dots(q, rows_of, db, cols).float()
-    step = n if x64 is not None else max(1, _RESCORE_ELEMS // dim)
-    for c0 in range(0, n, step):
-        c1 = min(n, c0 + step)
-        crow, local, mask = _csr_chunk(rows_of, cols, lens, c0, c1)
-        if len(local):
-            out[mask] = _sampled_dots(q, crow, db[c0:c1], local).float()
-    return out
-
-
-def exact_scores(x, rows, cand):
-    """Exact scores (float64 inner products rounded to float32) of query rows against candidates.
-
-    Args:
-        x: (N, D) float32 tensor; rows: (B,) int64 query ids; cand: (B, C) int64 candidate ids.
-    Returns:
-        (B, C) float32 tensor on x's device.
-    """
-    srt, order = cand.sort(dim=1)
-    lens = torch.full((len(rows),), cand.shape[1], dtype=torch.int64, device=x.device)
-    vals = exact_scores_csr(x, rows, srt.reshape(-1), lens).view(cand.shape)
-    return torch.empty_like(vals).scatter_(1, order, vals)
-
-
-def rank_candidates(scores, cand, k):
-    """The first k candidates of each row by score, descending, ties by the smaller id.
-
-    Args:
-        scores: (B, C) float32; cand: (B, C) int64 ids, distinct within a row; k <= C.
-    Returns:
-        ((B, k) float32 scores, (B, k) int64 ids), tensors.
-    """
-    by_id = cand.argsort(dim=1)
-    cand, scores = cand.gather(1, by_id), scores.gather(1, by_id)
-    top, order = scores.sort(dim=1, descending=True, stable=True)
-    return top[:, :k], cand.gather(1, order[:, :k])
 
 
 def _needed_widths(vals, k, delta, rel, width):
@@ -316,5 +233,5 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
     return sims.cpu().numpy(), idx.cpu().numpy().astype(np.int64, copy=False)
 
 
-__all__ = ["BLOCK_BYTES", "RESCORE_COPY_BYTES", "strict_matmul", "score_error_bound", "row_error_bounds", "torch_device", "exact_scores",
-           "exact_scores_csr", "rank_candidates", "candidate_groups", "knn_torch"]
+__all__ = ["BLOCK_BYTES", "RESCORE_COPY_BYTES", "strict_matmul", "score_error_bound", "row_error_bounds",
+           "torch_device", "exact_scores", "exact_scores_csr", "rank_candidates", "candidate_groups", "knn_torch"]
