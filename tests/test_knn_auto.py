@@ -115,3 +115,19 @@ def test_benchmark_prints_every_backend_next_to_the_gemm_rates(capsys):
     for row in ("| torch/fp32 |", "| faiss-cpu |", "| torch/bf16 |", "| auto -> "):
         assert row in out
     assert "auto / fastest:" in out and "speed-up over fp32" in out
+
+
+def test_reranking_and_jaccard_go_through_the_same_choice(fresh, monkeypatch):
+    import torch
+    from canu_plugin.clustering.jaccard import jaccard_distance
+    from canu_plugin.evaluation.evaluator import rerank_blocks
+    _inject(monkeypatch, fresh, {FAISS: 0.5, T32: 0.5, T16: 0.1})
+    x = clustered_features(300, 48, seed=8)[0]
+    ref = jaccard_distance(x, 10, 4, backend="faiss-cpu")
+    assert fresh == []
+    np.testing.assert_allclose(jaccard_distance(x, 10, 4).toarray(), ref.toarray(), atol=1e-6)
+    assert fresh == [[FAISS, T32, T16]]
+    knn_calibrate._CACHE.clear()
+    t = torch.from_numpy(x)
+    block = rerank_blocks(t[:100], t[100:], lambda a, b: torch.zeros(b - a, 200), 10, 4, 0.3)
+    assert block(0, 5).shape == (5, 200) and len(fresh) == 2

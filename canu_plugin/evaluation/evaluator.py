@@ -138,13 +138,14 @@ def query_expansion(q, g, qe_times=1, qe_k=5, alpha=3.0, chunk=256):
     return feats[:len(q)], feats[len(q):]
 
 
-def rerank_blocks(q, g, base_block, k1, k2, lambda_value, backend="auto"):
+def rerank_blocks(q, g, base_block, k1, k2, lambda_value, backend="auto", precision="auto"):
     """Distance-block function for k-reciprocal re-ranking, from the sparse Jaccard distance.
 
     Args:
         q: (Q, D), g: (G, D) float32 tensors; base_block: callable (start, stop) -> (B, G) original
             distances (:func:`feature_blocks`); k1, k2, lambda_value: ``TEST.RERANK.*``;
-        backend: k-NN backend (``CLUSTERING.KNN_BACKEND``).
+        backend, precision: k-NN backend and torch first pass (``CLUSTERING.KNN_BACKEND`` /
+            ``KNN_PRECISION``; "auto": the clustering's measured choice).
     Returns:
         callable (start, stop) -> (B, G) float32 ``(1 - lambda) * jaccard + lambda * dist``.
     """
@@ -153,7 +154,8 @@ def rerank_blocks(q, g, base_block, k1, k2, lambda_value, backend="auto"):
     if not 1 <= int(k2) <= int(k1) <= n_q + len(g):
         raise CanuError(f"re-ranking needs 1 <= TEST.RERANK.K2 ({k2}) <= K1 ({k1}) <= query + gallery size "
                         f"({n_q + len(g)}): lower TEST.RERANK.K1/K2 or disable TEST.RERANK")
-    jac = jaccard_distance(torch.cat([q, g]), k1=int(k1), k2=int(k2), backend=backend)  # absent = 1.0
+    jac = jaccard_distance(torch.cat([q, g]), k1=int(k1), k2=int(k2), backend=backend,  # absent = 1.0
+                           precision=precision)
     q_to_g = jac[:n_q][:, n_q:].tocsr()
     del jac
 
@@ -251,8 +253,9 @@ class CanuReidEvaluator(ReidEvaluator):
             q, g = query_expansion(q, g, cfg.TEST.AQE.QE_TIME, cfg.TEST.AQE.QE_K, cfg.TEST.AQE.ALPHA, chunk)
         block = feature_blocks(q, g, cfg.TEST.METRIC)
         if cfg.TEST.RERANK.ENABLED:
-            block = rerank_blocks(q, g, block, cfg.TEST.RERANK.K1, cfg.TEST.RERANK.K2, cfg.TEST.RERANK.LAMBDA,
-                                  cfg.CLUSTERING.KNN_BACKEND if "CLUSTERING" in cfg else "auto")
+            c = cfg.CLUSTERING if "CLUSTERING" in cfg else None
+            knn = (c.KNN_BACKEND, c.KNN_PRECISION) if c is not None else ("auto", "auto")
+            block = rerank_blocks(q, g, block, cfg.TEST.RERANK.K1, cfg.TEST.RERANK.K2, cfg.TEST.RERANK.LAMBDA, *knn)
         return rank_metrics(block, pids[:n], pids[n:], camids[:n], camids[n:],
                             max_rank=cfg.TEST.CANU.MAX_RANK, chunk=chunk, device=device, threads=cfg.TEST.CANU.THREADS)
 
