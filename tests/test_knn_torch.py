@@ -212,3 +212,17 @@ def test_rescoring_paths_agree_with_float64():
             assert torch.equal(exact_scores_csr(x, rows, cols, lens, sampled=sampled), ref)
     finally:
         kt._RESCORE_ELEMS = old
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_cuda_rescoring_path_on_the_cpu_gives_the_exact_lists(monkeypatch, precision):
+    """CUDA re-scores with gathered float64 dots and no float64 copy: the same path, run on the CPU."""
+    import functools
+    import canu_plugin.clustering.knn_torch as kt
+    monkeypatch.setattr(kt, "exact_scores_csr", functools.partial(kt.exact_scores_csr, sampled=False))
+    monkeypatch.setattr(kt, "RESCORE_COPY_BYTES", 0)
+    x = _near_ties(copies=60)
+    sims, idx = knn_torch(x, 30, precision=precision, chunk=70, device="cpu", margin=3)
+    ref_s, ref_i = _reference(x, 30)
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_array_equal(sims, ref_s)
