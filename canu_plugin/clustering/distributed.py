@@ -89,6 +89,21 @@ def share_features(features, layout="full", src=0):
     return x
 
 
+def _shared_choice(backend, precision, x, k, rows, rank, dst):
+    """Rank ``dst``'s (backend, precision) for all ranks (a measured "auto" could differ between
+    them); its error, if any, is raised on every rank (none is left waiting)."""
+    box = [None]
+    if rank == dst:
+        try:
+            box = [resolve_knn(backend, precision, x, k, rows)]
+        except CanuError as e:
+            box = [e]
+    dist.broadcast_object_list(box, src=dst)
+    if isinstance(box[0], Exception):
+        raise box[0]
+    return box[0]
+
+
 def sharded_knn(features, k, layout="full", backend="auto", chunk=8192, precision="auto", nlist=0, nprobe=32, dst=0):
     """Exact (or faiss-ivf) k-NN of all N rows, each rank searching its share of the queries.
 
@@ -106,9 +121,7 @@ def sharded_knn(features, k, layout="full", backend="auto", chunk=8192, precisio
     rows = (int(bounds[rank]), int(bounds[rank + 1]))
     if not 1 <= k <= len(x):
         raise CanuError(f"k={k} neighbours asked for among {len(x)} samples: need 1 <= k <= N")
-    choice = [resolve_knn(backend, precision, x, k, rows) if rank == dst else None]
-    dist.broadcast_object_list(choice, src=dst)  # one choice for all ranks (a measured "auto" could differ)
-    backend, precision = choice[0]
+    backend, precision = _shared_choice(backend, precision, x, k, rows, rank, dst)
     if backend == "torch":  # searches on the features' device, no host copy
         from canu_plugin.clustering.knn_torch import knn_torch
         sims, idx = knn_torch(x, k, chunk=chunk, rows=rows, precision=precision, device=x.device)
