@@ -131,3 +131,16 @@ def test_reranking_and_jaccard_go_through_the_same_choice(fresh, monkeypatch):
     t = torch.from_numpy(x)
     block = rerank_blocks(t[:100], t[100:], lambda a, b: torch.zeros(b - a, 200), 10, 4, 0.3)
     assert block(0, 5).shape == (5, 200) and len(fresh) == 2
+
+
+def test_a_candidate_that_fails_is_not_chosen(monkeypatch):
+    real = knn_calibrate._search
+
+    def flaky(cand, x, k, device):
+        if cand == T16:
+            raise RuntimeError("bf16 matmul not supported here")
+        return real(cand, x, k, device)
+    monkeypatch.setattr(knn_calibrate, "_search", flaky)
+    t = knn_calibrate.measure([FAISS, T32, T16], clustered_features(300, 32, seed=4)[0], 5, rounds=1)
+    assert t[T16] == {"pairs": float("inf")} and sum(t[T32].values()) < float("inf")
+    assert knn_calibrate.choose({c: sum(p.values()) for c, p in t.items()}, FAISS)[0] != T16

@@ -112,11 +112,17 @@ def measure(candidates, x, k, device=None, rounds=ROUNDS, budget_s=BUDGET_S):
     best = {c: None for c in candidates}
     running, t_start = list(candidates), time.perf_counter()
     for r in range(rounds + 1):
-        for c in running:
-            parts = _search(c, x, k, device)
+        for c in list(running):
+            try:
+                parts = _search(c, x, k, device)
+            except (RuntimeError, MemoryError) as e:  # e.g. a precision this device cannot run
+                logger.info("k-NN calibration: %s failed (%s), not a candidate", label(c), e)
+                best[c] = {"pairs": float("inf")}
+                running.remove(c)
+                continue
             if r and (best[c] is None or sum(parts.values()) < sum(best[c].values())):
                 best[c] = parts
-        if r:  # a candidate 3x slower than the best so far cannot win: not timed again
+        if r and running:  # a candidate 3x slower than the best so far cannot win: not timed again
             lead = min(sum(best[c].values()) for c in running)
             running = [c for c in running if sum(best[c].values()) <= DROP * lead]
         if r and time.perf_counter() - t_start > budget_s:
