@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 QUERIES = 128          # calibration queries ...
 DATABASE = 4096        # ... against this many rows (about 2 GFLOP at D = 2048)
 ROUNDS = 3             # interleaved timed rounds (after one untimed warm-up round)
-BUDGET_S = 1.0         # no further rounds once this much time was spent
+BUDGET_S = 0.6         # no further rounds once this much time was spent (at least one timed round)
 MARGIN = 0.10          # the default is kept unless the fastest is > 10 % faster
 DROP = 3.0             # candidates this much slower than the best (on the sample) are not timed again
 MIN_GFLOP = 20.0       # below 2 N^2 D / 1e9 = this, no calibration: the default runs
