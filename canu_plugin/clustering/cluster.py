@@ -22,7 +22,7 @@ from canu_plugin.clustering.distance_terms import (add_source_term, check_source
                                                    source_distance_vector)
 from canu_plugin.clustering.inputs import as_unit_features, check_eps, check_k
 from canu_plugin.clustering.jaccard import jaccard_from_knn
-from canu_plugin.clustering.knn import knn_search, resolve_backend, resolve_knn
+from canu_plugin.clustering.knn import choice_info, knn_search, resolve_backend
 from canu_plugin.clustering.minsum import DEFAULT_MAX_PAIRS, ZERO_TOL, row_ids
 from canu_plugin.errors import CanuError
 
@@ -163,14 +163,6 @@ def _source_jaccard(x, sims, idx, k1, k2, eps, eps_rule, rho, terms, jaccard_kw)
     return dist, eps
 
 
-def _knn_choice(x, k1, method, backend, precision):
-    """{"backend": ...[, "precision": ...]}: the k-NN that ``method`` runs (torch: with its first pass)."""
-    if method != "dbscan":
-        return {"backend": resolve_backend(backend)}
-    chosen, prec = resolve_knn(backend, precision, x, min(int(k1), len(x)))
-    return {"backend": chosen, "precision": prec} if chosen == "torch" else {"backend": chosen}
-
-
 def _neighbours(x, k1, knn, knn_opts):
     """The (N, >= k1) k-NN table: ``knn`` when given (checked), else searched with ``knn_opts``."""
     if knn is None:
@@ -248,8 +240,9 @@ def cluster_features(features, method="dbscan", k1=30, k2=6, eps=0.6, eps_rule="
         (labels (N,) int64, centroids (K, D) float32[, info dict]); see the module docstring.
     """
     x = as_unit_features(features)
-    info = {"method": method, **({"backend": "precomputed"} if knn is not None
-                                 else _knn_choice(x, k1, method, backend, precision))}
+    info = {"method": method, "backend": "precomputed" if knn is not None else resolve_backend(backend, log=False)}
+    if knn is None and method == "dbscan":  # the k-NN that runs ("auto": measured), torch's first pass too
+        info.update(choice_info(backend, precision, x, min(int(k1), len(x))))
     knn_opts = dict(backend=backend, chunk=chunk, precision=precision, nlist=ivf_nlist, nprobe=ivf_nprobe)
     t0 = time.perf_counter()
     if method == "dbscan":

@@ -65,13 +65,14 @@ def _auto(faiss, n_gpus, cuda):
     return "faiss-cpu", "torch sees no CUDA device"
 
 
-def resolve_backend(backend="auto"):
+def resolve_backend(backend="auto", log=True):
     """Pick the k-NN backend.
 
     Args:
         backend: one of ``BACKENDS``.
     Returns:
-        "faiss-gpu", "torch", "faiss-cpu" or "faiss-ivf"; "auto" logs its choice and why (once).
+        "faiss-gpu", "torch", "faiss-cpu" or "faiss-ivf": "auto"'s static choice, logged with why
+        (once) unless ``log`` is False (:func:`resolve_knn` may measure instead).
     Raises:
         CanuError: unknown name, or "faiss-gpu" asked for where it cannot run.
     """
@@ -91,7 +92,7 @@ def resolve_backend(backend="auto"):
     if backend != "auto":
         return backend
     choice, why = _auto(faiss, n_gpus, cuda)
-    if (choice, why) not in _LOGGED:
+    if log and (choice, why) not in _LOGGED:
         _LOGGED.add((choice, why))
         logger.info("k-NN backend 'auto' -> %s (%s)", choice, why)
     return choice
@@ -174,7 +175,7 @@ def resolve_knn(backend, precision, features, k, rows=None):
         (backend, precision): backend as :func:`resolve_backend`, precision in ``PRECISIONS``.
     """
     from canu_plugin.clustering import knn_calibrate
-    static = resolve_backend(backend)
+    resolve_backend(backend, log=False)  # checks the name and that it can run
     if backend == "torch" and precision != "auto":
         return "torch", precision
     faiss = _faiss(required=False)
@@ -182,8 +183,14 @@ def resolve_knn(backend, precision, features, k, rows=None):
     n, dim = features.shape
     m = n if rows is None else rows[1] - rows[0]
     if len(cands) == 1 or knn_calibrate.gflop(m, n, dim) < knn_calibrate.MIN_GFLOP:
-        return (static, cands[0][1]) if backend == "auto" else cands[0]
+        return (resolve_backend(backend), cands[0][1]) if backend == "auto" else cands[0]
     return knn_calibrate.calibrated(cands, features, k, m)[0]
+
+
+def choice_info(backend, precision, features, k):
+    """{"backend": ...[, "precision": ...]}: what :func:`resolve_knn` runs (torch: with its first pass)."""
+    chosen, prec = resolve_knn(backend, precision, features, k)
+    return {"backend": chosen, "precision": prec} if chosen == "torch" else {"backend": chosen}
 
 
 def knn_search(features, k, backend="auto", chunk=8192, rows=None, precision="auto", nlist=0, nprobe=32):
@@ -226,4 +233,5 @@ def knn_search(features, k, backend="auto", chunk=8192, rows=None, precision="au
     return sims, idx
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "PRECISION_CHOICES", "resolve_backend", "resolve_knn", "knn_search"]
+__all__ = ["BACKENDS", "PRECISIONS", "PRECISION_CHOICES", "resolve_backend", "resolve_knn", "choice_info",
+           "knn_search"]
