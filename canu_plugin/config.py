@@ -11,10 +11,10 @@ def _add_clustering_config(cfg):
     _C = cfg
     _C.CLUSTERING = CN()
     _C.CLUSTERING.METHOD = "dbscan"        # "dbscan" (Jaccard + DBSCAN: CANU, SpCL) or "kmeans" (MMT's original)
-    _C.CLUSTERING.KNN_BACKEND = "auto"     # "auto" (faiss-gpu, else torch on CUDA, else faiss-cpu; logged), "faiss-gpu",
+    _C.CLUSTERING.KNN_BACKEND = "auto"     # "auto" (the exact backend measured fastest here, logged), "faiss-gpu",
     #                                        "torch" (exact, torch's device), "faiss-cpu", "faiss-ivf" (approximate, CPU)
     _C.CLUSTERING.KNN_CHUNK = 8192         # queries per search call / torch block: bounds the k-NN's extra memory
-    _C.CLUSTERING.KNN_PRECISION = "fp32"   # torch backend's first pass: "fp32", "fp16" or "bf16" (re-scored: same neighbours)
+    _C.CLUSTERING.KNN_PRECISION = "auto"   # torch backend's first pass: "auto" (measured), "fp32", "fp16" or "bf16" (re-scored: same neighbours)
     _C.CLUSTERING.KNN_IVF_NLIST = 0        # faiss-ivf: inverted lists; 0 = 4 sqrt(N)
     _C.CLUSTERING.KNN_IVF_NPROBE = 32      # faiss-ivf: lists searched per query (higher: better recall, slower)
     _C.CLUSTERING.KNN_SHARDED = "auto"     # DDP: each rank searches its share of the queries; "auto" (NCCL, world > 1),

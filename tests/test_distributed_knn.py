@@ -53,6 +53,12 @@ def _worker(rank, world, init, out):
         else:
             assert views == [None, None]
         np.save(os.path.join(out, f"flags{rank}.npy"), np.array(flags))
+        try:  # rank 0 chooses for all; its error reaches every rank (none waits for a broadcast)
+            sharded_knn(x, K1, backend="faiss-gpu")
+            raised = False
+        except CanuError as e:
+            raised = "faiss-gpu" in str(e)
+        np.save(os.path.join(out, f"raised{rank}.npy"), np.array(raised))
     finally:
         dist.destroy_process_group()
 
@@ -74,6 +80,7 @@ def test_two_gloo_processes_give_the_single_process_labels(tmp_path):
                                                        K1, backend="torch")[1])
     for rank in (0, 1):  # gloo: "auto" leaves the k-NN on rank 0, "on" shards it
         np.testing.assert_array_equal(np.load(tmp_path / f"flags{rank}.npy"), [False, True, False])
+        assert np.load(tmp_path / f"raised{rank}.npy")
 
 
 def test_without_a_process_group():

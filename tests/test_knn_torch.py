@@ -175,3 +175,54 @@ def test_cuda_gives_the_cpu_lists(precision):
     gpu = knn_torch(x, 30, precision=precision, device="cuda")
     np.testing.assert_array_equal(gpu[1], cpu[1])
     np.testing.assert_array_equal(gpu[0], cpu[0])
+
+
+@pytest.mark.parametrize("precision,dtype",
+                         [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_measured_row_bounds_hold_and_are_tighter_than_the_worst_case(precision, dtype):
+    from canu_plugin.clustering.knn_torch import row_error_bounds
+    x = np.concatenate([_unit(np.random.default_rng(1).standard_normal((300, 2048))),
+                        clustered_features(300, 2048, seed=5)[0]])
+    exact = (x.astype(np.float64) @ x.T.astype(np.float64)).astype(np.float32)
+    t = torch.from_numpy(x)
+    fx = t if precision == "fp32" else t.to(dtype)
+    fast = (fx @ fx.T).float()
+    delta, rel = row_error_bounds(t, fx, precision)
+    err = (fast - torch.from_numpy(exact)).abs()
+    assert bool((err <= delta[:, None] + rel * fast.abs()).all())
+    if precision != "fp32":  # the input rounding measured, not its worst case: a third narrower at |f| = 1
+        assert float(delta.max()) + rel < 0.7 * score_error_bound(2048, precision)
+
+
+def test_rescoring_paths_agree_with_float64():
+    from canu_plugin.clustering.knn_exact import exact_scores_csr
+    x = torch.from_numpy(clustered_features(500, 300, seed=6)[0])
+    rng = np.random.default_rng(0)
+    rows = torch.arange(0, 500, 7)
+    lens = torch.from_numpy(rng.integers(1, 40, len(rows)))
+    cols = torch.cat([torch.from_numpy(np.sort(rng.choice(500, int(m), replace=False))) for m in lens])
+    rows_of = torch.repeat_interleave(rows, lens)
+    ref = (x[rows_of].double() * x[cols].double()).sum(1).float()
+    for sampled in (True, False):
+        assert torch.equal(exact_scores_csr(x, rows, cols, lens, sampled=sampled), ref)
+    import canu_plugin.clustering.knn_exact as kt
+    old, kt._RESCORE_ELEMS = kt._RESCORE_ELEMS, 300 * 64  # several column chunks and pair chunks
+    try:
+        for sampled in (True, False):
+            assert torch.equal(exact_scores_csr(x, rows, cols, lens, sampled=sampled), ref)
+    finally:
+        kt._RESCORE_ELEMS = old
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_cuda_rescoring_path_on_the_cpu_gives_the_exact_lists(monkeypatch, precision):
+    """CUDA re-scores with gathered float64 dots and no float64 copy: the same path, run on the CPU."""
+    import functools
+    import canu_plugin.clustering.knn_torch as kt
+    monkeypatch.setattr(kt, "exact_scores_csr", functools.partial(kt.exact_scores_csr, sampled=False))
+    monkeypatch.setattr(kt, "RESCORE_COPY_BYTES", 0)
+    x = _near_ties(copies=60)
+    sims, idx = knn_torch(x, 30, precision=precision, chunk=70, device="cpu", margin=3)
+    ref_s, ref_i = _reference(x, 30)
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_array_equal(sims, ref_s)

@@ -13,7 +13,7 @@ Then the cost model is fitted on the measured sizes (k-NN: a N^2 D; Jaccard, DBS
 memory: m0 + m1 N) and projected to ``--project`` samples. ``benchmark_tiled.py`` measures the
 Jaccard + DBSCAN stages at 1M directly, on tiled copies of these lists.
 
-    nice -n 10 python tools/benchmark_scale.py                       # 25k, 50k, 100k x 2048 (~40 min, 2 cores)
+    nice -n 10 python tools/benchmark_scale.py                       # 25k, 50k, 100k x 2048 (~80 min, 2 cores)
     python tools/benchmark_scale.py --sizes 3000 6000 --dim 256 --approx-n 6000   # quick check
 """
 import argparse
@@ -43,16 +43,22 @@ def child(a):
     import faiss  # noqa: F401  (every library is imported before the baseline)
     import scipy.sparse  # noqa: F401
     import sklearn.cluster  # noqa: F401
-    if a.backend == "torch":
+    backend, _, precision = a.backend.partition("/")  # "torch/bf16": the torch backend's first pass
+    precision = precision or ("auto" if backend == "auto" else a.precision)
+    if backend in ("torch", "auto"):
         import torch  # noqa: F401
     from canu_plugin.clustering.cluster import dbscan_precomputed, resolve_workers
     from canu_plugin.clustering.jaccard import jaccard_from_knn
     from canu_plugin.clustering.knn import knn_search
-    res = {"backend": a.backend, "precision": a.precision, "nprobe": a.nprobe, "base_gib": _peak()}
+    res = {"backend": a.backend, "precision": precision, "nprobe": a.nprobe, "base_gib": _peak()}
     x = np.load(a.features)
     workers = resolve_workers(a.workers)
-    (sims, idx), res["knn_s"] = bc._timed(knn_search, x, a.k1, backend=a.backend, precision=a.precision,
+    (sims, idx), res["knn_s"] = bc._timed(knn_search, x, a.k1, backend=backend, precision=precision,
                                           nprobe=a.nprobe)
+    if backend == "auto":  # what it chose (cached by the search above)
+        from canu_plugin.clustering.knn import resolve_knn
+        from canu_plugin.clustering.knn_calibrate import label
+        res["chose"] = label(resolve_knn(backend, precision, x, a.k1))
     res["peak_knn_gib"] = _peak()
     dist, res["jaccard_s"] = bc._timed(jaccard_from_knn, x, sims, idx, a.k1, a.k2, max_dist=a.eps, workers=workers)
     res["peak_jaccard_gib"] = _peak()
@@ -93,7 +99,7 @@ def bench_size(a, n, tmp):
     ref_labels = ref_idx = None
     for backend in a.backends:
         print(f"  N={n} {backend} ...", file=sys.stderr, flush=True)
-        res, labels, idx = _run(a, backend, feats, os.path.join(tmp, f"{backend}{n}.json"))
+        res, labels, idx = _run(a, backend, feats, os.path.join(tmp, f"{backend.replace('/', '_')}{n}.json"))
         if ref_labels is None:
             ref_labels, ref_idx = labels, idx
         res["labels_equal_first"] = bool(np.array_equal(labels, ref_labels))
@@ -146,7 +152,8 @@ def table(rows, models, proj, gpu_tflops):
             if r["backend"] == "faiss-ivf":
                 approx.append((row["n"], r))
                 continue
-            out.append(f"| {row['n']} | {r['backend']} | {r['knn_s']:.1f} | {r['jaccard_s']:.1f} | {r['dbscan_s']:.1f} | "
+            name = r["backend"] + (f" -> {r['chose']}" if "chose" in r else "")
+            out.append(f"| {row['n']} | {name} | {r['knn_s']:.1f} | {r['jaccard_s']:.1f} | {r['dbscan_s']:.1f} | "
                        f"{r['total_s']:.1f} | {r['peak_knn_gib']:.2f} / {r['peak_jaccard_gib']:.2f} / {r['peak_gib']:.2f} | "
                        f"{r['base_gib']:.2f} | {r['stored_pairs']} | {r['clusters']} | {r['outliers']} | "
                        f"{'yes' if r['labels_equal_first'] else 'NO'} ({100 * r['idx_equal_first']:.3f} % ids) |")
@@ -168,9 +175,11 @@ def table(rows, models, proj, gpu_tflops):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[25000, 50000, 100000])
-    p.add_argument("--backends", nargs="+", default=["faiss-cpu", "torch"],
-                   help="exact backends; the first is the reference")
-    p.add_argument("--precision", default="fp32", help="torch backend's first pass")
+    p.add_argument("--backends", nargs="+", default=["faiss-cpu", "torch", "torch/bf16", "auto"],
+                   help="exact backends (torch/bf16: torch with that first pass; auto: measured choice); "
+                        "the first is the reference")
+    p.add_argument("--precision", default="fp32",
+                   help="first pass of 'torch' named without one ('auto' measures its own)")
     p.add_argument("--approx-n", type=int, default=100000, help="N at which faiss-ivf runs (0: never)")
     p.add_argument("--nprobe", type=int, nargs="+", default=[32, 128], help="faiss-ivf probes (nlist = 4 sqrt(N))")
     bc.add_common_args(p)

@@ -22,7 +22,7 @@ from canu_plugin.clustering.distance_terms import (add_source_term, check_source
                                                    source_distance_vector)
 from canu_plugin.clustering.inputs import as_unit_features, check_eps, check_k
 from canu_plugin.clustering.jaccard import jaccard_from_knn
-from canu_plugin.clustering.knn import knn_search, resolve_backend
+from canu_plugin.clustering.knn import choice_info, knn_search, resolve_backend
 from canu_plugin.clustering.minsum import DEFAULT_MAX_PAIRS, ZERO_TOL, row_ids
 from canu_plugin.errors import CanuError
 
@@ -215,7 +215,7 @@ def cluster_features(features, method="dbscan", k1=30, k2=6, eps=0.6, eps_rule="
                      min_samples=4, num_clusters=500, kmeans_iters=100, seed=0, backend="auto",
                      chunk=8192, normalize_centroids=False, max_pairs=DEFAULT_MAX_PAIRS, workers=0,
                      dist_norm="none", source_features=None, source_lambda=0.0, return_info=False,
-                     precision="fp32", ivf_nlist=0, ivf_nprobe=32, knn=None):
+                     precision="auto", ivf_nlist=0, ivf_nprobe=32, knn=None):
     """Cluster features into pseudo-identities (explicit-parameter form of :func:`cluster`).
 
     Args:
@@ -232,7 +232,7 @@ def cluster_features(features, method="dbscan", k1=30, k2=6, eps=0.6, eps_rule="
         max_pairs, workers: pairs materialised at once per worker, threads (0 = min(4, cores))
             of the Jaccard stage.
         return_info: also return a dict (eps used, stage timings, counts).
-        precision: the torch backend's first pass ("fp32" | "fp16" | "bf16"; same neighbours).
+        precision: the torch backend's first pass ("auto" | "fp32" | "fp16" | "bf16"; same neighbours).
         ivf_nlist, ivf_nprobe: the faiss-ivf backend's lists (0 = 4 sqrt(N)) and probes.
         knn: precomputed (sims, idx) of shape (N, >= k1), e.g. from
             :func:`.distributed.sharded_knn`; the DBSCAN path then skips its own k-NN.
@@ -240,7 +240,9 @@ def cluster_features(features, method="dbscan", k1=30, k2=6, eps=0.6, eps_rule="
         (labels (N,) int64, centroids (K, D) float32[, info dict]); see the module docstring.
     """
     x = as_unit_features(features)
-    info = {"method": method, "backend": "precomputed" if knn is not None else resolve_backend(backend)}
+    info = {"method": method, "backend": "precomputed" if knn is not None else resolve_backend(backend, log=False)}
+    if knn is None and method == "dbscan":  # the k-NN that runs ("auto": measured), torch's first pass too
+        info.update(choice_info(backend, precision, x, min(int(k1), len(x))))
     knn_opts = dict(backend=backend, chunk=chunk, precision=precision, nlist=ivf_nlist, nprobe=ivf_nprobe)
     t0 = time.perf_counter()
     if method == "dbscan":

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from canu_plugin.clustering.inputs import as_unit_features
-from canu_plugin.clustering.knn import knn_search, resolve_backend
+from canu_plugin.clustering.knn import knn_search, resolve_knn
 from canu_plugin.errors import CanuError
 
 LAYOUTS = ("full", "root", "shares")
@@ -89,13 +89,28 @@ def share_features(features, layout="full", src=0):
     return x
 
 
-def sharded_knn(features, k, layout="full", backend="auto", chunk=8192, precision="fp32", nlist=0, nprobe=32, dst=0):
+def _shared_choice(backend, precision, x, k, rows, rank, dst):
+    """Rank ``dst``'s (backend, precision) for all ranks (a measured "auto" could differ between
+    them); its error, if any, is raised on every rank (none is left waiting)."""
+    box = [None]
+    if rank == dst:
+        try:
+            box = [resolve_knn(backend, precision, x, k, rows)]
+        except CanuError as e:
+            box = [e]
+    dist.broadcast_object_list(box, src=dst)
+    if isinstance(box[0], Exception):
+        raise box[0]
+    return box[0]
+
+
+def sharded_knn(features, k, layout="full", backend="auto", chunk=8192, precision="auto", nlist=0, nprobe=32, dst=0):
     """Exact (or faiss-ivf) k-NN of all N rows, each rank searching its share of the queries.
 
     Args:
         features, layout: see :func:`share_features`.
-        k, backend, chunk, precision, nlist, nprobe: as :func:`.knn.knn_search` (each rank resolves
-            "auto" on its own device).
+        k, backend, chunk, precision, nlist, nprobe: as :func:`.knn.knn_search` (rank ``dst``
+            resolves "auto" and broadcasts its choice, so that all ranks search alike).
         dst: the rank that receives the lists.
     Returns:
         (sims, idx): (N, k) float32 and (N, k) int64 numpy arrays on rank ``dst``, None elsewhere.
@@ -104,10 +119,11 @@ def sharded_knn(features, k, layout="full", backend="auto", chunk=8192, precisio
     x = share_features(features, layout, src=dst)
     bounds = shard_bounds(len(x), world)
     rows = (int(bounds[rank]), int(bounds[rank + 1]))
-    if resolve_backend(backend) == "torch":  # searches on the features' device, no host copy
+    if not 1 <= k <= len(x):
+        raise CanuError(f"k={k} neighbours asked for among {len(x)} samples: need 1 <= k <= N")
+    backend, precision = _shared_choice(backend, precision, x, k, rows, rank, dst)
+    if backend == "torch":  # searches on the features' device, no host copy
         from canu_plugin.clustering.knn_torch import knn_torch
-        if not 1 <= k <= len(x):
-            raise CanuError(f"k={k} neighbours asked for among {len(x)} samples: need 1 <= k <= N")
         sims, idx = knn_torch(x, k, chunk=chunk, rows=rows, precision=precision, device=x.device)
     else:
         sims, idx = knn_search(x.cpu().numpy(), k, backend, chunk, rows, precision, nlist, nprobe)

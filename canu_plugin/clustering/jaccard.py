@@ -173,20 +173,22 @@ def jaccard_from_knn(features, sims, idx, k1=30, k2=6, max_dist=1.0, keep_smalle
     return jaccard_from_vectors(vqe, max_dist, keep_smallest, max_pairs, workers)
 
 
-def jaccard_distance(features, k1=30, k2=6, backend="auto", chunk=8192, max_pairs=DEFAULT_MAX_PAIRS, workers=1):
+def jaccard_distance(features, k1=30, k2=6, backend="auto", chunk=8192, max_pairs=DEFAULT_MAX_PAIRS, workers=1,
+                     precision="auto"):
     """k-reciprocal Jaccard distance of a feature set, as a sparse matrix.
 
     Args:
         features: (N, D) array or tensor (see ``inputs.as_unit_features``; rows are L2-normalised).
         k1, k2: re-ranking parameters (Cluster-Contrast / SpCL: 30, 6).
-        backend, chunk: k-NN backend and query chunk (:func:`.knn.knn_search`).
+        backend, chunk, precision: k-NN backend, query chunk and torch first pass
+            (:func:`.knn.knn_search`; "auto": measured on this machine).
         max_pairs, workers: memory bound and threads, see :func:`.minsum.jaccard_from_vectors`.
     Returns:
         (N, N) float32 CSR with every distance < 1 and the diagonal; absent entries mean 1.0.
     """
     x = as_unit_features(features)
     check_k(x.shape[0], k1, k2)
-    sims, idx = knn_search(x, k1, backend=backend, chunk=chunk)
+    sims, idx = knn_search(x, k1, backend=backend, chunk=chunk, precision=precision)
     return jaccard_from_knn(x, sims, idx, k1, k2, max_pairs=max_pairs, workers=workers)
 
 

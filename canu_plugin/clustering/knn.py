@@ -7,8 +7,11 @@ Backends (``CLUSTERING.KNN_BACKEND``):
   (:mod:`.knn_torch`; optionally a half-precision first pass, same result);
 * ``faiss-cpu``: faiss' exact ``IndexFlatIP`` on the CPU;
 * ``faiss-ivf``: approximate, faiss ``IndexIVFFlat`` on the CPU, for very large N (recall < 1);
-* ``auto``: faiss-gpu when faiss has GPU support and torch sees CUDA, else torch when torch sees
-  CUDA, else faiss-cpu (torch on the CPU when faiss is not installed); the choice is logged.
+* ``auto``: the exact backend (and, with precision "auto", the torch first pass) measured fastest
+  on this machine by a short calibration on a sample of the features (:mod:`.knn_calibrate`), for
+  searches large enough to matter; the default it must beat by 10 %, and the choice for small
+  searches, is faiss-gpu when faiss has GPU support and torch sees CUDA, else torch when torch
+  sees CUDA, else faiss-cpu (torch on the CPU when faiss is not installed). The choice is logged.
 
 Queries are searched in chunks, so the memory beyond the index is ``chunk * k`` results (and one
 (chunk, N) block of scores for torch).
@@ -23,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "faiss-gpu", "torch", "faiss-cpu", "faiss-ivf")
 PRECISIONS = ("fp32", "fp16", "bf16")  # the torch backend's first pass
+PRECISION_CHOICES = ("auto",) + PRECISIONS  # "auto": measured with the backend (fp32 where not measured)
 _LOGGED = set()
 
 
@@ -61,13 +65,14 @@ def _auto(faiss, n_gpus, cuda):
     return "faiss-cpu", "torch sees no CUDA device"
 
 
-def resolve_backend(backend="auto"):
+def resolve_backend(backend="auto", log=True):
     """Pick the k-NN backend.
 
     Args:
         backend: one of ``BACKENDS``.
     Returns:
-        "faiss-gpu", "torch", "faiss-cpu" or "faiss-ivf"; "auto" logs its choice and why (once).
+        "faiss-gpu", "torch", "faiss-cpu" or "faiss-ivf": "auto"'s static choice, logged with why
+        (once) unless ``log`` is False (:func:`resolve_knn` may measure instead).
     Raises:
         CanuError: unknown name, or "faiss-gpu" asked for where it cannot run.
     """
@@ -87,7 +92,7 @@ def resolve_backend(backend="auto"):
     if backend != "auto":
         return backend
     choice, why = _auto(faiss, n_gpus, cuda)
-    if (choice, why) not in _LOGGED:
+    if log and (choice, why) not in _LOGGED:
         _LOGGED.add((choice, why))
         logger.info("k-NN backend 'auto' -> %s (%s)", choice, why)
     return choice
@@ -138,11 +143,57 @@ def _check(n, k, chunk, rows, precision):
         raise CanuError(f"k-NN chunk={chunk} must be a positive number of queries (CLUSTERING.KNN_CHUNK)")
     if rows is not None and not 0 <= rows[0] <= rows[1] <= n:
         raise CanuError(f"query rows {tuple(rows)} outside [0, {n}]")
-    if precision not in PRECISIONS:
-        raise CanuError(f"unknown k-NN precision {precision!r}: set CLUSTERING.KNN_PRECISION to one of {PRECISIONS}")
+    if precision not in PRECISION_CHOICES:
+        raise CanuError(f"unknown k-NN precision {precision!r}: set CLUSTERING.KNN_PRECISION to one of "
+                        f"{PRECISION_CHOICES}")
 
 
-def knn_search(features, k, backend="auto", chunk=8192, rows=None, precision="fp32", nlist=0, nprobe=32):
+def _candidates(backend, precision, faiss, n_gpus, cuda):
+    """The (backend, precision) pairs "auto" may measure, the static default first."""
+    if precision != "auto":
+        precs = [precision]
+    else:
+        precs = ["fp32", "bf16", "fp16"] if cuda else ["fp32", "bf16"]
+    torch_c = [("torch", p) for p in precs]
+    if backend == "torch":
+        return torch_c
+    if backend != "auto":
+        return [(backend, "fp32" if precision == "auto" else precision)]
+    first = _auto(faiss, n_gpus, cuda)[0]
+    return torch_c if first == "torch" else [(first, "fp32")] + torch_c
+
+
+def resolve_knn(backend, precision, features, k, rows=None):
+    """The (backend, precision) that searches ``features``: "auto" backends and precisions are
+    measured on this machine (:mod:`.knn_calibrate`, once per process) when the search is large.
+
+    Args:
+        backend: one of ``BACKENDS``; precision: one of ``PRECISION_CHOICES``;
+        features: (N, D) float32 array (or tensor) with unit rows; k: neighbours;
+        rows: (start, stop) query rows (default all N).
+    Returns:
+        (backend, precision): backend as :func:`resolve_backend`, precision in ``PRECISIONS``.
+    """
+    from canu_plugin.clustering import knn_calibrate
+    resolve_backend(backend, log=False)  # checks the name and that it can run
+    if backend == "torch" and precision != "auto":
+        return "torch", precision
+    faiss = _faiss(required=False)
+    cands = _candidates(backend, precision, faiss, _faiss_gpus(faiss), _torch_has_cuda())
+    n, dim = features.shape
+    m = n if rows is None else rows[1] - rows[0]
+    if len(cands) == 1 or knn_calibrate.gflop(m, n, dim) < knn_calibrate.MIN_GFLOP:
+        return (resolve_backend(backend), cands[0][1]) if backend == "auto" else cands[0]
+    return knn_calibrate.calibrated(cands, features, k, m)[0]
+
+
+def choice_info(backend, precision, features, k):
+    """{"backend": ...[, "precision": ...]}: what :func:`resolve_knn` runs (torch: with its first pass)."""
+    chosen, prec = resolve_knn(backend, precision, features, k)
+    return {"backend": chosen, "precision": prec} if chosen == "torch" else {"backend": chosen}
+
+
+def knn_search(features, k, backend="auto", chunk=8192, rows=None, precision="auto", nlist=0, nprobe=32):
     """k nearest neighbours of every row (or of ``rows``) among all rows, itself included.
 
     Args:
@@ -152,7 +203,8 @@ def knn_search(features, k, backend="auto", chunk=8192, rows=None, precision="fp
         chunk: at most this many queries per search call (> 0); faiss' chunks are balanced, so
             that none is tiny (faiss computes fewer than 20 queries without BLAS).
         rows: (start, stop) query rows (default: all N); the database is always all N rows.
-        precision: torch backend's first pass, "fp32", "fp16" or "bf16" (same neighbours).
+        precision: torch backend's first pass, "fp32", "fp16" or "bf16" (same neighbours), or
+            "auto" (measured with the backend, see :func:`resolve_knn`).
         nlist, nprobe: faiss-ivf's lists (0 = 4 sqrt(N)) and lists searched per query.
     Returns:
         (sims, idx): (M, k) float32 inner products, descending, and (M, k) int64 neighbour ids,
@@ -162,7 +214,7 @@ def knn_search(features, k, backend="auto", chunk=8192, rows=None, precision="fp
     x = np.ascontiguousarray(features, dtype=np.float32)
     n = x.shape[0]
     _check(n, k, chunk, rows, precision)
-    backend = resolve_backend(backend)
+    backend, precision = resolve_knn(backend, precision, x, k, rows)
     if backend == "torch":
         from canu_plugin.clustering.knn_torch import knn_torch
         return knn_torch(x, k, chunk=chunk, rows=rows, precision=precision)
@@ -181,4 +233,5 @@ def knn_search(features, k, backend="auto", chunk=8192, rows=None, precision="fp
     return sims, idx
 
 
-__all__ = ["BACKENDS", "resolve_backend", "knn_search"]
+__all__ = ["BACKENDS", "PRECISIONS", "PRECISION_CHOICES", "resolve_backend", "resolve_knn", "choice_info",
+           "knn_search"]

@@ -1,7 +1,7 @@
 """Exact k nearest neighbours on torch: blocked matrix products on the features' device.
 
-This is the ``torch`` backend of :func:`.knn.knn_search`, for a CUDA build of torch with
-``faiss-cpu`` (faiss-gpu wheels exist for a few CUDA versions only), and on the CPU for tests.
+This is the ``torch`` backend of :func:`.knn.knn_search`: on CUDA, and on CPUs whose matrix
+products beat the BLAS that faiss bundles (``auto`` measures it, :mod:`.knn_calibrate`).
 
 Scores and order. A pair's *exact score* is its inner product computed in float64 and rounded to
 float32. Each row's neighbours are sorted by exact score, descending, ties by the smaller id; so
@@ -10,31 +10,39 @@ the lists do not depend on the device, the blocking or the precision of the firs
 Two passes per block of queries:
 
 1. a *fast pass*: the (B, N) products of the block against all rows, in ``precision`` ("fp32",
-   or "fp16" / "bf16" on tensor cores), accumulated in float32 (TF32 and reduced-precision
+   or "fp16" / "bf16" on tensor cores / AMX), accumulated in float32 (TF32 and reduced-precision
    reductions are switched off), and the top ``k + margin`` of each row;
-2. the *re-scoring*: the exact scores of those candidates, sorted, the first k kept.
+2. the *re-scoring*: the exact scores of the candidates that can still be among the top k, as
+   one sampled float64 product (CPU) or float64 dots (elsewhere; :mod:`.knn_exact`), sorted,
+   the first k kept.
 
-The fast scores differ from the exact ones by at most ``delta`` (:func:`score_error_bound`), so
-every true top-k neighbour has a fast score >= (k-th fast score) - 2 delta. A row whose candidate
-list does not reach below that threshold (many near-ties at its k-th neighbour) gets a 4x wider
-list, until it does or holds all N rows: the result equals the float32 one in every case.
+The fast scores differ from the exact ones by at most ``delta_i + rel |f|``
+(:func:`row_error_bounds`: the rounding of each row to ``precision`` is *measured*, its norm e_i,
+so delta_i = e_i + max e + float32 accumulation; ``rel`` is the rounding of the half-precision
+product; the worst case :func:`score_error_bound` gives about a 2x wider window). So every true
+top-k neighbour has a fast score within 2 delta_i (plus the relative terms) of the k-th fast
+score; only those candidates are re-scored (bf16, D = 2048: ~38 per row for k = 31). A row whose candidate list
+does not reach below that threshold gets a 4x wider list, until it does or holds all N rows:
+the result equals the float32 one in every case.
 
-Cost: N^2 D multiply-adds in the fast pass, N (k + margin) D in float64 for the re-scoring;
-memory: the features (plus a half-precision copy), one (B, N) block (``BLOCK_BYTES``) and the
-(N, k) output.
+Cost: N^2 D multiply-adds in the fast pass, a top-k over N^2 scores, N (k + a few) D in float64
+for the re-scoring; memory: the features (plus a half-precision copy; on the CPU a float64 copy
+when it fits ``RESCORE_COPY_BYTES``), one (B, N) block (``BLOCK_BYTES``) and the (N, k) output.
 """
 import contextlib
 import math
+import time
 
 import numpy as np
 import torch
 
 from canu_plugin.clustering.knn import PRECISIONS
+from canu_plugin.clustering.knn_exact import exact_scores, exact_scores_csr, rank_candidates  # noqa: F401
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _UNIT_ROUNDOFF = {"fp32": 2.0 ** -24, "fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
 BLOCK_BYTES = 1 << 30        # one block of fast scores (B, N)
-_RESCORE_ELEMS = 1 << 22     # float64 elements gathered at once by the re-scoring (32 MiB)
+RESCORE_COPY_BYTES = 1 << 30  # CPU: a float64 copy of all rows for the re-scoring, made once, when it fits
 
 
 @contextlib.contextmanager
@@ -55,17 +63,48 @@ def strict_matmul():
 
 
 def score_error_bound(dim, precision="fp32"):
-    """Bound on |fast score - exact score| for rows of L2 norm <= 1 + 1e-4.
+    """Worst-case bound on |fast score - exact score| for rows of L2 norm <= 1 + 1e-4.
 
     Inputs rounded to ``precision`` (2u), the product rounded to it (u), float32 accumulation over
     ``dim`` terms and the rounding of the exact score ((dim + 2) 2^-24), fp16 subnormals
     (sqrt(dim) 2^-24), with 1 % slack. Returns a Python float (fp32, D = 2048: 1.2e-4).
+    The search itself uses the tighter, measured :func:`row_error_bounds`.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} not in {PRECISIONS}")
     u_in = 0.0 if precision == "fp32" else _UNIT_ROUNDOFF[precision]
     sub = math.sqrt(dim) * 2.0 ** -24 if precision == "fp16" else 0.0
     return 1.01 * (3.0 * u_in + (dim + 2) * 2.0 ** -24 + sub)
+
+
+def row_error_bounds(x, fast_x, precision="fp32"):
+    """Measured bound on the fast scores' error: |f_ij - s_ij| <= delta_i + rel |f_ij| for all j.
+
+    With r_i = fast_x_i - x_i (the rounding of row i to ``precision``, its norm e_i measured in
+    float64) and n_i = |x_i|: |fast_x_i . fast_x_j - x_i . x_j| <= e_i n_j + n_i e_j + e_i e_j;
+    the float32 accumulation adds gamma_D |fast_x_i| |fast_x_j|; the float32 rounding of the
+    exact score 2^-23 (so that a bound that separates also separates the rounded scores); the
+    rounding of the product to ``precision`` (no float32 output on the CPU) is ``rel`` |f|, and
+    fp16 outputs below its normal range 2^-24. All with 1 % slack.
+
+    Args:
+        x: (N, D) float32 tensor; fast_x: (N, D) x in ``precision`` (x itself for fp32).
+    Returns:
+        ((N,) float32 tensor delta on x's device, float rel).
+    """
+    dim = x.shape[1]
+    n = x.norm(dim=1).double()  # float32 norms: relative error ~ D 2^-24, inside the 1 % slack
+    e = torch.zeros_like(n)
+    if fast_x is not x:  # x - fast_x is exact in float32 (Sterbenz); in row blocks to bound memory
+        for a in range(0, len(x), 8192):
+            e[a:a + 8192] = (fast_x[a:a + 8192].float() - x[a:a + 8192]).norm(dim=1).double()
+    n_max, e_max = float(n.max()), float(e.max())
+    gamma = dim * 2.0 ** -24 / (1.0 - dim * 2.0 ** -24)
+    delta = e * n_max + n * e_max + e * e_max + gamma * (n + e) * (n_max + e_max) + 2.0 ** -23
+    if precision == "fp16":
+        delta = delta + 2.0 ** -24
+    rel = 0.0 if precision == "fp32" else _UNIT_ROUNDOFF[precision] / (1.0 - _UNIT_ROUNDOFF[precision])
+    return (1.01 * delta).float(), 1.01 * rel
 
 
 def torch_device(device=None):
@@ -75,63 +114,39 @@ def torch_device(device=None):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def exact_scores(x, rows, cand):
-    """Exact scores (float64 inner products rounded to float32) of query rows against candidates.
-
-    Args:
-        x: (N, D) float32 tensor; rows: (B,) int64 query ids; cand: (B, C) int64 candidate ids.
-    Returns:
-        (B, C) float32 tensor on x's device.
-    """
-    out = torch.empty(cand.shape, dtype=torch.float32, device=x.device)
-    step = max(1, _RESCORE_ELEMS // max(1, cand.shape[1] * x.shape[1]))
-    for a in range(0, len(rows), step):
-        q = x[rows[a:a + step]].double().unsqueeze(2)
-        out[a:a + step] = torch.bmm(x[cand[a:a + step]].double(), q).squeeze(2).float()
-    return out
-
-
-def rank_candidates(scores, cand, k):
-    """The first k candidates of each row by score, descending, ties by the smaller id.
-
-    Args:
-        scores: (B, C) float32; cand: (B, C) int64 ids, distinct within a row; k <= C.
-    Returns:
-        ((B, k) float32 scores, (B, k) int64 ids), tensors.
-    """
-    by_id = cand.argsort(dim=1)
-    cand, scores = cand.gather(1, by_id), scores.gather(1, by_id)
-    top, order = scores.sort(dim=1, descending=True, stable=True)
-    return top[:, :k], cand.gather(1, order[:, :k])
-
-
-def _needed_widths(vals, k, delta, width):
+def _needed_widths(vals, k, delta, rel, width):
     """Per row, how many of its ``width`` sorted fast scores can hold an exact top-k neighbour
-    (those >= k-th - 2 delta), rounded up to k + a power of two (so that rows group), capped at width."""
-    need = (vals.float() >= vals[:, k - 1:k].float() - 2.0 * delta).sum(1)
+    (upper bound f + rel |f| >= k-th lower bound f_k - rel |f_k| - 2 delta), rounded up to
+    k + a power of two (so that rows group), capped at width."""
+    v = vals.float()
+    hi = v + rel * v.abs()
+    lo_k = v[:, k - 1:k] - rel * v[:, k - 1:k].abs() - 2.0 * delta.view(-1, 1)
+    need = (hi >= lo_k).sum(1)
     extra = (need - k).clamp(min=0).float()
     rounded = torch.where(extra > 0, k + torch.exp2(torch.ceil(torch.log2(extra.clamp(min=1)))), float(k)).long()
     return need, rounded.clamp(max=width)
 
 
-def candidate_groups(fast, k, margin, delta):
+def candidate_groups(fast, k, margin, delta, rel=0.0):
     """Yield (rows, cand): block rows and candidate ids that hold their exact top k.
 
     Args:
         fast: (B, N) fast scores; k: neighbours; margin: extra candidates at first (>= 0);
-        delta: :func:`score_error_bound` of the fast scores.
+        delta, rel: the fast scores' error bound delta_i + rel |f| (:func:`row_error_bounds`;
+            delta a float or a (B,) tensor).
     Yields:
         ((R,) int64 row positions in the block, (R, C) int64 candidate ids): for each row, every
-        candidate whose fast score is >= its k-th fast score - 2 delta (rows grouped by that count,
-        rounded up). A row whose top ``k + margin`` all pass is searched again 4x wider, until one
-        fails or the list holds all N rows.
+        candidate that can still be among its exact top k (rows grouped by that count, rounded
+        up). A row whose top ``k + margin`` all can is searched again 4x wider, until one cannot
+        or the list holds all N rows.
     """
     n = fast.shape[1]
     rows = torch.arange(fast.shape[0], device=fast.device)
+    delta = torch.as_tensor(delta, dtype=torch.float32, device=fast.device).expand(fast.shape[0])
     width = min(n, k + margin)
     while len(rows):
         vals, cand = (fast if len(rows) == fast.shape[0] else fast[rows]).topk(width, dim=1)
-        need, widths = _needed_widths(vals, k, delta, width)
+        need, widths = _needed_widths(vals, k, delta[rows], rel, width)
         done = need < width if width < n else torch.ones_like(need, dtype=torch.bool)
         for w in torch.unique(widths[done]).tolist():
             sel = done & (widths == w)
@@ -139,7 +154,38 @@ def candidate_groups(fast, k, margin, delta):
         rows, width = rows[~done], min(n, 4 * width)
 
 
-def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None, margin=None):
+def _rescore_block(x, start, groups, k, x64=None):
+    """Exact top k of a block's rows from their candidate groups: ((B', k) sims, (B', k) ids, (B',) rows)."""
+    rows = torch.cat([r for r, _ in groups])
+    cands = [c.sort(dim=1).values for _, c in groups]
+    lens = torch.cat([torch.full((len(c),), c.shape[1], dtype=torch.int64, device=x.device) for c in cands])
+    scores = exact_scores_csr(x, rows + start, torch.cat([c.reshape(-1) for c in cands]), lens, x64=x64)
+    sims, ids, a = [], [], 0
+    for c in cands:  # ids already ascending: a stable sort by score breaks ties by the smaller id
+        s = scores[a:a + c.numel()].view(c.shape)
+        a += c.numel()
+        top, order = s.sort(dim=1, descending=True, stable=True)
+        sims.append(top[:, :k])
+        ids.append(c.gather(1, order[:, :k]))
+    return torch.cat(sims), torch.cat(ids), rows
+
+
+@contextlib.contextmanager
+def _phase(profile, name, dev):
+    """Adds the seconds spent inside to ``profile[name]`` (synchronising CUDA); no-op for None."""
+    if profile is None:
+        yield
+        return
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    yield
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    profile[name] = profile.get(name, 0.0) + time.perf_counter() - t0
+
+
+def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None, margin=None, profile=None):
     """Exact k nearest neighbours by inner product of query rows among all rows (itself included).
 
     Args:
@@ -151,6 +197,8 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
         precision: "fp32", "fp16" or "bf16" fast pass (same result, see the module docstring).
         device: where to compute (default: CUDA when torch sees it, else CPU).
         margin: extra candidates per row in the first round (default: max(k, 16)).
+        profile: optional dict that receives the seconds of each phase ("setup", "products",
+            "candidates", "rescore") and the mean number of re-scored candidates per row ("rescored").
     Returns:
         (sims, idx): (stop - start, k) float32 exact scores, descending, ties by smaller id, and
         (stop - start, k) int64 ids; numpy arrays.
@@ -158,23 +206,32 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} not in {PRECISIONS}")
     dev = torch_device(device)
-    x = torch.as_tensor(features).to(dev, torch.float32)
-    n, dim = x.shape
-    lo, hi = rows if rows is not None else (0, n)
-    fast_x = x if precision == "fp32" else x.to(_DTYPES[precision])
-    delta, margin = score_error_bound(dim, precision), max(k, 16) if margin is None else int(margin)
+    with _phase(profile, "setup", dev):
+        x = torch.as_tensor(features).to(dev, torch.float32)
+        n, dim = x.shape
+        lo, hi = rows if rows is not None else (0, n)
+        fast_x = x if precision == "fp32" else x.to(_DTYPES[precision])
+        (delta, rel), margin = row_error_bounds(x, fast_x, precision), max(k, 16) if margin is None else int(margin)
+        x64 = x.double() if dev.type == "cpu" and n * dim * 8 <= RESCORE_COPY_BYTES else None
     sims = torch.empty((hi - lo, k), dtype=torch.float32, device=dev)
     idx = torch.empty((hi - lo, k), dtype=torch.int64, device=dev)
-    step = max(1, min(int(chunk), BLOCK_BYTES // (n * fast_x.element_size())))
+    step, rescored = max(1, min(int(chunk), BLOCK_BYTES // (n * fast_x.element_size()))), 0
     with torch.no_grad(), strict_matmul():
         for a in range(lo, hi, step):
             b = min(a + step, hi)
-            fast = fast_x[a:b] @ fast_x.T
-            for r, cand in candidate_groups(fast, k, margin, delta):
-                sims[r + a - lo], idx[r + a - lo] = rank_candidates(exact_scores(x, r + a, cand), cand, k)
+            with _phase(profile, "products", dev):
+                fast = fast_x[a:b] @ fast_x.T
+            with _phase(profile, "candidates", dev):
+                groups = list(candidate_groups(fast, k, margin, delta[a:b], rel))
             del fast
+            with _phase(profile, "rescore", dev):
+                s, i, r = _rescore_block(x, a, groups, k, x64)
+                sims[r + a - lo], idx[r + a - lo] = s, i
+            rescored += sum(c.numel() for _, c in groups)
+    if profile is not None:
+        profile["rescored"] = rescored / max(1, hi - lo)
     return sims.cpu().numpy(), idx.cpu().numpy().astype(np.int64, copy=False)
 
 
-__all__ = ["BLOCK_BYTES", "strict_matmul", "score_error_bound", "torch_device", "exact_scores",
-           "rank_candidates", "candidate_groups", "knn_torch"]
+__all__ = ["BLOCK_BYTES", "RESCORE_COPY_BYTES", "strict_matmul", "score_error_bound", "row_error_bounds",
+           "torch_device", "exact_scores", "exact_scores_csr", "rank_candidates", "candidate_groups", "knn_torch"]

@@ -139,14 +139,16 @@ def query_expansion(q, g, qe_times=1, qe_k=5, alpha=3.0, chunk=256):
     return feats[:len(q)], feats[len(q):]
 
 
-def rerank_blocks(q, g, base_block, k1, k2, lambda_value, backend="auto", query_in_gallery=False):
+def rerank_blocks(q, g, base_block, k1, k2, lambda_value, backend="auto", precision="auto",
+                  query_in_gallery=False):
     """Distance-block function for k-reciprocal re-ranking, from the sparse Jaccard distance.
 
     Args:
         q: (Q, D), g: (G, D) float32 tensors; base_block: callable (start, stop) -> (B, G') original
             distances (:func:`feature_blocks`) to the gallery ``g`` (G' = G), or to ``cat([g, q])``
             when ``query_in_gallery`` (G' = G + Q); k1, k2, lambda_value: ``TEST.RERANK.*``;
-        backend: k-NN backend (``CLUSTERING.KNN_BACKEND``).
+        backend, precision: k-NN backend and torch first pass (``CLUSTERING.KNN_BACKEND`` /
+            ``KNN_PRECISION``; "auto": the clustering's measured choice).
     Returns:
         callable (start, stop) -> (B, G') float32 ``(1 - lambda) * jaccard + lambda * dist``.
     """
@@ -155,7 +157,8 @@ def rerank_blocks(q, g, base_block, k1, k2, lambda_value, backend="auto", query_
     if not 1 <= int(k2) <= int(k1) <= n_q + len(g):
         raise CanuError(f"re-ranking needs 1 <= TEST.RERANK.K2 ({k2}) <= K1 ({k1}) <= query + gallery size "
                         f"({n_q + len(g)}): lower TEST.RERANK.K1/K2 or disable TEST.RERANK")
-    jac = jaccard_distance(torch.cat([q, g]), k1=int(k1), k2=int(k2), backend=backend)  # absent = 1.0
+    jac = jaccard_distance(torch.cat([q, g]), k1=int(k1), k2=int(k2), backend=backend,  # absent = 1.0
+                           precision=precision)
     q_rows = jac[:n_q]
     q_to_g = (sparse.hstack([q_rows[:, n_q:], q_rows[:, :n_q]]) if query_in_gallery else q_rows[:, n_q:]).tocsr()
     del jac
@@ -258,8 +261,10 @@ class CanuReidEvaluator(ReidEvaluator):
             q, g = query_expansion(q, g, cfg.TEST.AQE.QE_TIME, cfg.TEST.AQE.QE_K, cfg.TEST.AQE.ALPHA, chunk)
         block = feature_blocks(q, torch.cat([g, q]) if with_q else g, cfg.TEST.METRIC)
         if cfg.TEST.RERANK.ENABLED:
-            block = rerank_blocks(q, g, block, cfg.TEST.RERANK.K1, cfg.TEST.RERANK.K2, cfg.TEST.RERANK.LAMBDA,
-                                  cfg.CLUSTERING.KNN_BACKEND if "CLUSTERING" in cfg else "auto", with_q)
+            c = cfg.CLUSTERING if "CLUSTERING" in cfg else None
+            knn = (c.KNN_BACKEND, c.KNN_PRECISION) if c is not None else ("auto", "auto")
+            block = rerank_blocks(q, g, block, cfg.TEST.RERANK.K1, cfg.TEST.RERANK.K2, cfg.TEST.RERANK.LAMBDA, *knn,
+                                  query_in_gallery=with_q)
         g_pids, g_camids = (np.concatenate([x[n:], x[:n]]) if with_q else x[n:] for x in (pids, camids))
         return rank_metrics(block, pids[:n], g_pids, camids[:n], g_camids,
                             max_rank=cfg.TEST.CANU.MAX_RANK, chunk=chunk, device=device, threads=cfg.TEST.CANU.THREADS)
