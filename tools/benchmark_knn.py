@@ -120,8 +120,9 @@ def table(n, dim, k, info, rates, results):
         label = name + (f" -> {r['chose']} (calibration {r['calibration_s']:.2f} s)" if "chose" in r else "")
         lists = "yes" if r["same_rows"] == n else f"{r['same_rows']}/{n} rows, {r['tie_rows']} others tie-only"
         rate = flop / r["s"] / 1e9
+        rescored = f"{prof['rescored']:.1f}" if "rescored" in prof else "-"
         out.append(f"| {label} | {r['s']:.2f} | {rate:.0f} | {rate / rates['fp32']:.2f} | "
-                   f"{phases} | {prof.get('rescored', float('nan')):.1f} | {lists} |")
+                   f"{phases} | {rescored} | {lists} |")
     exact = {m: r["s"] for m, r in results.items() if m != "auto"}
     if exact:
         fastest = min(exact, key=exact.get)

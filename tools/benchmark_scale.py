@@ -198,6 +198,11 @@ def main(argv=None):
     if a.child:
         a.nprobe = a.nprobe[0]
         return child(a)
+    from benchmark_knn import gemm_rates  # the machine's own product rate, in the same run
+    from canu_plugin.clustering.knn_torch import torch_device
+    gemm = gemm_rates(a.dim, 4096, torch_device())
+    print("GEMM on this machine: " + ", ".join(f"torch {p} {r:.0f} GFLOP/s" for p, r in gemm.items()),
+          file=sys.stderr, flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         for n in a.sizes:
@@ -205,9 +210,11 @@ def main(argv=None):
             rows.append(bench_size(a, n, tmp))
     models = [fit(rows, b) for b in a.backends]
     proj = [project(m, a.project, a.gpu_tflops) for m in models]
+    print("GEMM on this machine (GFLOP/s): " + ", ".join(f"torch {p} {r:.0f}" for p, r in gemm.items()) + "\n")
     print(table(rows, models, proj, a.gpu_tflops))
     if a.json:
-        Path(a.json).write_text(json.dumps({"rows": rows, "models": models, "projection": proj}, indent=1))
+        Path(a.json).write_text(json.dumps({"gemm_gflops": gemm, "rows": rows, "models": models, "projection": proj},
+                                           indent=1))
     return 0 if all(r["labels_equal_first"] for row in rows for r in row["runs"] if r["backend"] != "faiss-ivf") else 1
 
 if __name__ == "__main__":
