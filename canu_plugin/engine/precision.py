@@ -3,9 +3,10 @@
 ``SOLVER.AMP.ENABLED``: the forward passes run under ``torch.autocast`` and the backward pass is
 scaled by a ``GradScaler``: float16 on CUDA (fast-reid's AMP), bfloat16 on the CPU (the dtype the
 CPU's autocast supports; bfloat16 has float32's exponent range, so the scaler is disabled there).
-On the CPU, where bfloat16 autocast is slower than float32 (issue 26's measurement: ResNet-50, 16
-images of 64x32, 14.2 s instead of 7.8 s a step), AMP is off there unless ``SOLVER.AMP.CPU`` asks for
-it too (:func:`amp_enabled`); the trainer logs which, once.
+On the CPU, where bfloat16 autocast is slower than float32 (ResNet-50, 16 images of 64x32: 14.2 s
+instead of 7.8 s a step on a 2-core Xeon) and torch 2.14's oneDNN has a bfloat16 convolution bug
+(docs/compat.md), AMP is off unless ``SOLVER.AMP.CPU`` asks for it too (:func:`amp_enabled`); the
+trainer logs which, once.
 fast-reid's own ``AMPTrainer`` asserts CUDA; :class:`PrecisionTrainer` is the same step on any device
 and the base of the adversarial step (one GradScaler per optimizer, the discriminators in float32).
 """
