@@ -164,3 +164,36 @@ def test_candidate_tool_scores_a_finished_folder_and_logs_one_row(tmp_path, caps
     assert "fake (" in capsys.readouterr().out
     rows = [ln for ln in log.read_text().splitlines() if ln.startswith("| fake |")]
     assert len(rows) == 1 and "| 0 1 2 |" in rows[0] and rows[0].count("✓") == 7 and "| pass |" in rows[0]
+
+
+def test_a_sibling_testbeds_finished_run_is_reused_only_with_the_same_data_and_options(tmp_path, monkeypatch):
+    from canu_plugin.bench import runner
+    from canu_plugin.bench.testbed import data_key
+    trained = []
+
+    def fake_execute(setting, key, method, seed, opts, planned, folder, log=print):
+        trained.append((folder, key))
+        run = os.path.join(folder, "runs", f"{key}_s{seed}")
+        os.makedirs(run)
+        with open(os.path.join(run, "model_final.pth"), "w") as f:
+            f.write(folder)
+        record = {"method": key, "seed": seed, "identity": planned, "plots": {"pca": os.path.join(run, "pca.png")}}
+        with open(os.path.join(folder, f"{key}_s{seed}.json"), "w") as f:
+            json.dump(record, f)
+        return record
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    a, b, c = (str(tmp_path / n) for n in "abc")
+    budget = {"pseudo": ("SOLVER.MAX_EPOCH", "12")}
+    runner.Bench("synthetic", a, per_method=budget).ensure("source", 0, {})
+    got = runner.Bench("synthetic", b, per_method=budget, donors=(a,)).ensure("source", 0, {})
+    assert trained == [(a, "source")]  # reused, not trained again
+    assert os.path.samefile(os.path.join(a, "runs", "source_s0", "model_final.pth"),
+                            os.path.join(b, "runs", "source_s0", "model_final.pth"))
+    assert got["plots"]["pca"] == os.path.join(b, "runs", "source_s0", "pca.png")
+    assert json.load(open(os.path.join(b, "source_s0.json"))) == got
+    other = {"source": ("SOLVER.MAX_EPOCH", "3")}  # another budget for this row: its own run
+    runner.Bench("synthetic", c, per_method=other, donors=(a,)).ensure("source", 0, {})
+    assert trained[-1] == (c, "source")
+    tb = load_testbed({"epochs": {"pseudo": 12}})
+    assert data_key(tb) == data_key(load_testbed({})) != data_key(load_testbed({"domains": {"num_train_ids": 50}}))

@@ -7,6 +7,7 @@ backbone of the same provenance is copied instead) and give each method its over
 scores the criteria (:func:`.criteria.criteria`).
 """
 import glob
+import json
 import os
 import time
 
@@ -15,7 +16,7 @@ from canu_plugin.bench.methods import SETTINGS, plan
 from canu_plugin.bench.pretrain import ensure_pretrained
 from canu_plugin.bench.report import load_records
 from canu_plugin.bench.runner import Bench, run_name
-from canu_plugin.bench.testbed import fingerprint, generate_data, knobs, method_opts
+from canu_plugin.bench.testbed import data_key, fingerprint, generate_data, knobs, method_opts
 from canu_plugin.errors import CanuError
 
 SETTING = "synthetic"
@@ -32,7 +33,9 @@ def prepare(tb, folder, log=print):
     Returns:
         dict: root (dataset root, also set as FASTREID_DATASETS for the runs started from this
         process), per_method ({method: overrides} for :class:`~.runner.Bench`), pretrain (None or
-        :func:`~.pretrain.ensure_pretrained`'s dict, with the pre-training's wall time), data_s.
+        :func:`~.pretrain.ensure_pretrained`'s dict, with the pre-training's wall time), data_s,
+        donors (sibling testbed folders with the same data and backbone, whose finished runs of the
+        same options are reused: :func:`~.runner.adopt`).
     """
     root = os.path.join(folder, "datasets")
     t0 = time.time()
@@ -43,7 +46,20 @@ def prepare(tb, folder, log=print):
     os.environ["FASTREID_DATASETS"] = root
     path = pre["path"] if pre else None
     per_method = {m: tuple(method_opts(tb, m, path)) for m in SETTINGS[SETTING]["methods"]}
-    return {"root": root, "per_method": per_method, "pretrain": pre, "data_s": data_s}
+    key = {"data": data_key(tb), "pretrain": os.path.relpath(path, folder) if path else None}
+    with open(os.path.join(folder, "data_key.json"), "w") as f:
+        json.dump(key, f)
+    return {"root": root, "per_method": per_method, "pretrain": pre, "data_s": data_s,
+            "donors": tuple(d for d in siblings if d != folder and _key(d) == key)}
+
+
+def _key(folder):
+    """The ``data_key.json`` a prepared testbed folder holds (None before its first prepare)."""
+    path = os.path.join(folder, "data_key.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def run_candidate(tb, output, seeds, methods=crit.ROWS, extra=(), log=print, eval_period=2):
@@ -62,7 +78,7 @@ def run_candidate(tb, output, seeds, methods=crit.ROWS, extra=(), log=print, eva
     folder = testbed_folder(output, tb)
     os.makedirs(folder, exist_ok=True)
     stage = prepare(tb, folder, log)
-    bench = Bench(SETTING, folder, eval_period, tuple(extra), log, stage["per_method"])
+    bench = Bench(SETTING, folder, eval_period, tuple(extra), log, stage["per_method"], stage["donors"])
     for key, seed, deps in plan(SETTING, list(methods), seeds):
         bench.ensure(key, seed, {role: run_name(*dep) for role, dep in deps.items()})
     records = {k: r for k, r in load_records(folder).items() if k[1] in seeds}

@@ -9,6 +9,7 @@ run resumes from its last checkpoint with ``--resume``). A finished run keeps on
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -128,6 +129,7 @@ class Bench:
     extra: tuple = ()
     log: Callable = print
     per_method: dict = None  # {method: overrides} after ``extra`` (a testbed's budget, pre-trained weights)
+    donors: tuple = ()  # other benchmark folders of the same data and backbone (:func:`adopt`)
 
     @property
     def methods(self):
@@ -153,7 +155,46 @@ class Bench:
                 record = json.load(f)
             check_identity(record.get("identity"), planned, path)
             return record
+        if folder == self.folder:
+            record = adopt(self.donors, run_name(key, seed), planned, folder, self.log)
+            if record is not None:
+                return record
         return execute(self.setting, key, method, seed, opts, planned, folder, self.log)
+
+
+def adopt(donors, stem, planned, folder, log=print):
+    """Reuse a finished run of another benchmark folder made with the same options (``planned``
+    identity: config and overrides, paths written as ``<output>``) on the same data: its run folder is
+    hard-linked (copied where links fail) into ``folder`` and its record re-pointed there.
+
+    Args:
+        donors: folders whose datasets and pre-trained backbone are this folder's (a testbed whose
+            knobs differ only in budget or overrides); stem: ``<method>_s<seed>``.
+    Returns:
+        the adopted record (dict), or None when no donor has that run with those options.
+    """
+    for donor in donors:
+        path = os.path.join(donor, stem + ".json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            record = json.load(f)
+        if record.get("identity") != planned:
+            continue
+        run_dir = os.path.join(folder, "runs", stem)
+        shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run of ours, if any
+        try:
+            shutil.copytree(os.path.join(donor, "runs", stem), run_dir, copy_function=os.link)
+        except OSError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.copytree(os.path.join(donor, "runs", stem), run_dir)
+        text = json.dumps(record, indent=1).replace(json.dumps(donor)[1:-1], json.dumps(folder)[1:-1])
+        with open(os.path.join(folder, stem + ".json.tmp"), "w") as f:
+            f.write(text)
+        os.replace(os.path.join(folder, stem + ".json.tmp"), os.path.join(folder, stem + ".json"))
+        log(f"[bench] {stem}: reused from {donor} (same data, backbone and options)")
+        return json.loads(text)
+    return None
 
 
 def train_child(config, opts, log_path, env=None):

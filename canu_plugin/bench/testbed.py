@@ -115,6 +115,12 @@ def domain_kwargs(tb, role):
     return {**tb["domains"], **tb[role], "seed": int(tb["seed"])}
 
 
+def data_key(tb):
+    """Fingerprint of what the testbed's SynthA and SynthB are made from (two testbeds with the same key
+    have the same images, whatever their budgets and overrides)."""
+    return fingerprint({role: domain_kwargs(tb, role) for role in ("source", "target")})
+
+
 def generate_data(tb, root):
     """SynthA and SynthB of the testbed under ``root`` (kept when already generated); their stats."""
     from canu_plugin.data.synthetic import generate_domain
@@ -141,4 +147,4 @@ def method_opts(tb, method, pretrained=None):
 
 
 __all__ = ["DOMAIN_KEYS", "DEFAULTS", "PRETRAIN_DEFAULTS", "load_testbed", "set_knob", "knobs", "fingerprint",
-           "domain_kwargs", "generate_data", "method_opts"]
+           "domain_kwargs", "data_key", "generate_data", "method_opts"]

@@ -113,7 +113,7 @@ def use_testbed(b, args, sweeps_todo):
     if args.report_only:
         return os.path.join(b.folder, "datasets")
     stage = prepare(tb, b.folder)
-    b.per_method = stage["per_method"]
+    b.per_method, b.donors = stage["per_method"], stage["donors"]
     pre = stage["pretrain"]
     if pre:
         print(f"[bench] pre-trained backbone {pre['path']}: pre-training {pre['wall_s']:.0f} s"
