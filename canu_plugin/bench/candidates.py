@@ -3,7 +3,7 @@
 ``prepare`` is the benchmark stage every use of a testbed goes through (``canu-bench --testbed``,
 ``tools/testbed_candidates.py``): generate SynthA / SynthB with the testbed's knobs under
 ``<folder>/datasets``, pre-train its backbone once (cached, :mod:`.pretrain`; a sibling testbed's
-backbone of the same provenance is copied instead) and give each method its overrides. ``run_candidate`` then trains only the rows not under test (:data:`.criteria.ROWS`) and
+backbone of the same provenance is hard-linked instead) and give each method its overrides. ``run_candidate`` then trains only the rows not under test (:data:`.criteria.ROWS`) and
 scores the criteria (:func:`.criteria.criteria`).
 """
 import glob

@@ -92,9 +92,21 @@ def cached(weights, prov):
     return record
 
 
+def _link_or_copy(src, dst):
+    """``dst`` becomes a hard link to ``src`` (a copy on file systems without links), atomically."""
+    tmp = dst + ".link.tmp"
+    try:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        atomic_write(dst, lambda f: f.write(open(src, "rb").read()))
+
+
 def _copy_from(folders, subdir, weights, prov, log):
-    """Copy an identical pre-trained backbone (same provenance) from another benchmark folder's cache
-    into ``weights``; returns its record, or None when none of ``folders`` has one."""
+    """Hard-link (copy where links fail) an identical pre-trained backbone (same provenance) from another
+    benchmark folder's cache to ``weights``; returns its record, or None when none of ``folders`` has one."""
     for other in folders:
         theirs = os.path.join(other, "pretrain", subdir, "backbone.pth")
         if os.path.abspath(theirs) == os.path.abspath(weights):
@@ -105,9 +117,9 @@ def _copy_from(folders, subdir, weights, prov, log):
             continue
         if record is not None:
             os.makedirs(os.path.dirname(weights), exist_ok=True)
-            atomic_write(weights, lambda f: f.write(open(theirs, "rb").read()))
+            _link_or_copy(theirs, weights)
             atomic_write(provenance_path(weights), lambda f: f.write(json.dumps(record, indent=1)), mode="w")
-            log(f"[pretrain] copied from {theirs} (same provenance)")
+            log(f"[pretrain] linked from {theirs} (same provenance)")
             return record
     return None
 
@@ -119,7 +131,7 @@ def ensure_pretrained(folder, spec, root, input_size=None, log=print, elsewhere=
         folder: the benchmark's folder (the cache is ``folder/pretrain/``); spec: the testbed's
             ``pretrain`` (:data:`canu_plugin.bench.testbed.PRETRAIN_DEFAULTS`); root: the dataset root
             (the pre-training domains are generated there); input_size: (H, W) or None (the config's);
-            elsewhere: other benchmark folders whose cache may hold the same backbone (copied, not retrained).
+            elsewhere: other benchmark folders whose cache may hold the same backbone (linked, not retrained).
     Returns:
         dict: path (backbone.pth), cached (bool), wall_s (of the pre-training, also when cached),
         final (its evaluation on SynthPre0's test split), provenance.
