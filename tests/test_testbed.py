@@ -195,5 +195,10 @@ def test_a_sibling_testbeds_finished_run_is_reused_only_with_the_same_data_and_o
     other = {"source": ("SOLVER.MAX_EPOCH", "3")}  # another budget for this row: its own run
     runner.Bench("synthetic", c, per_method=other, donors=(a,)).ensure("source", 0, {})
     assert trained[-1] == (c, "source")
+    runner.Bench("synthetic", a, per_method=budget).ensure("pseudo", 0, {"source": "source_s0"})
+    runner.Bench("synthetic", b, per_method=budget, donors=(a,)).ensure("pseudo", 0, {"source": "source_s0"})
+    assert trained[-1] == (a, "pseudo")  # b's source is a's: its pseudo-label run too
+    runner.Bench("synthetic", c, per_method={**other, **budget}, donors=(a,)).ensure("pseudo", 0, {"source": "source_s0"})
+    assert trained[-1] == (c, "pseudo")  # same options, but c's source model is another one
     tb = load_testbed({"epochs": {"pseudo": 12}})
     assert data_key(tb) == data_key(load_testbed({})) != data_key(load_testbed({"domains": {"num_train_ids": 50}}))

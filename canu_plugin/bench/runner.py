@@ -156,31 +156,41 @@ class Bench:
             check_identity(record.get("identity"), planned, path)
             return record
         if folder == self.folder:
-            record = adopt(self.donors, run_name(key, seed), planned, folder, self.log)
+            record = adopt(self.donors, run_name(key, seed), planned, folder, self.log, tuple(deps.values()))
             if record is not None:
                 return record
         return execute(self.setting, key, method, seed, opts, planned, folder, self.log)
 
 
-def adopt(donors, stem, planned, folder, log=print):
+def _identity_of(folder, stem):
+    """The ``identity`` of finished run ``stem`` in benchmark ``folder`` (None when it has none)."""
+    path = os.path.join(folder, stem + ".json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("identity")
+
+
+def adopt(donors, stem, planned, folder, log=print, deps=()):
     """Reuse a finished run of another benchmark folder made with the same options (``planned``
-    identity: config and overrides, paths written as ``<output>``) on the same data: its run folder is
-    hard-linked (copied where links fail) into ``folder`` and its record re-pointed there.
+    identity: config and overrides, paths written as ``<output>``) on the same data, from the same
+    starting models: its run folder is hard-linked (copied where links fail) into ``folder`` and its
+    record re-pointed there.
 
     Args:
         donors: folders whose datasets and pre-trained backbone are this folder's (a testbed whose
-            knobs differ only in budget or overrides); stem: ``<method>_s<seed>``.
+            knobs differ only in budget or overrides); stem: ``<method>_s<seed>``; deps: the stems of
+            the runs it starts from (source models), which must have the same identity in both folders.
     Returns:
         the adopted record (dict), or None when no donor has that run with those options.
     """
     for donor in donors:
-        path = os.path.join(donor, stem + ".json")
-        if not os.path.isfile(path):
+        if planned is None or _identity_of(donor, stem) != planned:
             continue
-        with open(path) as f:
+        if any(_identity_of(folder, d) is None or _identity_of(donor, d) != _identity_of(folder, d) for d in deps):
+            continue  # same options, but started from another source model
+        with open(os.path.join(donor, stem + ".json")) as f:
             record = json.load(f)
-        if record.get("identity") != planned:
-            continue
         run_dir = os.path.join(folder, "runs", stem)
         shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run of ours, if any
         try:
