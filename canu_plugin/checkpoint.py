@@ -44,6 +44,22 @@ def atomic_write(path, write_fn, mode="wb"):
         raise
 
 
+def link_or_copy(src, dst):
+    """``dst`` becomes a hard link to the file ``src`` (a copy where links fail: another file system),
+    atomically; usable as ``shutil.copytree``'s ``copy_function``. Returns ``dst``."""
+    tmp = dst + ".link.tmp"
+    try:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        with open(src, "rb") as f:
+            data = f.read()
+        atomic_write(dst, lambda out: out.write(data))
+    return dst
+
+
 def remove_stale_temporaries(folder):
     """Delete what a kill during :func:`atomic_write` left in ``folder`` (``.<name>.<random>.tmp``).
 

@@ -22,7 +22,7 @@ import torch
 
 from canu_plugin.bench.runner import train_child
 from canu_plugin.bench.testbed import fingerprint
-from canu_plugin.checkpoint import atomic_write, state_dict_of
+from canu_plugin.checkpoint import atomic_write, link_or_copy, state_dict_of
 from canu_plugin.errors import CanuError
 from canu_plugin.pretrained import architecture, provenance_path
 
@@ -92,18 +92,6 @@ def cached(weights, prov):
     return record
 
 
-def _link_or_copy(src, dst):
-    """``dst`` becomes a hard link to ``src`` (a copy on file systems without links), atomically."""
-    tmp = dst + ".link.tmp"
-    try:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-        os.link(src, tmp)
-        os.replace(tmp, dst)
-    except OSError:
-        atomic_write(dst, lambda f: f.write(open(src, "rb").read()))
-
-
 def _copy_from(folders, subdir, weights, prov, log):
     """Hard-link (copy where links fail) an identical pre-trained backbone (same provenance) from another
     benchmark folder's cache to ``weights``; returns its record, or None when none of ``folders`` has one."""
@@ -117,7 +105,7 @@ def _copy_from(folders, subdir, weights, prov, log):
             continue
         if record is not None:
             os.makedirs(os.path.dirname(weights), exist_ok=True)
-            _link_or_copy(theirs, weights)
+            link_or_copy(theirs, weights)
             atomic_write(provenance_path(weights), lambda f: f.write(json.dumps(record, indent=1)), mode="w")
             log(f"[pretrain] linked from {theirs} (same provenance)")
             return record

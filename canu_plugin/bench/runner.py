@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from canu_plugin.bench.methods import SETTINGS
-from canu_plugin.checkpoint import atomic_write
+from canu_plugin.checkpoint import atomic_write, link_or_copy
 from canu_plugin.errors import CanuError
 from canu_plugin.engine.run_files import FINAL_RESULTS, epoch_records, read_final_results
 from canu_plugin.jsonl import read_jsonl
@@ -162,13 +162,13 @@ class Bench:
         return execute(self.setting, key, method, seed, opts, planned, folder, self.log)
 
 
-def _identity_of(folder, stem):
-    """The ``identity`` of finished run ``stem`` in benchmark ``folder`` (None when it has none)."""
+def _record(folder, stem):
+    """The record of finished run ``stem`` in benchmark ``folder`` (None when it has none)."""
     path = os.path.join(folder, stem + ".json")
     if not os.path.isfile(path):
         return None
     with open(path) as f:
-        return json.load(f).get("identity")
+        return json.load(f)
 
 
 def adopt(donors, stem, planned, folder, log=print, deps=()):
@@ -184,24 +184,18 @@ def adopt(donors, stem, planned, folder, log=print, deps=()):
     Returns:
         the adopted record (dict), or None when no donor has that run with those options.
     """
+    ours = {d: (_record(folder, d) or {}).get("identity") for d in deps}
     for donor in donors:
-        if planned is None or _identity_of(donor, stem) != planned:
+        record = _record(donor, stem)
+        if record is None or record.get("identity") != planned:
             continue
-        if any(_identity_of(folder, d) is None or _identity_of(donor, d) != _identity_of(folder, d) for d in deps):
+        if any(ours[d] is None or ours[d] != (_record(donor, d) or {}).get("identity") for d in deps):
             continue  # same options, but started from another source model
-        with open(os.path.join(donor, stem + ".json")) as f:
-            record = json.load(f)
         run_dir = os.path.join(folder, "runs", stem)
         shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run of ours, if any
-        try:
-            shutil.copytree(os.path.join(donor, "runs", stem), run_dir, copy_function=os.link)
-        except OSError:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            shutil.copytree(os.path.join(donor, "runs", stem), run_dir)
+        shutil.copytree(os.path.join(donor, "runs", stem), run_dir, copy_function=link_or_copy)
         text = json.dumps(record, indent=1).replace(json.dumps(donor)[1:-1], json.dumps(folder)[1:-1])
-        with open(os.path.join(folder, stem + ".json.tmp"), "w") as f:
-            f.write(text)
-        os.replace(os.path.join(folder, stem + ".json.tmp"), os.path.join(folder, stem + ".json"))
+        atomic_write(os.path.join(folder, stem + ".json"), lambda f: f.write(text), mode="w")
         log(f"[bench] {stem}: reused from {donor} (same data, backbone and options)")
         return json.loads(text)
     return None
