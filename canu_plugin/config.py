@@ -54,6 +54,11 @@ def _add_pseudo_config(cfg):
                                            # (SSG's code sums them); False: the image alone (MMT's code)
     _C.PSEUDO.SOURCE_DATASETS = ()         # labelled source dataset(s) whose training features enter the clustering
                                            # distance (CLUSTERING.SOURCE_LAMBDA > 0, SSG); extracted every clustering
+    _C.PSEUDO.TRAIN_SOURCE = False         # also train on the labelled PSEUDO.SOURCE_DATASETS beside the clusters:
+                                           # each source identity one more class after the K clusters, its row the
+                                           # mean of its features; an epoch counts both sets (OpenUnReID's strong
+                                           # baseline, which adds domain-specific BN: here BN is shared). The
+                                           # pseudo-label baseline only, without MODEL.CANU / ACAN
     _C.PSEUDO.DROP_VIEW_OUTLIERS = True    # models with several clustering views (SSG): a sample that is an outlier (-1)
                                            # in ANY view is left out of training (SSG's code); False: only view-0 (full
                                            # body) outliers are, a part's outliers leave only that part's triplet

@@ -65,6 +65,43 @@ class TargetSet:
         return [(p, int(lab), int(c)) for p, lab, c in zip(self.paths, labels, self.camids) if lab >= 0]
 
 
+class SourceSet:
+    """The labelled source set trained beside the target's clusters (``PSEUDO.TRAIN_SOURCE``).
+
+    Attributes:
+        paths: list of M image paths.
+        labels: (M,) int64 identity index in [0, S) (:func:`~canu_plugin.data.labels.index_labels`).
+        camids: (M,) int64 camera index of the source's own cameras.
+    """
+
+    def __init__(self, items):
+        if not items:
+            raise CanuError("PSEUDO.TRAIN_SOURCE: the source training set is empty: check "
+                            "PSEUDO.SOURCE_DATASETS and FASTREID_DATASETS")
+        self.paths = [it[0] for it in items]
+        self.labels = index_labels(it[1] for it in items)[0]
+        self.camids = index_labels(it[2] for it in items)[0]
+
+    @classmethod
+    def from_config(cls, cfg, root):
+        """Train items of every dataset in ``cfg.PSEUDO.SOURCE_DATASETS`` (fast-reid's parsers)."""
+        return cls(train_items(cfg.PSEUDO.SOURCE_DATASETS, root, show=False))
+
+    def __len__(self):
+        return len(self.paths)
+
+    @property
+    def num_ids(self):
+        """S, the number of source identities."""
+        return int(self.labels.max()) + 1
+
+    def items(self, label_offset=0, camera_offset=0):
+        """fast-reid items ``(path, label + label_offset, camid + camera_offset)``: the offsets put the
+        source identities after the K clusters and its cameras after the target's C."""
+        return [(p, int(lab) + label_offset, int(c) + camera_offset)
+                for p, lab, c in zip(self.paths, self.labels, self.camids)]
+
+
 @dataclasses.dataclass(frozen=True)
 class PseudoLabels:
     """One clustering of a target set: what the loader trains on and what the model installs.
@@ -75,6 +112,8 @@ class PseudoLabels:
         epoch: the epoch whose features were clustered.
         view_labels: (N, V-1) int64 labels of the model's other clustering views (SSG's parts) or None.
         eps: the DBSCAN radius each view used (kept by ``EPS_RULE quantile_once``); () for k-means.
+        source_centroids: (S, D) float32 mean feature of each labelled source identity trained beside
+            the clusters (``PSEUDO.TRAIN_SOURCE``), or None.
         info: timings and diagnostics of the clustering (not saved).
     """
     labels: np.ndarray
@@ -82,12 +121,20 @@ class PseudoLabels:
     epoch: int
     view_labels: np.ndarray = None
     eps: tuple = ()
+    source_centroids: torch.Tensor = None
     info: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def num_clusters(self):
         """K."""
         return int(self.centroids.shape[0])
+
+    @property
+    def classifier_centroids(self):
+        """(K [+ S], D): a row per class the ID classifier has, the K clusters then the S source ids."""
+        if self.source_centroids is None:
+            return self.centroids
+        return torch.cat([self.centroids, self.source_centroids.to(self.centroids.dtype)])
 
     def trained(self, drop_view_outliers=True):
         """Which samples the loader trains on (``PSEUDO.DROP_VIEW_OUTLIERS``).
@@ -109,6 +156,8 @@ class PseudoLabels:
                  "eps": torch.tensor(self.eps, dtype=torch.float64)}
         if self.view_labels is not None:
             state["view_labels"] = torch.from_numpy(self.view_labels)
+        if self.source_centroids is not None:
+            state["source_centroids"] = self.source_centroids
         return state
 
     @classmethod
@@ -117,7 +166,8 @@ class PseudoLabels:
         views = state.get("view_labels")
         return cls(labels=state["labels"].numpy().astype(np.int64), centroids=state["centroids"],
                    epoch=int(state["epoch"]), view_labels=None if views is None else views.numpy().astype(np.int64),
-                   eps=tuple(float(e) for e in state.get("eps", torch.zeros(0)).tolist()))
+                   eps=tuple(float(e) for e in state.get("eps", torch.zeros(0)).tolist()),
+                   source_centroids=state.get("source_centroids"))
 
 
 def required_clusters(cfg):
@@ -182,12 +232,13 @@ def _dataset(cfg, items, view_labels=None, num_views=1, relabel=False):
     return PseudoLabelDataset(items, transforms, view_labels, num_views)
 
 
-def placeholder_loader(cfg, target):
+def placeholder_loader(cfg, target, source=None):
     """The loader DefaultTrainer is built with before the first clustering: one class, no workers.
 
-    Its length fixes fast-reid's default ``iters_per_epoch`` = N // IMS_PER_BATCH.
+    Its length fixes fast-reid's default ``iters_per_epoch`` = (N [+ M source images]) // IMS_PER_BATCH.
     """
-    dataset = _dataset(cfg, target.items(), relabel=True)
+    extra = [(p, 0, c) for p, _, c in source.items()] if source is not None else []
+    dataset = _dataset(cfg, target.items() + extra, relabel=True)
     return build_reid_train_loader(train_set=dataset, sampler=TrainingSampler(len(dataset)),
                                    total_batch_size=cfg.SOLVER.IMS_PER_BATCH, num_workers=0)
 
@@ -215,19 +266,26 @@ def identity_sampler(name):
     return IDENTITY_SAMPLERS[name]
 
 
-def pseudo_label_loader(cfg, target, pseudo, seed, num_views=1):
+def pseudo_label_loader(cfg, target, pseudo, seed, num_views=1, source=None):
     """P x K identity-sampled loader (``DATALOADER.SAMPLER_TRAIN``) over the clustered
     (non-outlier) samples of ``pseudo`` (:meth:`PseudoLabels.trained`: with
-    ``PSEUDO.DROP_VIEW_OUTLIERS``, clustered in every view).
+    ``PSEUDO.DROP_VIEW_OUTLIERS``, clustered in every view), and the labelled ``source`` beside them.
 
     Args:
         target: :class:`TargetSet` of N samples; pseudo: :class:`PseudoLabels` of it.
         seed: sampler seed (SEED + epoch), identical on every rank.
         num_views: augmented views per image the model trains on (``model.num_train_views``).
+        source: None, or the :class:`SourceSet` trained beside the clusters (``PSEUDO.TRAIN_SOURCE``):
+            its identities are labels K.. K+S-1, its cameras C.. (one view, no view labels).
     """
     keep = pseudo.trained(cfg.PSEUDO.DROP_VIEW_OUTLIERS)
     items = target.items(np.where(keep, pseudo.labels, -1))
     num_clusters = len(set(it[1] for it in items))
+    if source is not None:
+        if num_views != 1 or pseudo.view_labels is not None:
+            raise CanuError("PSEUDO.TRAIN_SOURCE trains one view without part labels: use it with the "
+                            "pseudo-label baseline (MODEL.META_ARCHITECTURE PseudoBaseline)")
+        items = items + source.items(pseudo.num_clusters, target.num_cameras)
     if num_clusters < required_clusters(cfg):
         dropped = ("" if keep.sum() == (pseudo.labels >= 0).sum()
                    else " (PSEUDO.DROP_VIEW_OUTLIERS left out the outliers of the other views)")
@@ -241,5 +299,5 @@ def pseudo_label_loader(cfg, target, pseudo, seed, num_views=1):
                                    num_workers=cfg.DATALOADER.NUM_WORKERS)
 
 
-__all__ = ["TargetSet", "PseudoLabels", "PseudoLabelDataset", "required_clusters", "placeholder_loader",
+__all__ = ["TargetSet", "SourceSet", "PseudoLabels", "PseudoLabelDataset", "required_clusters", "placeholder_loader",
            "IDENTITY_SAMPLERS", "identity_sampler", "pseudo_label_loader"]

@@ -27,12 +27,16 @@ class LabelGenerator:
         cfg: config (``CLUSTERING.*``, ``PSEUDO.*``, test-time input keys).
         target: :class:`~canu_plugin.data.pseudo_labels.TargetSet`.
         root: dataset root (for ``PSEUDO.SOURCE_DATASETS`` when ``CLUSTERING.SOURCE_LAMBDA`` > 0).
+        source: None, or the labelled :class:`~canu_plugin.data.pseudo_labels.SourceSet` trained beside
+            the clusters (``PSEUDO.TRAIN_SOURCE``): each clustering also gives its identities' centroids.
     """
 
-    def __init__(self, cfg, target, root=None):
-        self.cfg, self.target = cfg, target
+    def __init__(self, cfg, target, root=None, source=None):
+        self.cfg, self.target, self.source = cfg, target, source
         self.source_items = None
-        if cfg.CLUSTERING.SOURCE_LAMBDA > 0:
+        if source is not None:  # the same images as PSEUDO.SOURCE_DATASETS' train items
+            self.source_items = source.items()
+        elif cfg.CLUSTERING.SOURCE_LAMBDA > 0:
             self.source_items = train_items(cfg.PSEUDO.SOURCE_DATASETS, root, show=False)
 
     def __call__(self, model, epoch, kept_eps=None):
@@ -43,8 +47,9 @@ class LabelGenerator:
             epoch: the epoch the labels are for.
             kept_eps: per-view eps of the run's first clustering (``EPS_RULE quantile_once``), or None.
         Returns:
-            :class:`PseudoLabels` (identical on every rank); ``info`` holds extract_s, cluster_s, the
-            clustering stages' timings and, with ``PSEUDO.CAMERA_PROBE``, the camera probe accuracy.
+            :class:`PseudoLabels` (identical on every rank; with a ``source``, its (S, D)
+            ``source_centroids`` too); ``info`` holds extract_s, cluster_s, the clustering stages'
+            timings and, with ``PSEUDO.CAMERA_PROBE``, the camera probe accuracy.
         """
         module = unwrap(model)
         t0 = time.perf_counter()
@@ -58,9 +63,19 @@ class LabelGenerator:
         knn = self._sharded_knn(views)
         result = self._cluster(module, views, source, kept_eps, knn) if comm.is_main_process() else None
         labels, view_labels, centroids, eps, info = broadcast_object(result)
+        source_centroids = None
+        if self.source is not None:
+            source_centroids = broadcast_object(self._source_centroids(module, source)
+                                                if comm.is_main_process() else None)
         info.update(extract_s=round(t1 - t0, 3), cluster_s=round(time.perf_counter() - t1, 3))
         return PseudoLabels(labels=labels, centroids=centroids, epoch=epoch, view_labels=view_labels,
-                            eps=eps, info=info)
+                            eps=eps, source_centroids=source_centroids, info=info)
+
+    def _source_centroids(self, module, source):
+        """Rank 0: (S, D) float32 mean view-0 feature of each source identity, like the clusters' centroids."""
+        from canu_plugin.clustering import cluster_centroids
+        view = np.asarray(module.cluster_views(source)[0], np.float32)
+        return torch.as_tensor(cluster_centroids(view, self.source.labels, self.cfg.CLUSTERING.NORM_CENTROIDS))
 
     def _sharded_knn(self, views):
         """Per view, the k-NN lists searched by every rank (on rank 0; None elsewhere), or None when
@@ -77,7 +92,8 @@ class LabelGenerator:
             labels (N,), view labels (N, V-1) or None, centroids (K, D) of view 0, eps per view, info.
         """
         from canu_plugin.clustering import cluster
-        source_views = module.cluster_views(source) if source is not None else [None] * len(views)
+        use_source = source is not None and self.cfg.CLUSTERING.SOURCE_LAMBDA > 0  # (SSG's distance term)
+        source_views = module.cluster_views(source) if use_source else [None] * len(views)
         kept = list(kept_eps) if kept_eps else [None] * len(views)
         out, eps, info = [], [], {}
         for v, (view, src) in enumerate(zip(views, source_views)):

@@ -68,6 +68,34 @@ def check_batch(cfg, world_size):
                         f"{max(k, 1) * world_size} (K x processes), or lower DATALOADER.NUM_INSTANCE")
 
 
+def check_source_training(cfg, model):
+    """``PSEUDO.TRAIN_SOURCE`` needs a source set and a model whose classifier takes its identities.
+
+    Args:
+        cfg: the run's config; model: the unwrapped :class:`~canu_plugin.modeling.contract.PseudoLabelModel`.
+    Raises:
+        CanuError: no ``PSEUDO.SOURCE_DATASETS``, a model without ``supports_source_training`` (MMT,
+            SSG), an adversarial method (CANU, +Adv, ACAN) or tracklets.
+    """
+    if not (cfg.PSEUDO.ENABLED and cfg.PSEUDO.TRAIN_SOURCE):
+        return
+    fix = "set PSEUDO.TRAIN_SOURCE False"
+    if not cfg.PSEUDO.SOURCE_DATASETS:
+        raise CanuError("PSEUDO.TRAIN_SOURCE trains on the labelled source beside the clusters but "
+                        "PSEUDO.SOURCE_DATASETS is empty: name it, e.g. `PSEUDO.SOURCE_DATASETS '(\"Market1501\",)'`, "
+                        f"or {fix}")
+    if not model.supports_source_training:
+        raise CanuError(f"PSEUDO.TRAIN_SOURCE: MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} cannot train "
+                        f"on the source beside its clusters (only PseudoBaseline can): {fix}, or use PseudoBaseline")
+    if cfg.MODEL.CANU.ENABLED or cfg.MODEL.ACAN.ENABLED:
+        raise CanuError("PSEUDO.TRAIN_SOURCE is not combined with a camera discriminator yet (the source "
+                        f"cameras would enter its classes): {fix}, or MODEL.CANU.ENABLED False")
+    from canu_plugin.data.video import uses_video
+    if uses_video(cfg.DATASETS.NAMES) or uses_video(cfg.PSEUDO.SOURCE_DATASETS):
+        raise CanuError(f"PSEUDO.TRAIN_SOURCE trains on images only, and DATASETS.NAMES or PSEUDO.SOURCE_DATASETS "
+                        f"are tracklets: {fix}")
+
+
 def _check_pretrain(cfg):
     bb = cfg.MODEL.BACKBONE
     if bb.PRETRAIN and bb.PRETRAIN_PATH and not os.path.isfile(bb.PRETRAIN_PATH):
@@ -98,6 +126,9 @@ def _dataset_keys(cfg):
     if cfg.PSEUDO.ENABLED and cfg.CLUSTERING.SOURCE_LAMBDA > 0:
         keys.append(("PSEUDO.SOURCE_DATASETS", cfg.PSEUDO.SOURCE_DATASETS, "the labelled source set whose "
                      "features enter the clustering (CLUSTERING.SOURCE_LAMBDA > 0)"))
+    elif cfg.PSEUDO.ENABLED and cfg.PSEUDO.TRAIN_SOURCE:
+        keys.append(("PSEUDO.SOURCE_DATASETS", cfg.PSEUDO.SOURCE_DATASETS, "the labelled source set trained "
+                     "beside the clusters (PSEUDO.TRAIN_SOURCE)"))
     keys.append(("DATASETS.TESTS", cfg.DATASETS.TESTS, "the datasets this config evaluates on"))
     return keys
 
@@ -108,7 +139,9 @@ def _drop_fix(key, names, missing):
     rest = [n for n in names if n not in missing]
     if not rest:
         if key == "PSEUDO.SOURCE_DATASETS":
-            return "or run without the source term: add `CLUSTERING.SOURCE_LAMBDA 0` to the command line"
+            return ("or run without the source: add `CLUSTERING.SOURCE_LAMBDA 0` (SSG's distance term) or "
+                    "`PSEUDO.TRAIN_SOURCE False` (source trained beside the clusters), the one your config sets, "
+                    "to the command line")
         return "or choose a config for a dataset you have (or override the key with one you have)"
     value = "(" + ", ".join(f'"{n}"' for n in rest) + ",)"
     return f"or run without {' and '.join(missing)}: add `{key} '{value}'` to the command line (after the flags)"

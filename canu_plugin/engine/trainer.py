@@ -22,7 +22,7 @@ from fastreid.utils.events import CommonMetricPrinter
 
 from canu_plugin.data.datasets import check_dataset_layout, check_images_readable, test_items
 from canu_plugin.checkpoint import remove_stale_temporaries
-from canu_plugin.data.pseudo_labels import TargetSet, placeholder_loader, pseudo_label_loader
+from canu_plugin.data.pseudo_labels import SourceSet, TargetSet, placeholder_loader, pseudo_label_loader
 from canu_plugin.data.root import datasets_root
 from canu_plugin.distributed import unwrap, wrap
 from canu_plugin.engine.adversarial import (DiscriminatorLRScheduler, adversarial_settings, discriminator_lr_schedule,
@@ -31,7 +31,7 @@ from canu_plugin.engine.diagnostic_hooks import (ACANDiagnosticsHook, BufferSync
                                                 EpochTimeHook, order_epoch_end)
 from canu_plugin.engine.hooks import ClusteringHook, MeanTeacherHook
 from canu_plugin.engine.label_generator import LabelGenerator
-from canu_plugin.engine.setup import check_batch, check_config_datasets
+from canu_plugin.engine.setup import check_batch, check_config_datasets, check_source_training
 from canu_plugin.data.video import is_video_dataset
 from canu_plugin.engine import run_files, schedule, video
 from canu_plugin.engine.precision import PrecisionTrainer, amp_enabled, log_cpu_amp
@@ -96,6 +96,8 @@ class Trainer(DefaultTrainer):
         if comm.is_main_process():
             remove_stale_temporaries(cfg.OUTPUT_DIR)
         self.target_set = TargetSet.from_config(cfg, datasets_root()) if cfg.PSEUDO.ENABLED else None
+        train_source = cfg.PSEUDO.ENABLED and cfg.PSEUDO.TRAIN_SOURCE and cfg.PSEUDO.SOURCE_DATASETS
+        self.source_set = SourceSet.from_config(cfg, datasets_root()) if train_source else None
         self._installed = None  # the PseudoLabels the model and loader hold
         super().__init__(cfg)
         if cfg.PSEUDO.ENABLED:
@@ -103,6 +105,7 @@ class Trainer(DefaultTrainer):
                 raise CanuError(f"PSEUDO.ENABLED trains on pseudo-labels but MODEL.META_ARCHITECTURE "
                                 f"{cfg.MODEL.META_ARCHITECTURE} is not a pseudo-label model: use PseudoBaseline "
                                 "(with MODEL.HEADS.NAME PseudoEmbeddingHead), MMT or SSG")
+        check_source_training(cfg, self.unwrapped_model)
         install_adversarial(self, cfg, self._num_cameras())
         device = self.unwrapped_model.device
         log_cpu_amp(cfg, device, logger.info)
@@ -175,7 +178,7 @@ class Trainer(DefaultTrainer):
             from canu_plugin.data.intra_camera import build_acan_train_loader
             return build_acan_train_loader(cfg, datasets_root())
         if self.target_set is not None and cfg.PSEUDO.ENABLED:
-            return placeholder_loader(cfg, self.target_set)
+            return placeholder_loader(cfg, self.target_set, self.source_set)
         check_datasets(cfg.DATASETS.NAMES)
         if video.trains_on_video(cfg):  # supervised on tracklets (ACAN / pseudo-labels dispatch on the items)
             return video.build_video_train_loader(cfg, datasets_root())
@@ -210,7 +213,7 @@ class Trainer(DefaultTrainer):
             hooks.insert(at, DiscriminatorLRScheduler())
         first = [BufferSyncHook()] if comm.get_world_size() > 1 else []
         if cfg.PSEUDO.ENABLED:
-            hook = ClusteringHook(cfg, LabelGenerator(cfg, self.target_set, datasets_root()))
+            hook = ClusteringHook(cfg, LabelGenerator(cfg, self.target_set, datasets_root(), self.source_set))
             self.checkpointer.checkpointables["pseudo_labels"] = hook
             first.append(hook)
         if isinstance(model, PseudoLabelModel) and model.has_mean_teachers:
@@ -238,7 +241,7 @@ class Trainer(DefaultTrainer):
         if hasattr(old_loader, "shutdown"):
             old_loader.shutdown()
         module = self.unwrapped_model
-        loader = pseudo_label_loader(self.cfg, self.target_set, pseudo, seed, module.num_train_views)
+        loader = pseudo_label_loader(self.cfg, self.target_set, pseudo, seed, module.num_train_views, self.source_set)
         self._trainer.data_loader = loader
         self._trainer._data_loader_iter = iter(loader)
         if pseudo is self._installed:

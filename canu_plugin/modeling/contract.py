@@ -22,7 +22,10 @@ an AdversarialModel (conditioned on the centroid of each sample's cluster):
   after every optimizer step (MMT);
 - ``resets_optimizer_state``: True for a model whose optimizer state (all parameters) restarts with
   each new clustering (MMT's code builds a new optimizer after each clustering); False: only the
-  re-sized classifiers' state restarts.
+  re-sized classifiers' state restarts;
+- ``supports_source_training``: True for a model whose classifier takes the labelled source identities
+  beside the clusters (``PSEUDO.TRAIN_SOURCE``): ``install_clusters`` sizes it from
+  ``pseudo.classifier_centroids`` (K + S rows), and its losses need nothing but the batch's labels.
 
 The engine checks ``isinstance`` against these classes; nothing tests a model by its name.
 """
@@ -68,6 +71,7 @@ class PseudoLabelModel(AdversarialModel):
     num_train_views = 1
     has_mean_teachers = False
     resets_optimizer_state = False
+    supports_source_training = False
 
     def init_pseudo_label_state(self):
         """Register the (K, D) centroid buffer (not persistent: the clustering hook checkpoints the labels)."""

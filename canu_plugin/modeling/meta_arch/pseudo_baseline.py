@@ -17,6 +17,8 @@ from canu_plugin.modeling.contract import ADV_FEATURES, PseudoLabelModel, advers
 class PseudoBaseline(Baseline, PseudoLabelModel):
     """Baseline + per-epoch pseudo-identity centroids and a resizable classifier."""
 
+    supports_source_training = True
+
     @configurable
     def __init__(self, *, adv_feature="train_feature", **kwargs):
         super().__init__(**kwargs)
@@ -54,18 +56,19 @@ class PseudoBaseline(Baseline, PseudoLabelModel):
 
     def install_clusters(self, pseudo, classifier_weights=None):
         """Keep the (K, D) centroids and re-size the classifier to K rows (normalised centroids, or
-        ``classifier_weights`` [(K, D)] saved with these clusters).
+        ``classifier_weights`` [(K, D)] saved with these clusters); with ``PSEUDO.TRAIN_SOURCE``,
+        K + S rows, the source identities' after the clusters' (``pseudo.classifier_centroids``).
 
         Returns:
             [(old, new)] the replaced classifier parameter (the trainer swaps it in the optimizer).
         """
         self.set_centroids(pseudo.centroids)
-        pairs = [self.heads.reset_classifier(self.centroids)]
+        pairs = [self.heads.reset_classifier(pseudo.classifier_centroids.to(self.device))]
         if classifier_weights is not None:
             for w, saved in zip(self.classifier_weights(), classifier_weights, strict=True):
                 w.data.copy_(saved.to(w.device))
         return pairs
 
     def classifier_weights(self):
-        """The re-sized classifier weight: [(K, D)]."""
+        """The re-sized classifier weight: [(K [+ S], D)]."""
         return [self.heads.weight]
