@@ -79,3 +79,26 @@ def test_unsupported_combinations_are_refused_with_the_fix(tiny_trainer, tmp_pat
 def test_empty_source_set_is_refused():
     with pytest.raises(CanuError, match="source training set is empty"):
         SourceSet([])
+
+
+def test_resume_of_a_joint_run_repeats_the_uninterrupted_one(tiny_trainer, tmp_path):
+    """Killed during epoch 1, resumed: the same clusters, source centroids and weights (K + S rows)."""
+    import shutil
+    make = lambda out: tiny_trainer(QUICK, out, *JOINT)  # noqa: E731
+    full = tmp_path / "full"
+    make(full).train()
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    (cut / "last_checkpoint").write_text("model_0000.pth")
+    resumed = make(cut)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_epoch == 1
+    resumed.train()
+    a = torch.load(full / "model_final.pth", weights_only=True)
+    b = torch.load(cut / "model_final.pth", weights_only=True)
+    assert torch.equal(a["pseudo_labels"]["labels"], b["pseudo_labels"]["labels"])
+    torch.testing.assert_close(a["pseudo_labels"]["source_centroids"], b["pseudo_labels"]["source_centroids"])
+    k, s = a["pseudo_labels"]["centroids"].shape[0], a["pseudo_labels"]["source_centroids"].shape[0]
+    assert a["model"]["heads.weight"].shape[0] == k + s == b["model"]["heads.weight"].shape[0]
+    for key in ("backbone.conv1.weight", "heads.weight"):
+        assert torch.allclose(a["model"][key], b["model"][key], atol=1e-5), key
