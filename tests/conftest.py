@@ -116,6 +116,29 @@ def tiny_trainer(use_synth_root):
     return make
 
 
+def kill_and_resume(make, root, checkpoint="model_0000.pth"):
+    """Train ``make(root / "full")`` to the end, copy it to ``root / "cut"`` as if killed after
+    ``checkpoint`` (its ``last_checkpoint``), resume it there with ``make(root / "cut")`` and finish.
+
+    Args:
+        make: ``make(out)`` -> a :class:`canu_plugin.engine.Trainer` writing to ``out``.
+    Returns:
+        (uninterrupted, resumed): the two ``model_final.pth`` checkpoints, loaded.
+    """
+    import shutil
+
+    import torch
+    full, cut = root / "full", root / "cut"
+    make(full).train()
+    shutil.copytree(full, cut)
+    (cut / "last_checkpoint").write_text(checkpoint)
+    resumed = make(cut)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_epoch == 1
+    resumed.train()
+    return tuple(torch.load(d / "model_final.pth", weights_only=True) for d in (full, cut))
+
+
 @pytest.fixture
 def log_messages():
     """``with log_messages("canu_plugin.x") as messages:`` collects that logger's messages (INFO and up)

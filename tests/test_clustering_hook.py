@@ -1,7 +1,6 @@
 """ClusteringHook inside a real (tiny) fast-reid trainer on CPU: update order, classifier
 re-sizing, diagnostics log, kill-and-resume, 2-process DDP, and the failure modes."""
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +12,8 @@ from canu_plugin.engine.hooks import ClusteringHook
 from canu_plugin.engine.run_files import epoch_records, read_final_results
 from canu_plugin.errors import CanuError
 from fastreid.engine.train_loop import HookBase
+
+from conftest import kill_and_resume
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = "configs/synthetic/quick_pseudo.yml"
@@ -67,17 +68,7 @@ def test_hook_installs_labels_loader_classifier_and_optimizer_in_order(make_trai
 
 
 def test_resume_repeats_the_uninterrupted_pseudo_labels(make_trainer, tmp_path):
-    full = tmp_path / "full"
-    make_trainer(full).train()
-    cut = tmp_path / "cut"
-    shutil.copytree(full, cut)
-    (cut / "last_checkpoint").write_text("model_0000.pth")  # killed during epoch 1
-    resumed = make_trainer(cut)
-    resumed.resume_or_load(resume=True)
-    assert resumed.start_epoch == 1
-    resumed.train()
-    a = torch.load(full / "model_final.pth", weights_only=True)
-    b = torch.load(cut / "model_final.pth", weights_only=True)
+    a, b = kill_and_resume(make_trainer, tmp_path)  # killed during epoch 1
     assert torch.equal(a["pseudo_labels"]["labels"], b["pseudo_labels"]["labels"])
     assert a["pseudo_labels"]["epoch"] == 1
     for k in ("backbone.conv1.weight", "heads.weight"):

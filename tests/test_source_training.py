@@ -11,7 +11,7 @@ from canu_plugin.engine.features import extract_features
 from canu_plugin.engine.hooks import ClusteringHook
 from canu_plugin.engine.label_generator import LabelGenerator
 from canu_plugin.errors import CanuError
-from conftest import FAST_CLUSTERING
+from conftest import FAST_CLUSTERING, kill_and_resume
 
 QUICK = "configs/synthetic/quick_pseudo.yml"
 JOINT = ["DATASETS.NAMES", '("SynthB",)', "DATASETS.TESTS", '("SynthB",)', "PSEUDO.TRAIN_SOURCE", "True",
@@ -83,19 +83,7 @@ def test_empty_source_set_is_refused():
 
 def test_resume_of_a_joint_run_repeats_the_uninterrupted_one(tiny_trainer, tmp_path):
     """Killed during epoch 1, resumed: the same clusters, source centroids and weights (K + S rows)."""
-    import shutil
-    make = lambda out: tiny_trainer(QUICK, out, *JOINT)  # noqa: E731
-    full = tmp_path / "full"
-    make(full).train()
-    cut = tmp_path / "cut"
-    shutil.copytree(full, cut)
-    (cut / "last_checkpoint").write_text("model_0000.pth")
-    resumed = make(cut)
-    resumed.resume_or_load(resume=True)
-    assert resumed.start_epoch == 1
-    resumed.train()
-    a = torch.load(full / "model_final.pth", weights_only=True)
-    b = torch.load(cut / "model_final.pth", weights_only=True)
+    a, b = kill_and_resume(lambda out: tiny_trainer(QUICK, out, *JOINT), tmp_path)
     assert torch.equal(a["pseudo_labels"]["labels"], b["pseudo_labels"]["labels"])
     torch.testing.assert_close(a["pseudo_labels"]["source_centroids"], b["pseudo_labels"]["source_centroids"])
     k, s = a["pseudo_labels"]["centroids"].shape[0], a["pseudo_labels"]["source_centroids"].shape[0]
