@@ -47,6 +47,10 @@ def _add_pseudo_config(cfg):
     _C.PSEUDO.ITERS_PER_EPOCH = 0          # iterations per epoch; 0 = len(target train set) // SOLVER.IMS_PER_BATCH (MMT: 400)
     _C.PSEUDO.SEED = 0                     # epoch e re-seeds the RNGs and the sampler with SEED + e (a resumed run repeats the
                                            # uninterrupted one); -1 = fast-reid's random seeding
+    _C.PSEUDO.RESET_OPTIMIZER = True       # each new clustering restarts the optimizer's state (Adam's moments and step) of
+                                           # all parameters (MMT's code and its clustering baseline build a new Adam after
+                                           # each clustering); False = only the re-sized classifiers' state (SSG's code
+                                           # keeps one optimizer). EMA teachers and the discriminators keep theirs
     _C.PSEUDO.ON_FAILURE = "keep"          # fewer than P clusters: "keep" the last epoch's labels and warn, or "error"
     _C.PSEUDO.GT_DIAGNOSTICS = True        # log NMI/ARI/purity/lost ids against the dataset's labels (diagnostics only)
     _C.PSEUDO.CAMERA_PROBE = True          # per epoch: held-out camera-probe accuracy on the clustered target features
@@ -109,9 +113,6 @@ def _add_mmt_config(cfg):
     _C.MODEL.MMT.EMA_WARMUP = True         # decay min(1 - 1/t, ALPHA) at update t (MMT's code); False = ALPHA from the start
     _C.MODEL.MMT.CE_SOFT_WEIGHT = 0.5      # weight of the soft CE (from the other net's teacher); the hard CE gets 1 - it (MMT: 0.5)
     _C.MODEL.MMT.TRI_SOFT_WEIGHT = 0.8     # weight of the soft triplet; the hard triplet gets 1 - it (MMT: 0.8)
-    _C.MODEL.MMT.RESET_OPTIMIZER = True    # each new clustering restarts the optimizer's state (Adam's moments and step) of
-                                           # all parameters (MMT's code builds a new Adam after each clustering); False =
-                                           # only the re-sized classifiers' state. The EMA teachers and CANU's D keep theirs
     _C.MODEL.MMT.TEST_NET = "mean"         # test feature: "mean" of both teachers (also what is clustered) or "teacher1" /
                                            # "teacher2" (MMT's code tests the teacher with the better target mAP)
     _C.MODEL.MMT.SOURCE_WEIGHTS = []       # two fast-reid source checkpoints (net 1, net 2: two pre-trainings), classifiers

@@ -40,9 +40,38 @@ def test_msmt17_v1_is_read_and_named(tmp_path):
     write_msmt17(str(tmp_path), "MSMT17_V1")
     result = check.check_dataset("MSMT17", str(tmp_path), official=FAKE_FIGURES)
     assert not result.problems and "version: MSMT17_V1" in " ".join(result.notes)
-    assert result.counts["train"].items == 48  # list_train.txt + list_val.txt, as the release's 32,621
+    assert result.counts["train"].items == 45  # list_train.txt, what fast-reid's MSMT17 trains on (release: 30,248)
     write_msmt17(str(tmp_path), "MSMT17_V2")
     assert "both here; fast-reid reads MSMT17_V1 only" in " ".join(check.check_dataset("MSMT17", str(tmp_path)).notes)
+
+
+@pytest.mark.parametrize("name, images", [("MSMT17", 45), ("MSMT17TrainVal", 48)])
+def test_the_msmt17_training_figure_is_what_the_training_loader_reads(fakes, name, images):
+    from canu_plugin.data.datasets import train_items
+    loaded = train_items((name,), fakes, show=False)  # what the trainers' loaders are built from
+    assert len(loaded) == images  # list_train.txt (+ list_val.txt: its last 3 images)
+    counted = check.check_dataset(name, fakes, official=FAKE_FIGURES).counts["train"]
+    assert counted.items == len(loaded) and counted.ids == len({pid for _, pid, _ in loaded})
+    assert check.OFFICIAL[name].splits["train"] == {"MSMT17": (1041, 30248), "MSMT17TrainVal": (1041, 32621)}[name]
+
+
+def test_mmt_trains_on_msmt17_train_and_val_and_ssg_does_not(fakes):
+    from canu_plugin.engine import setup_cfg
+    for pair in ("M2MSMT", "D2MSMT"):
+        for config in (f"mmt/mmt_{pair}.yml", f"mmt/adv_mmt_{pair}.yml", f"mmt/canu_mmt_{pair}.yml"):
+            cfg = setup_cfg(config, ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False"])
+            assert (cfg.DATASETS.NAMES, cfg.DATASETS.TESTS, cfg.DATASETS.COMBINEALL) == (
+                ("MSMT17TrainVal",), ("MSMT17",), False), config
+        cfg = setup_cfg(f"ssg/ssg_{pair}.yml", ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False"])
+        assert cfg.DATASETS.NAMES == ("MSMT17",)  # SSG's code leaves list_val out
+
+
+def test_msmt17_train_val_refuses_combineall(fakes):
+    from fastreid.data.datasets import DATASET_REGISTRY
+
+    from canu_plugin.errors import CanuError
+    with pytest.raises(CanuError, match="COMBINEALL would add list_val.txt a second time"):
+        DATASET_REGISTRY.get("MSMT17TrainVal")(root=fakes, combineall=True)
 
 
 def test_the_command_prints_every_dataset_of_the_config(fakes, as_released, capsys):

@@ -67,6 +67,30 @@ def test_hook_installs_labels_loader_classifier_and_optimizer_in_order(make_trai
     assert log[0]["num_clusters"] == probe.seen[0]["head_rows"]
 
 
+class AdamMoments(HookBase):
+    """After the clustering hook, at each epoch start: the summed Adam moments of the first conv."""
+
+    def __init__(self):
+        self.seen = []
+
+    def before_epoch(self):
+        state = self.trainer.optimizer.state.get(self.trainer.unwrapped_model.backbone.conv1.weight, {})
+        self.seen.append(sum(float(state[k].abs().sum()) for k in ("exp_avg", "exp_avg_sq") if k in state))
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_each_clustering_restarts_the_baselines_adam_as_mmts_code(make_trainer, tmp_path, reset):
+    """PSEUDO.RESET_OPTIMIZER (MMT's clustering baseline builds a new Adam at every clustering): the
+    backbone's moments are zero right after the second clustering, and kept with False."""
+    trainer = make_trainer(tmp_path, "PSEUDO.RESET_OPTIMIZER", str(reset))
+    assert trainer.unwrapped_model.resets_optimizer_state is reset
+    probe = AdamMoments()
+    trainer.register_hooks([probe])
+    trainer.train()
+    assert probe.seen[0] == 0.0  # nothing trained before the first clustering
+    assert (probe.seen[1] == 0.0) is reset
+
+
 def test_resume_repeats_the_uninterrupted_pseudo_labels(make_trainer, tmp_path):
     a, b = kill_and_resume(make_trainer, tmp_path)  # killed during epoch 1
     assert torch.equal(a["pseudo_labels"]["labels"], b["pseudo_labels"]["labels"])

@@ -335,5 +335,5 @@ def test_each_clustering_restarts_adam_for_all_parameters_and_resume_repeats_the
     a, b = (torch.load(d / "model_final.pth", weights_only=True) for d in (tmp_path / "full", cut))
     for k in ("net1.backbone.conv1.weight", "net2.heads.weight", "teacher1.backbone.conv1.weight"):
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
-    kept = _adam_run(tiny_trainer, tmp_path / "kept", "MODEL.MMT.RESET_OPTIMIZER", "False")
+    kept = _adam_run(tiny_trainer, tmp_path / "kept", "PSEUDO.RESET_OPTIMIZER", "False")
     assert all(m > 0 for m in kept[1]["moments"])  # the old rule: only the re-sized classifiers restart

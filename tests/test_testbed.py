@@ -106,38 +106,59 @@ def _record(map_, d_inter=0.1, probe=50.0, pseudo=()):
             "epochs": [], "wall_s": 1.0}
 
 
-def _fake_records(nmi=(0.3, 0.25), transfer=(20, 22, 21)):
+def _fake_records(nmi=(0.3, 0.25), transfer=(20, 22, 21), mmt_nmi=(0.24, 0.2), ssg=(22, 23, 22)):
     recs = {}
-    clusterings = [{"epoch": e, "nmi_cam": v, "gt_nmi_cam": 0.15} for e, v in enumerate(nmi)]
-    for s, (src, up, pse, mmt, tri) in enumerate(zip(transfer, (50, 50, 52), (35, 36, 35), (38, 40, 39),
-                                                     (18, 19, 20))):
+    clusterings = lambda values: [{"epoch": e, "nmi_cam": v, "gt_nmi_cam": 0.15} for e, v in enumerate(values)]
+    for s, (src, up, pse, mmt, sg, tri) in enumerate(zip(transfer, (50, 50, 52), (35, 36, 35), (38, 40, 39), ssg,
+                                                         (18, 19, 20))):
         recs.update({("source", s): _record(src), ("upper", s): _record(up, 0.10 + s / 100, 40 + s),
-                     ("pseudo", s): _record(pse, pseudo=clusterings), ("mmt", s): _record(mmt),
+                     ("pseudo", s): _record(pse, pseudo=clusterings(nmi)),
+                     ("mmt", s): _record(mmt, pseudo=clusterings(mmt_nmi)),
+                     ("ssg", s): _record(sg, pseudo=clusterings((0.4, 0.1))),
                      ("acan_triplet", s): _record(tri, 0.20 + s / 50, 70 - s),
                      ("canu", s): _record(90.0)})  # a method under test: never read
     return recs
 
 
-def test_criteria_from_row_records():
+def test_criteria_revision_2_from_row_records():
     rows = {r["key"]: r for r in crit.criteria(_fake_records())}
     assert rows["transfer"]["text"] == "0.41 (0.40-0.44)" and rows["transfer"]["pass"]
-    assert rows["closed"]["text"] == "0.48 (0.45-0.50)" and rows["closed"]["pass"]  # (35-20)/30, (36-22)/28, (35-21)/31
-    assert rows["mmt"]["pass"] and rows["mmt"]["text"].startswith("+3.7 [")
-    assert rows["nmi"]["text"] == "1.67 (of 6)" and rows["nmi"]["pass"]  # min over every clustering of every seed
+    assert rows["closed_pseudo"]["text"] == "0.48 (0.45-0.50)" and rows["closed_pseudo"]["pass"]  # (35-20)/30, ...
+    assert rows["closed_mmt"]["pass"] and rows["closed_ssg"]["pass"] is False  # (22-20)/30 ...: SSG out of regime
+    assert rows["mmt"]["pass"] is None and rows["mmt"]["text"].startswith("+3.7 [")  # reported, no gate
+    assert rows["nmi_pseudo"]["text"] == "first 2.00, min 1.67 (of 2)" and rows["nmi_pseudo"]["pass"]
+    assert rows["nmi_mmt"]["text"] == "first 1.60, min 1.33 (of 2)" and rows["nmi_mmt"]["pass"]  # >= 1.5, >= 1.2
+    assert rows["nmi_ssg"]["pass"] is False  # 0.1 / 0.15 at its second clustering
     assert rows["d_inter"]["pass"] and rows["cam_probe"]["pass"]
     assert rows["triplet"]["text"] == "0.37 (0.36-0.38)" and rows["triplet"]["pass"]
-    assert crit.verdict(list(rows.values())) == "pass"
-    failing = {r["key"]: r["pass"] for r in crit.criteria(_fake_records(nmi=(0.3, 0.2), transfer=(30, 32, 31)))}
-    assert failing["nmi"] is False and failing["transfer"] is False and failing["closed"] is False
+    assert crit.verdict(list(rows.values())) == "pass"  # SSG's premises are reported, not required
+    assert crit.premises(list(rows.values())) == {"pseudo": {"closed": True, "bias": True},
+                                                  "mmt": {"closed": True, "bias": True},
+                                                  "ssg": {"closed": False, "bias": False}, "acan": True}
+    failing = {r["key"]: r["pass"] for r in crit.criteria(_fake_records(nmi=(0.3, 0.15), transfer=(30, 32, 31)))}
+    assert failing["nmi_pseudo"] is False and failing["transfer"] is False and failing["closed_pseudo"] is False
+    late = {r["key"]: r["pass"] for r in crit.criteria(_fake_records(mmt_nmi=(0.3, 0.17)))}  # 1.13 < 1.2 later
+    assert late["nmi_mmt"] is False and crit.verdict(crit.criteria(_fake_records(mmt_nmi=(0.3, 0.17)))) == "fail"
+    early = crit.criteria(_fake_records(mmt_nmi=(0.2, 0.3)))  # 1.33 < 1.5 at the first clustering
+    assert {r["key"]: r["pass"] for r in early}["nmi_mmt"] is False
     one_seed = {k: v for k, v in _fake_records().items() if k[1] == 0}
     single = {r["key"]: r for r in crit.criteria(one_seed)}
-    assert single["mmt"]["pass"] is None and crit.verdict(list(single.values())) == "incomplete"  # no interval
+    assert single["d_inter"]["pass"] is None and crit.verdict(list(single.values())) == "incomplete"  # no interval
     line = crit.log_row("c1", "{}", [0, 1, 2], list(rows.values()), 12.0, 345.0)
     assert line.count("|") == crit.LOG_HEADER.count("|") and "| pass | 12 | 345 |" in line
 
 
+def test_nmi_ratio_is_a_mean_over_seeds_at_each_clustering():
+    recs = {("pseudo", s): {"pseudo": [{"nmi_cam": a, "gt_nmi_cam": 0.1}, {"nmi_cam": b, "gt_nmi_cam": 0.1}]}
+            for s, (a, b) in enumerate([(0.2, 0.1), (0.1, 0.15)])}
+    ratios = crit.nmi_ratios(recs)
+    assert ratios == {0: pytest.approx([2.0, 1.0]), 1: pytest.approx([1.0, 1.5])}
+    text, first, lowest, ok = crit.bias_premise(ratios)
+    assert (first, lowest, ok) == (pytest.approx(1.5), pytest.approx(1.25), True)  # each seed alone would fail
+
+
 def test_testbed_search_refuses_methods_under_test(tmp_path, capsys):
-    for method in ("canu", "adv", "canu_mmt", "acan_grl", "acan_oce", "acan_ace", "ssg"):
+    for method in ("canu", "adv", "canu_mmt", "adv_mmt", "canu_ssg", "adv_ssg", "acan_grl", "acan_oce", "acan_ace"):
         with pytest.raises(CanuError, match="not under test"):
             crit.check_rows(["source", method])
         with pytest.raises(CanuError, match="not under test"):  # before generating or training anything
@@ -163,7 +184,7 @@ def test_candidate_tool_scores_a_finished_folder_and_logs_one_row(tmp_path, caps
     assert main(["--from-folder", str(tmp_path), "--log", str(log), "--name", "fake"]) == 0
     assert "fake (" in capsys.readouterr().out
     rows = [ln for ln in log.read_text().splitlines() if ln.startswith("| fake |")]
-    assert len(rows) == 1 and "| 0 1 2 |" in rows[0] and rows[0].count("✓") == 7 and "| pass |" in rows[0]
+    assert len(rows) == 1 and "| 0 1 2 |" in rows[0] and rows[0].count("✓") == 8 and rows[0].count("✗") == 2 and "| pass |" in rows[0]
 
 
 def test_a_sibling_testbeds_finished_run_is_reused_only_with_the_same_data_and_options(tmp_path, monkeypatch):
@@ -171,7 +192,7 @@ def test_a_sibling_testbeds_finished_run_is_reused_only_with_the_same_data_and_o
     from canu_plugin.bench.testbed import data_key
     trained = []
 
-    def fake_execute(setting, key, method, seed, opts, planned, folder, log=print):
+    def fake_execute(setting, key, method, seed, opts, planned, folder, log=print, env=None):
         trained.append((folder, key))
         run = os.path.join(folder, "runs", f"{key}_s{seed}")
         os.makedirs(run)
@@ -202,3 +223,58 @@ def test_a_sibling_testbeds_finished_run_is_reused_only_with_the_same_data_and_o
     assert trained[-1] == (c, "pseudo")  # same options, but c's source model is another one
     tb = load_testbed({"epochs": {"pseudo": 12}})
     assert data_key(tb) == data_key(load_testbed({})) != data_key(load_testbed({"domains": {"num_train_ids": 50}}))
+
+
+TINY = {"num_train_ids": 4, "num_test_ids": 3, "images_per_camera": [1, 2], "num_distractors": 1, "image_size": [32, 16]}
+
+
+def _hashes(root, name):
+    import hashlib
+    out = {}
+    for dirpath, _, files in os.walk(os.path.join(root, name)):
+        for f in files:
+            if f.endswith(".jpg"):
+                out[os.path.relpath(os.path.join(dirpath, f), root)] = hashlib.md5(open(os.path.join(dirpath, f), "rb").read()).hexdigest()
+    return out
+
+
+def test_each_run_seed_draws_its_own_pair_and_the_same_seed_the_same_pair(tmp_path):
+    from canu_plugin.bench.testbed import data_key, data_seed, draw_root, generate_data
+    tb = load_testbed({"domains": TINY})
+    assert tb["seed"] is None and [data_seed(tb, s) for s in (0, 1, 2)] == [0, 1, 2]
+    fixed = load_testbed({"domains": TINY, "seed": 7})  # one draw for every seed, if a testbed asks for it
+    assert [data_seed(fixed, s) for s in (0, 1)] == [7, 7] and data_key(fixed, 0) == data_key(fixed, 1)
+    assert data_key(tb, 0) != data_key(tb, 1) and data_key(tb, 1) == data_key(load_testbed({"domains": TINY}), 1)
+    roots = {s: draw_root(str(tmp_path / "tb"), tb, s) for s in (0, 1)}
+    for s, root in roots.items():
+        generate_data(tb, root, s)
+    again = str(tmp_path / "again")
+    generate_data(tb, again, 1)
+    for name in ("SynthA", "SynthB"):
+        h0, h1, h1b = _hashes(roots[0], name), _hashes(roots[1], name), _hashes(again, name)
+        assert h1 and h1 == h1b  # the same seed: the same pair, byte for byte
+        assert set(h0.values()).isdisjoint(h1.values())  # another seed: other images
+
+
+def test_a_run_trains_on_its_own_seeds_draw_and_is_not_reused_across_draws(tmp_path, monkeypatch):
+    from canu_plugin.bench import runner
+    seen = []
+
+    def fake_execute(setting, key, method, seed, opts, planned, folder, log=print, env=None):
+        seen.append((seed, env["FASTREID_DATASETS"], planned["data"]))
+        record = {"method": key, "seed": seed, "identity": planned}
+        with open(os.path.join(folder, f"{key}_s{seed}.json"), "w") as f:
+            json.dump(record, f)
+        return record
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    draws = {s: {"root": f"/data/draw_{s}", "key": f"k{s}"} for s in (0, 1)}
+    bench = runner.Bench("synthetic", str(tmp_path), draws=draws)
+    for s in (0, 1):
+        bench.ensure("source", s, {})
+    assert seen == [(0, "/data/draw_0", "k0"), (1, "/data/draw_1", "k1")]
+    other = runner.Bench("synthetic", str(tmp_path), draws={0: {"root": "/data/x", "key": "another"}})
+    with pytest.raises(CanuError, match="other options"):  # the finished run was made on another draw
+        other.ensure("source", 0, {})
+    with pytest.raises(CanuError, match="no data draw"):
+        bench.ensure("source", 5, {})

@@ -13,43 +13,54 @@ import time
 
 from canu_plugin.bench import criteria as crit
 from canu_plugin.bench.methods import SETTINGS, plan
+from canu_plugin.bench.parallel import run_plan, run_settings
 from canu_plugin.bench.pretrain import ensure_pretrained
 from canu_plugin.bench.report import load_records
-from canu_plugin.bench.runner import Bench, run_name
-from canu_plugin.bench.testbed import data_key, fingerprint, generate_data, knobs, method_opts
+from canu_plugin.bench.runner import Bench
+from canu_plugin.bench.testbed import data_key, draw_root, fingerprint, generate_data, knobs, method_opts
 from canu_plugin.errors import CanuError
 
 SETTING = "synthetic"
 
 
 def testbed_folder(output, tb):
-    """``<output>/testbeds/<name>-<hash of the knobs>``: a changed knob never reuses another's runs."""
-    return os.path.join(os.path.abspath(output), "testbeds", f"{tb['name']}-{fingerprint(knobs(tb))}")
+    """``<output>/testbeds/<name>-<hash of the knobs>``: a changed knob never reuses another's runs (nor does
+    a testbed of one draw per seed reuse the runs of the same knobs on one draw for every seed)."""
+    key = knobs(tb) if tb["seed"] is not None else {**knobs(tb), "draws": "per run seed"}
+    return os.path.join(os.path.abspath(output), "testbeds", f"{tb['name']}-{fingerprint(key)}")
 
 
-def prepare(tb, folder, log=print):
+def prepare(tb, folder, seeds=(0,), log=print):
     """Data and pre-trained backbone of testbed ``tb`` for a benchmark in ``folder``.
 
+    Args:
+        seeds: the run seeds to prepare: each draws its own SynthA / SynthB (:func:`~.testbed.data_seed`).
     Returns:
-        dict: root (dataset root, also set as FASTREID_DATASETS for the runs started from this
-        process), per_method ({method: overrides} for :class:`~.runner.Bench`), pretrain (None or
-        :func:`~.pretrain.ensure_pretrained`'s dict, with the pre-training's wall time), data_s,
-        donors (sibling testbed folders with the same data and backbone, whose finished runs of the
-        same options are reused: :func:`~.runner.adopt`).
+        dict: root (the first seed's dataset root, also set as FASTREID_DATASETS for this process),
+        draws ({run seed: {"root", "key"}}: each seed's dataset root and data key, for
+        :class:`~.runner.Bench`), per_method ({method: overrides}), pretrain (None or
+        :func:`~.pretrain.ensure_pretrained`'s dict, with the pre-training's wall time), data_s, donors
+        (sibling testbed folders with the same data recipe and backbone, whose finished runs of the same
+        options and draw are reused: :func:`~.runner.adopt`).
     """
-    root = os.path.join(folder, "datasets")
     t0 = time.time()
-    generate_data(tb, root)
+    draws = {}
+    for seed in seeds:
+        root = draw_root(folder, tb, seed)
+        generate_data(tb, root, seed)
+        draws[seed] = {"root": root, "key": data_key(tb, seed)}
     data_s = time.time() - t0
     siblings = sorted(glob.glob(os.path.join(os.path.dirname(folder), "*")))  # other testbeds: same backbone?
-    pre = ensure_pretrained(folder, tb["pretrain"], root, tb["input_size"], log, siblings) if tb["pretrain"] else None
-    os.environ["FASTREID_DATASETS"] = root
+    pre_root = os.path.join(folder, "datasets")  # the pre-training domains, shared by every draw
+    pre = ensure_pretrained(folder, tb["pretrain"], pre_root, tb["input_size"], log, siblings) if tb["pretrain"] else None
+    first = draws[seeds[0]]["root"] if seeds else pre_root
+    os.environ["FASTREID_DATASETS"] = first
     path = pre["path"] if pre else None
     per_method = {m: tuple(method_opts(tb, m, path)) for m in SETTINGS[SETTING]["methods"]}
     key = {"data": data_key(tb), "pretrain": os.path.relpath(path, folder) if path else None}
     with open(os.path.join(folder, "data_key.json"), "w") as f:
         json.dump(key, f)
-    return {"root": root, "per_method": per_method, "pretrain": pre, "data_s": data_s,
+    return {"root": first, "draws": draws, "per_method": per_method, "pretrain": pre, "data_s": data_s,
             "donors": tuple(d for d in siblings if d != folder and _key(d) == key)}
 
 
@@ -62,13 +73,15 @@ def _key(folder):
         return json.load(f)
 
 
-def run_candidate(tb, output, seeds, methods=crit.ROWS, extra=(), log=print, eval_period=2):
+def run_candidate(tb, output, seeds, methods=crit.ROWS, extra=(), log=print, eval_period=2, jobs=1):
     """Train (or reuse) the criteria rows of testbed ``tb`` for ``seeds`` and score them.
 
     Args:
         output: results folder (the testbed's runs go in :func:`testbed_folder`); methods: a subset
             of :data:`.criteria.ROWS` (anything else is refused); extra: overrides for every run;
-            eval_period: canu-bench's default, so that ``canu-bench --testbed`` reuses these runs.
+            eval_period: canu-bench's default, so that ``canu-bench --testbed`` reuses these runs;
+            jobs: up to that many runs at once (:mod:`.parallel`; ``canu-bench --testbed`` reuses them with the
+            same ``--jobs``).
     Returns:
         dict: folder, rows (:func:`.criteria.criteria`), verdict, pretrain_s, runs_s, records.
     """
@@ -77,10 +90,10 @@ def run_candidate(tb, output, seeds, methods=crit.ROWS, extra=(), log=print, eva
         raise CanuError("the testbed search needs at least one seed (--seeds 0 1 2)")
     folder = testbed_folder(output, tb)
     os.makedirs(folder, exist_ok=True)
-    stage = prepare(tb, folder, log)
-    bench = Bench(SETTING, folder, eval_period, tuple(extra), log, stage["per_method"], stage["donors"])
-    for key, seed, deps in plan(SETTING, list(methods), seeds):
-        bench.ensure(key, seed, {role: run_name(*dep) for role, dep in deps.items()})
+    stage = prepare(tb, folder, seeds, log)
+    bench = Bench(SETTING, folder, eval_period, tuple(extra), log, stage["per_method"], stage["donors"], stage["draws"],
+                  **run_settings(jobs))
+    run_plan(bench, plan(SETTING, list(methods), seeds), jobs)
     records = {k: r for k, r in load_records(folder).items() if k[1] in seeds}
     rows = crit.criteria(records)
     pre = stage["pretrain"]

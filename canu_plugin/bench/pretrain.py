@@ -28,7 +28,8 @@ from canu_plugin.pretrained import architecture, provenance_path
 
 PRETRAIN_CONFIG = "configs/synthetic/pretrain.yml"
 GENERATOR_KEYS = ("num_train_ids", "num_test_ids", "images_per_camera", "camera_shift", "id_camera_correlation",
-                  "num_distractors", "image_size", "camera_effects")
+                  "num_distractors", "image_size", "camera_effects", "identity_detail", "shared_detail_vocabulary",
+                  "visits", "camera_gaps", "camera_low_level")  # the knobs are recorded in meta.json only when on
 FORMAT = 1
 
 

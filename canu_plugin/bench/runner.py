@@ -10,14 +10,17 @@ run resumes from its last checkpoint with ``--resume``). A finished run keeps on
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from canu_plugin.bench.child_settings import child_settings, upgrade_marker, with_legacy
 from canu_plugin.bench.methods import SETTINGS
 from canu_plugin.checkpoint import atomic_write, link_or_copy
 from canu_plugin.errors import CanuError
@@ -106,17 +109,25 @@ def keep_final_weights(out_dir):
 
 def identity(method, opts, base):
     """What makes a run this run: its config and its effective overrides (paths under the benchmark's
-    folder ``base`` written as ``<output>``, so that a results folder can be moved)."""
+    folder ``base`` written as ``<output>``, so that a results folder can be moved). :class:`Bench` adds
+    ``threads`` and ``workers`` (:func:`child_settings`), and a testbed's ``data``."""
     return {"config": method.config, "opts": [str(o).replace(base, "<output>") for o in opts[:-2]]}
 
 
-def check_identity(recorded, planned, where):
-    """Refuse to reuse a run made with other options (its numbers would be labelled with these)."""
+def check_identity(recorded, planned, where, legacy=None):
+    """Refuse to reuse a run made with other options (its numbers would be labelled with these), or with
+    other threads / loader workers (its numbers would differ); ``legacy``: the settings of a record that
+    has none (:func:`child_settings`)."""
+    recorded = with_legacy(recorded, legacy)
     if recorded != planned:
-        was = recorded.get("opts") if isinstance(recorded, dict) else None
-        changed = sorted(set(map(str, planned["opts"])) ^ set(map(str, was or [])))
-        raise CanuError(f"{where} was run with other options than this command's (differing: {changed[:6]}): use "
-                        "another --output for these options, or delete that run to redo it")
+        was = recorded if isinstance(recorded, dict) else {}
+        changed = sorted(set(map(str, planned["opts"])) ^ set(map(str, was.get("opts") or [])))[:6]
+        changed += [f"{k} {was.get(k)} -> {planned.get(k)}" for k in ("config", "data", "threads", "workers")
+                    if was.get(k) != planned.get(k)]
+        fix = ("; threads / workers follow --jobs and OMP_NUM_THREADS: use those of that run" if
+               any(was.get(k) != planned.get(k) for k in ("threads", "workers")) else "")
+        raise CanuError(f"{where} was run with other options than this command's (differing: {changed}): use "
+                        f"another --output for these options, or delete that run to redo it{fix}")
 
 
 @dataclass
@@ -130,6 +141,9 @@ class Bench:
     log: Callable = print
     per_method: dict = None  # {method: overrides} after ``extra`` (a testbed's budget, pre-trained weights)
     donors: tuple = ()  # other benchmark folders of the same data and backbone (:func:`adopt`)
+    draws: dict = None  # {seed: {"root", "key"}}: a testbed's own data draw per run seed (None: one dataset root)
+    threads: int = None  # each run's torch threads (--jobs N > 1: its share of the cores); None: the environment's
+    workers: int = None  # each run's loader workers (--jobs N > 1: 0); None: its config's DATALOADER.NUM_WORKERS
 
     @property
     def methods(self):
@@ -137,7 +151,8 @@ class Bench:
 
     def ensure(self, key, seed, deps, folder=None, extra=(), deps_folder=None, eval_period=None):
         """The record of run (``key``, ``seed``) in ``folder`` (default: the benchmark's): the finished
-        one when it was made with the same options (else CanuError), otherwise trained now.
+        one when it was made with the same options, threads and loader workers (else CanuError; a record
+        from before these were recorded: :func:`child_settings`), otherwise trained now.
 
         Args:
             deps: {role: run stem}, in ``deps_folder`` (default ``folder``); extra: overrides after the user's;
@@ -149,17 +164,31 @@ class Bench:
         own = (self.per_method or {}).get(key, ())
         opts = run_opts(key, method, seed, deps, folder, period, [*self.extra, *own, *extra], deps_folder)
         planned = identity(method, opts, self.folder)
+        env = None
+        if self.draws is not None:  # the run trains and tests on its seed's draw; its identity says which
+            if seed not in self.draws:
+                raise CanuError(f"seed {seed} has no data draw prepared in {self.folder}: prepare the testbed "
+                                "with every seed it runs")
+            planned["data"] = self.draws[seed]["key"]
+            env = {**os.environ, "FASTREID_DATASETS": self.draws[seed]["root"]}
+        settings, legacy, env, opts = child_settings(method.config, opts, env, self.threads, self.workers)
+        planned.update(settings)
         path = os.path.join(folder, run_name(key, seed) + ".json")
         if os.path.isfile(path):
             with open(path) as f:
                 record = json.load(f)
-            check_identity(record.get("identity"), planned, path)
+            check_identity(record.get("identity"), planned, path, legacy)
             return record
         if folder == self.folder:
-            record = adopt(self.donors, run_name(key, seed), planned, folder, self.log, tuple(deps.values()))
+            record = adopt(self.donors, run_name(key, seed), planned, folder, self.log, tuple(deps.values()), legacy)
             if record is not None:
                 return record
-        return execute(self.setting, key, method, seed, opts, planned, folder, self.log)
+        upgrade_marker(opts[-1], planned, legacy)
+        return execute(self.setting, key, method, seed, opts, planned, folder, self.log, env)
+
+    def finished(self, key, seed):
+        """Whether run (``key``, ``seed``) of the benchmark's folder has its record (made with whatever options)."""
+        return os.path.isfile(os.path.join(self.folder, run_name(key, seed) + ".json"))
 
 
 def _record(folder, stem):
@@ -171,7 +200,7 @@ def _record(folder, stem):
         return json.load(f)
 
 
-def adopt(donors, stem, planned, folder, log=print, deps=()):
+def adopt(donors, stem, planned, folder, log=print, deps=(), legacy=None):
     """Reuse a finished run of another benchmark folder made with the same options (``planned``
     identity: config and overrides, paths written as ``<output>``) on the same data, from the same
     starting models: its run folder is hard-linked (copied where links fail) into ``folder`` and its
@@ -180,14 +209,15 @@ def adopt(donors, stem, planned, folder, log=print, deps=()):
     Args:
         donors: folders whose datasets and pre-trained backbone are this folder's (a testbed whose
             knobs differ only in budget or overrides); stem: ``<method>_s<seed>``; deps: the stems of
-            the runs it starts from (source models), which must have the same identity in both folders.
+            the runs it starts from (source models), which must have the same identity in both folders;
+            legacy: the settings of a donor record that has none (:func:`child_settings`).
     Returns:
         the adopted record (dict), or None when no donor has that run with those options.
     """
     ours = {d: (_record(folder, d) or {}).get("identity") for d in deps}
     for donor in donors:
         record = _record(donor, stem)
-        if record is None or record.get("identity") != planned:
+        if record is None or with_legacy(record.get("identity"), legacy) != planned:
             continue
         if any(ours[d] is None or ours[d] != (_record(donor, d) or {}).get("identity") for d in deps):
             continue  # same options, but started from another source model
@@ -201,19 +231,52 @@ def adopt(donors, stem, planned, folder, log=print, deps=()):
     return None
 
 
+_CHILDREN = set()  # the training processes running now (:func:`stop_children`)
+_CHILDREN_LOCK = threading.Lock()
+
+
 def train_child(config, opts, log_path, env=None):
     """``canu-train --config-file <config> --resume <opts>`` in a child process, its output appended
-    to ``log_path``; ``env``: the child's environment (default this one's). Returns (exit code, seconds)."""
+    to ``log_path``; ``env``: the child's environment (default this one's). Returns (exit code, seconds).
+    The child inherits the CPU affinity of the thread that starts it (:mod:`.parallel` pins its threads)."""
     cmd = [sys.executable, "-m", "canu_plugin.cli.train", "--config-file", config_path(config, user_paths=False),
            "--resume", *opts]
     t0 = time.time()
-    with open(log_path, "a") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    with open(log_path, "a") as f, subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env) as proc:
+        with _CHILDREN_LOCK:
+            _CHILDREN.add(proc)
+        try:
+            proc.wait()
+        except BaseException:  # Ctrl-C here (one run at a time): as subprocess.run, kill the child
+            proc.kill()
+            raise
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(proc)
     return proc.returncode, time.time() - t0
 
 
-def execute(setting, key, method, seed, opts, planned, folder, log=print):
-    """Train (or resume) one run in a child process and write its JSON record (``folder/<stem>.json``).
+def stop_children(grace=0.25):
+    """Interrupt the training processes started by :func:`train_child` that are still running (SIGINT, as a
+    Ctrl-C in the terminal sends them), and kill those still there after ``grace`` seconds (what
+    subprocess.run does to its child on Ctrl-C, as one run at a time does). Their last checkpoints stay:
+    an interrupted run resumes from there."""
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN)
+    for proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.time() + grace
+    for proc in children:
+        try:
+            proc.wait(max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def execute(setting, key, method, seed, opts, planned, folder, log=print, env=None):
+    """Train (or resume) one run in a child process and write its JSON record (``folder/<stem>.json``);
+    ``env``: the child's environment (default this process's: its FASTREID_DATASETS is the dataset root).
 
     Returns:
         the record (dict). Raises CanuError when the run fails (its log file is named) or when its
@@ -229,7 +292,7 @@ def execute(setting, key, method, seed, opts, planned, folder, log=print):
         with open(marker, "w") as f:
             json.dump(planned, f, indent=1)
     log(f"[bench] {os.path.relpath(out_dir, folder)}: {method.label}")
-    code, wall = train_child(method.config, opts, os.path.join(out_dir, "bench_stdout.log"))
+    code, wall = train_child(method.config, opts, os.path.join(out_dir, "bench_stdout.log"), env)
     if code != 0:
         raise CanuError(f"run {run_name(key, seed)} failed (exit {code}); see "
                         f"{os.path.join(out_dir, 'bench_stdout.log')}")

@@ -7,7 +7,8 @@ every run starts from (docs/bench/testbed.md has the criteria a testbed must mee
 - ``domains``: generator arguments of both domains (:func:`canu_plugin.data.synthetic.generate_domain`:
   identities, images per camera, camera shift, camera effects beyond colour, id-camera correlation,
   distractors, generated image size); ``source`` / ``target``: the same keys for SynthA / SynthB only;
-- ``seed``: the data seed of SynthA and SynthB;
+- ``seed``: None (the default): each benchmark seed draws its own SynthA / SynthB (data seed = run seed),
+  since the regime of one draw did not hold on another; an int: one draw, that data seed, for every run;
 - ``input_size``: (H, W) the networks see (``INPUT.SIZE_TRAIN`` / ``SIZE_TEST``; None: the configs' 64x32);
 - ``epochs``: {method: SOLVER.MAX_EPOCH}, the training budget per row (the configs' STEPS stay);
   ``opts``: {method or "all": [KEY, VALUE, ...]} any other override;
@@ -24,7 +25,9 @@ import os
 from canu_plugin.errors import CanuError
 
 DOMAIN_KEYS = ("num_train_ids", "num_test_ids", "num_cameras", "images_per_camera", "camera_shift",
-               "id_camera_correlation", "num_distractors", "image_size", "camera_effects")
+               "id_camera_correlation", "num_distractors", "image_size", "camera_effects",
+               # canu_plugin.data.synthetic_knobs, off by default (an explicit off value is dropped on load)
+               "identity_detail", "shared_detail_vocabulary", "visits", "camera_gaps", "camera_low_level")
 PRETRAIN_DEFAULTS = {
     "domains": 4,               # SynthPre0.. (<= 8): 6 cameras each, their own camera draws
     "num_train_ids": 300,       # per domain (identities are fresh draws, none of SynthA's / SynthB's)
@@ -35,11 +38,16 @@ PRETRAIN_DEFAULTS = {
     "num_distractors": 0,
     "image_size": [128, 64],
     "camera_effects": {"viewpoint": 0.5, "pose": 0.5, "occlusion": 0.3, "resolution": 0.5, "illumination": 0.5},
+    "identity_detail": None,    # the knobs of canu_plugin.data.synthetic_knobs: off
+    "shared_detail_vocabulary": False,
+    "visits": 0.0,
+    "camera_gaps": None,
+    "camera_low_level": None,
     "epochs": 10,               # supervised identity classification, configs/synthetic/pretrain.yml
     "seed": 0,                  # data and training seed: one backbone per testbed, shared by every run
     "opts": [],                 # further overrides of the pre-training run
 }
-DEFAULTS = {"name": "default", "seed": 0, "domains": {}, "source": {}, "target": {}, "input_size": None,
+DEFAULTS = {"name": "default", "seed": None, "domains": {}, "source": {}, "target": {}, "input_size": None,
             "epochs": {}, "opts": {}, "pretrain": None}
 
 
@@ -78,7 +86,30 @@ def load_testbed(spec):
         tb["pretrain"] = {**copy.deepcopy(PRETRAIN_DEFAULTS), **tb["pretrain"]}
         if not 1 <= int(tb["pretrain"]["domains"]) <= 8:
             raise CanuError("testbed: pretrain.domains must be in 1..8 (SynthPre0..SynthPre7)")
+    _drop_off_knobs(tb)
     return tb
+
+
+def _drop_off_knobs(tb):
+    """Remove the generator knobs (:data:`canu_plugin.data.synthetic_knobs.KNOBS`) given with an off value
+    (``visits: 0``, ``identity_detail: {}`` ...), in place, so that a knob written at its default
+    changes no fingerprint: from ``domains`` always, from ``source`` / ``target`` where ``domains``
+    leaves the knob off too; ``pretrain``'s go back to their defaults."""
+    from canu_plugin.data.synthetic_knobs import KNOBS, knob_args
+    def off(part, key):
+        """Whether ``part[key]`` leaves the knob off."""
+        if key == "shared_detail_vocabulary":  # no effect without detail, but the detail may come from domains
+            return part[key] in (None, False)
+        try:
+            return key not in knob_args({key: part[key]}, "testbed", 6)
+        except CanuError:  # a bad value: the generator reports it
+            return False
+    for part in ("domains", "source", "target"):
+        for key in [k for k in KNOBS if k in tb[part] and off(tb[part], k)]:
+            if part == "domains" or key not in tb["domains"]:
+                del tb[part][key]
+    for key in [k for k in KNOBS if tb["pretrain"] and off(tb["pretrain"], k)]:
+        tb["pretrain"][key] = copy.deepcopy(PRETRAIN_DEFAULTS[key])
 
 
 def set_knob(tb, dotted, value):
@@ -110,21 +141,37 @@ def fingerprint(obj):
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def domain_kwargs(tb, role):
-    """``generate_domain`` keyword arguments of SynthA (``role`` "source") or SynthB ("target")."""
-    return {**tb["domains"], **tb[role], "seed": int(tb["seed"])}
+def data_seed(tb, run_seed):
+    """The data seed of run seed ``run_seed``'s SynthA / SynthB: the run seed itself, unless the testbed
+    fixes one draw (``seed`` an int)."""
+    return int(run_seed) if tb["seed"] is None else int(tb["seed"])
 
 
-def data_key(tb):
-    """Fingerprint of what the testbed's SynthA and SynthB are made from (two testbeds with the same key
-    have the same images, whatever their budgets and overrides)."""
-    return fingerprint({role: domain_kwargs(tb, role) for role in ("source", "target")})
+def domain_kwargs(tb, role, run_seed=0):
+    """``generate_domain`` keyword arguments of SynthA (``role`` "source") or SynthB ("target") for the
+    runs of seed ``run_seed``."""
+    return {**tb["domains"], **tb[role], "seed": data_seed(tb, run_seed)}
 
 
-def generate_data(tb, root):
-    """SynthA and SynthB of the testbed under ``root`` (kept when already generated); their stats."""
+def data_key(tb, run_seed=None):
+    """Fingerprint of what the testbed's SynthA and SynthB are made from: of the draw of ``run_seed``, or,
+    with None, of the recipe of every draw (two testbeds with the same key have the same images, whatever
+    their budgets and overrides)."""
+    if run_seed is None and tb["seed"] is None:
+        return fingerprint({role: {**tb["domains"], **tb[role], "seed": "run seed"} for role in ("source", "target")})
+    return fingerprint({role: domain_kwargs(tb, role, run_seed or 0) for role in ("source", "target")})
+
+
+def draw_root(folder, tb, run_seed):
+    """Dataset root of run seed ``run_seed``'s draw in a testbed folder: ``<folder>/datasets/draw_<data seed>``."""
+    return os.path.join(folder, "datasets", f"draw_{data_seed(tb, run_seed)}")
+
+
+def generate_data(tb, root, run_seed=0):
+    """SynthA and SynthB of the testbed's draw for ``run_seed`` under ``root`` (kept when already
+    generated); their stats."""
     from canu_plugin.data.synthetic import generate_domain
-    return {name: generate_domain(root, name, **domain_kwargs(tb, role))
+    return {name: generate_domain(root, name, **domain_kwargs(tb, role, run_seed))
             for name, role in (("SynthA", "source"), ("SynthB", "target"))}
 
 
@@ -147,4 +194,4 @@ def method_opts(tb, method, pretrained=None):
 
 
 __all__ = ["DOMAIN_KEYS", "DEFAULTS", "PRETRAIN_DEFAULTS", "load_testbed", "set_knob", "knobs", "fingerprint",
-           "domain_kwargs", "data_key", "generate_data", "method_opts"]
+           "data_seed", "domain_kwargs", "data_key", "draw_root", "generate_data", "method_opts"]

@@ -8,9 +8,11 @@ in results/<setting>/, and the papers' ablations as sweeps.
     canu-bench --sweep MODEL.CANU.MU 0.05 0.1 0.3 0.5 1.0 --methods adv canu
     canu-bench --standard-sweeps                 # make bench: the main table, then every standard sweep
     canu-bench --setting M2D --seeds 0           # Market -> Duke (FASTREID_DATASETS, GPU)
+    canu-bench --setting M2D --methods source mmt canu_mmt --seeds 0 --dry-run   # the runs, their length, a total
     canu-bench --report-only                     # re-make tables and plots
     canu-bench --opts SOLVER.MAX_EPOCH 4         # overrides for every run
     canu-bench --testbed configs/synthetic/testbeds/pretrained.yml   # a testbed: its data, pre-trained backbone
+    canu-bench --jobs 2                          # two runs at once, each on its share of the cores
 
 An interrupted benchmark resumes: finished runs (their JSON exists) are reused if they were made with
 the same options, an unfinished one continues from its last checkpoint. Runs go in seed-major order.
@@ -23,9 +25,10 @@ import time
 import canu_plugin  # noqa: F401
 from canu_plugin.bench import sweeps
 from canu_plugin.bench.methods import SETTINGS, default_methods, plan
+from canu_plugin.bench.parallel import run_plan, run_settings
 from canu_plugin.bench.plots import sweep_plot, write_plots
 from canu_plugin.bench.report import load_records, write_report
-from canu_plugin.bench.runner import Bench, run_name
+from canu_plugin.bench.runner import Bench
 from canu_plugin.errors import CanuError, user_errors
 
 
@@ -45,10 +48,21 @@ def parse_args(argv=None):
     p.add_argument("--testbed", default=None, help="a synthetic testbed (configs/synthetic/testbeds/*.yml): its "
                    "data and pre-trained backbone, runs in <output>/testbeds/<name>-<hash>/ (docs/bench/testbed.md)")
     p.add_argument("--report-only", action="store_true", help="only re-make the tables and plots")
+    p.add_argument("--dry-run", action="store_true", help="print the main table's runs in order (what each starts "
+                   "from, its config, epochs x iterations x batch, where it writes) and the totals; train nothing")
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides applied to every run (same budget)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="up to N runs of the main table at once, each "
+                   "pinned to cores // N cores with that many torch threads and no loader workers (N > 1 fixes "
+                   "both: runs made with other --jobs are not reused); sweeps run one at a time, with the same "
+                   "threads and workers (default 1)")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        raise CanuError(f"--jobs {args.jobs}: give the number of runs at once, 1 or more")
     if args.sweep is not None and len(args.sweep) < 2:
         raise CanuError("--sweep needs a key and at least one value, e.g. --sweep MODEL.CANU.MU 0.1 0.5")
+    if args.dry_run and (args.sweep or args.standard_sweeps or args.testbed or args.report_only):
+        raise CanuError("--dry-run lists the main table's runs: drop --sweep, --standard-sweeps, --testbed and "
+                        "--report-only")
     return args
 
 
@@ -63,11 +77,11 @@ def prepare_data(setting, root):
         check_dataset_layout(name, root)
 
 
-def run_main(bench, methods, seeds):
-    """Every planned run of the main table (reused when finished); returns the number trained now."""
+def run_main(bench, methods, seeds, jobs=1):
+    """Every planned run of the main table (reused when finished), up to ``jobs`` at once
+    (:func:`~canu_plugin.bench.parallel.run_plan`); returns the number trained now."""
     before = len(load_records(bench.folder))
-    for key, seed, deps in plan(bench.setting, methods, seeds):
-        bench.ensure(key, seed, {role: run_name(*dep) for role, dep in deps.items()})
+    run_plan(bench, plan(bench.setting, methods, seeds), jobs)
     return len(load_records(bench.folder)) - before
 
 
@@ -102,7 +116,7 @@ def use_testbed(b, args, sweeps_todo):
     overrides (the pre-trained backbone, made once and cached; its wall time printed apart). Returns the
     dataset root."""
     from canu_plugin.bench.candidates import prepare, testbed_folder
-    from canu_plugin.bench.testbed import load_testbed
+    from canu_plugin.bench.testbed import draw_root, load_testbed
     if args.setting != "synthetic":
         raise CanuError("--testbed describes the synthetic setting's data: drop --setting or use --setting synthetic")
     if any(s.key.startswith("data.") for s in sweeps_todo):
@@ -111,9 +125,9 @@ def use_testbed(b, args, sweeps_todo):
     b.folder = testbed_folder(args.output, tb)
     os.makedirs(b.folder, exist_ok=True)
     if args.report_only:
-        return os.path.join(b.folder, "datasets")
-    stage = prepare(tb, b.folder)
-    b.per_method, b.donors = stage["per_method"], stage["donors"]
+        return draw_root(b.folder, tb, args.seeds[0])
+    stage = prepare(tb, b.folder, tuple(args.seeds))
+    b.per_method, b.donors, b.draws = stage["per_method"], stage["donors"], stage["draws"]
     pre = stage["pretrain"]
     if pre:
         print(f"[bench] pre-trained backbone {pre['path']}: pre-training {pre['wall_s']:.0f} s"
@@ -139,8 +153,12 @@ def bench(argv=None, prog="canu-bench"):
     root = os.path.abspath(args.root)
     os.environ["FASTREID_DATASETS"] = root
     folder = os.path.abspath(os.path.join(args.output, args.setting))
-    b = Bench(args.setting, folder, args.eval_period, tuple(args.opts))
+    b = Bench(args.setting, folder, args.eval_period, tuple(args.opts), **run_settings(args.jobs))
     methods = args.methods or default_methods(args.setting)
+    if args.dry_run:
+        from canu_plugin.bench.dry_run import dry_run
+        dry_run(args.setting, methods, args.seeds, folder, root, tuple(args.opts))
+        return 0
     todo = [sweeps.Sweep(args.sweep[0], tuple(args.sweep[1:]), tuple(methods))] if args.sweep else []
     if args.standard_sweeps:
         todo += [s for s in sweeps.STANDARD if all(m in b.methods for m in s.methods + s.references)]
@@ -152,7 +170,7 @@ def bench(argv=None, prog="canu-bench"):
     if not args.report_only:
         prepare_data(args.setting, root)
         if not args.sweep:
-            print(f"[bench] {run_main(b, methods, args.seeds)} run(s) done in {time.time() - start:.0f} s")
+            print(f"[bench] {run_main(b, methods, args.seeds, args.jobs)} run(s) done in {time.time() - start:.0f} s")
         for s in todo:
             sweeps.run_sweep(b, s.key, s.values, s.methods, args.seeds, root)
     reported = todo or [s for s in sweeps.STANDARD if os.path.isdir(os.path.join(folder, "sweeps", s.key))]

@@ -6,6 +6,7 @@
         --set target.camera_shift=1.0 --set pretrain.epochs=16 --name shift1-pre16
     python tools/testbed_candidates.py --testbed ... --pretrain-only     # the pre-training stage alone
     python tools/testbed_candidates.py --from-folder results/synthetic    # score finished runs, train nothing
+    python tools/testbed_candidates.py --testbed ... --jobs 2            # two runs at once (1 thread, 0 workers each)
 
 Runs direct transfer, supervised on the target, the pseudo-label baseline, MMT (with its second source
 model) and ACAN triplet-only for each seed into ``<output>/testbeds/<name>-<hash>/`` (finished runs are
@@ -42,7 +43,13 @@ def parse_args(argv=None):
     p.add_argument("--from-folder", default=None, metavar="DIR", help="train nothing: score the finished runs of a "
                    "benchmark folder (e.g. results/synthetic, the committed benchmark's) as this candidate")
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for every run (not the pre-training)")
-    return p.parse_args(argv)
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="up to N runs at once, each pinned to cores // N "
+                   "cores with that many torch threads and no loader workers; runs made with other --jobs are not "
+                   "reused (canu-bench --testbed reuses these runs with the same --jobs; default 1)")
+    a = p.parse_args(argv)
+    if a.jobs < 1:
+        raise CanuError(f"--jobs {a.jobs}: give the number of runs at once, 1 or more")
+    return a
 
 
 def candidate(a):
@@ -82,7 +89,7 @@ def main_run(argv=None):
     crit.check_rows(a.methods)
     if a.pretrain_only:
         folder = testbed_folder(a.output, tb)
-        stage = prepare(tb, folder)
+        stage = prepare(tb, folder, tuple(a.seeds))
         pre = stage["pretrain"]
         print(f"[testbed] data in {stage['root']}" + (f"; backbone {pre['path']} (pre-training {pre['wall_s']:.0f} s"
                                                         f"{', cached' if pre['cached'] else ''})" if pre else
@@ -90,7 +97,7 @@ def main_run(argv=None):
         return 0
     t0 = time.time()
     out = from_folder(a.from_folder, a.seeds) if a.from_folder else run_candidate(tb, a.output, a.seeds, a.methods,
-                                                                                  a.opts)
+                                                                                  a.opts, jobs=a.jobs)
     print(f"\n[testbed] {tb['name']} ({out['folder']}), seeds {a.seeds}: {out['verdict']}")
     print_rows(out["rows"])
     print(f"  pre-training {out['pretrain_s'] or 0:.0f} s (once per testbed), runs {out['runs_s']:.0f} s, "

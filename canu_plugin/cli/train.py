@@ -11,12 +11,14 @@ methods (fast-reid's train_net, extended).
 folder (:func:`canu_plugin.config_path`).
 """
 import argparse
+import logging
 import sys
 
 import canu_plugin  # noqa: F401  (compat fixes + registration into fast-reid's registries)
 from canu_plugin.engine import Trainer, seed_from_config, set_datasets_root, setup_cfg
 from canu_plugin.errors import user_errors
 from canu_plugin.resources import config_path
+from canu_plugin.threads import apply_env_threads
 from fastreid.engine import default_argument_parser, default_setup, launch
 from fastreid.utils import comm
 from fastreid.utils.logger import setup_logger
@@ -32,6 +34,8 @@ def setup(args):
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="canu_plugin")  # into log.txt too
     seed_from_config(cfg)  # SEED >= 0: a reproducible run (fast-reid seeds randomly)
+    threads = apply_env_threads()  # MKL_NUM_THREADS / OMP_NUM_THREADS (canu-bench --jobs sets them)
+    logging.getLogger("canu_plugin").info(f"torch threads {threads}, loader workers {cfg.DATALOADER.NUM_WORKERS}")
     return cfg
 
 

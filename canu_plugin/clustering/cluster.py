@@ -12,7 +12,6 @@ parameters explicitly (tests, benchmarks). Conventions of the output:
   training hook decides what to do.
 """
 import logging
-import os
 import time
 
 import numpy as np
@@ -25,6 +24,7 @@ from canu_plugin.clustering.jaccard import jaccard_from_knn
 from canu_plugin.clustering.knn import choice_info, knn_search, resolve_backend
 from canu_plugin.clustering.minsum import DEFAULT_MAX_PAIRS, ZERO_TOL, row_ids
 from canu_plugin.errors import CanuError
+from canu_plugin.threads import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +146,9 @@ def cluster_centroids(features, labels, normalize=False):
 
 
 def resolve_workers(workers=0):
-    """Threads for the Jaccard stage: ``workers`` if > 0, else min(4, CPU cores)."""
-    return int(workers) if int(workers) > 0 else min(4, os.cpu_count() or 1)
+    """Threads for the Jaccard stage: ``workers`` if > 0, else min(4, the cores this process may run on)
+    (a run pinned to one core by ``canu-bench --jobs`` gets one)."""
+    return int(workers) if int(workers) > 0 else min(4, len(usable_cores()))
 
 
 def _source_jaccard(x, sims, idx, k1, k2, eps, eps_rule, rho, terms, jaccard_kw):

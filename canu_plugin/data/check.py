@@ -41,11 +41,17 @@ OFFICIAL = {
     "DukeMTMC": Release({"train": (702, 16522), "query": (702, 2228), "gallery": (1110, 17661)}, 8,
                         "DukeMTMC-reID README (layumi/DukeMTMC-reID_evaluation)"),
     # Wei et al., CVPR 2018 and fast-reid's msmt17.py docstring: 1,041 train ids, "32621 (train) +
-    # 11659 (query) + 82161 (gallery)", 3,060 test ids, 15 cameras; train = list_train.txt +
-    # list_val.txt (fast-reid trains on list_train.txt alone unless DATASETS.COMBINEALL).
-    "MSMT17": Release({"train": (1041, 32621), "query": (3060, 11659), "gallery": (3060, 82161)}, 15,
+    # 11659 (query) + 82161 (gallery)", 3,060 test ids, 15 cameras. The 32,621 training images are
+    # list_train.txt (30,248) + list_val.txt (2,373), of the same 1,041 ids: fast-reid's MSMT17 trains
+    # on list_train.txt alone, MSMT17TrainVal (MMT's recipes, as MMT's msmt17.py) on both.
+    "MSMT17": Release({"train": (1041, 30248), "query": (3060, 11659), "gallery": (3060, 82161)}, 15,
                       "Wei et al. CVPR 2018; fast-reid msmt17.py",
-                      "train counts list_train.txt + list_val.txt; V1 and V2 hold the same images"),
+                      "train = list_train.txt, what fast-reid's MSMT17 trains on (+ list_val.txt: MSMT17TrainVal); "
+                      "V1 and V2 hold the same images"),
+    "MSMT17TrainVal": Release({"train": (1041, 32621), "query": (3060, 11659), "gallery": (3060, 82161)}, 15,
+                              "Wei et al. CVPR 2018; fast-reid msmt17.py; MMT msmt17.py",
+                              "train = list_train.txt + list_val.txt (MMT's recipes); V1 and V2 hold the same "
+                              "images"),
     # torchreid's mars.py docstring: "8298 (train) + 1980 (query) + 9330 (gallery)" tracklets, 1,261
     # ids (625 train + 636 test); junk tracklets dropped, distractors (pid 0) kept: 626 query and 622
     # gallery ids as torchreid counts them (deep-person-reid issue #77).
@@ -94,12 +100,9 @@ def _count(items):
 
 
 def _splits(name, root):
-    """{split: items} as the training / evaluation loaders read them (MSMT17's train adds list_val)."""
+    """{split: items} exactly as the training / evaluation loaders read them."""
     data = DATASET_REGISTRY.get(name)(root=root)
-    splits = {"train": list(data.train), "query": data.query, "gallery": data.gallery}
-    if name == "MSMT17":  # the release's train figure includes the validation list
-        splits["train"] += data.process_dir(data.train_dir, data.list_val_path)
-    return splits
+    return {"train": list(data.train), "query": data.query, "gallery": data.gallery}
 
 
 def _msmt_note(root):
@@ -147,7 +150,7 @@ def check_dataset(name, root, official=None):
         check.problems.append(f"cannot read it, {e}")
         return check
     check.counts = {s: _count(items) for s, items in splits.items()}
-    if name == "MSMT17":
+    if name.startswith("MSMT17"):
         check.notes.append(_msmt_note(root))
     if check.release is None:
         check.notes.append("no official figures (synthetic or unknown dataset): counted, not compared")

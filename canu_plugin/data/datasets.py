@@ -7,6 +7,7 @@ parser cannot read, and lists sorted by path (glob order is not deterministic).
 
 :func:`check_dataset_layout` gives the same early, clear errors for the real datasets
 (Market1501, DukeMTMC, MSMT17) without registering anything under fast-reid's own names.
+``MSMT17TrainVal`` is MSMT17 with its validation list in the training set (MMT's recipes).
 """
 import glob
 import os
@@ -15,6 +16,7 @@ import warnings
 
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.datasets.market1501 import Market1501
+from fastreid.data.datasets.msmt17 import MSMT17
 
 from canu_plugin.errors import CanuError, unreadable_image
 
@@ -103,7 +105,8 @@ def check_dataset_layout(name, root, check_names=True):
     the way fast-reid's parser expects; do nothing for names this function does not know.
 
     Knows Market1501 (``root/[Market-1501-v15.09.15/]{bounding_box_train,query,bounding_box_test}``),
-    DukeMTMC (``root/DukeMTMC-reID/...``), MSMT17 (``root/MSMT17_V1|MSMT17_V2`` with list files) and
+    DukeMTMC (``root/DukeMTMC-reID/...``), MSMT17 and MSMT17TrainVal (``root/MSMT17_V1|MSMT17_V2`` with
+    list files) and
     every :class:`SynthDomain` (``root/<name>/...``). ``check_names`` also validates Market-style
     image names (what fast-reid would crash on with ``'NoneType' object has no attribute 'groups'``).
     Tracklet datasets (``is_video``: MARS, ...) run their own ``check_layout(root)``.
@@ -129,7 +132,7 @@ def check_dataset_layout(name, root, check_names=True):
         base = os.path.join(root, "DukeMTMC-reID")
         fix = f"put DukeMTMC-reID at {base}/{{{','.join(MARKET_SPLITS)}}}, or {where}"
         _check_market_like(base, fix, 8, None, False, check_names)
-    elif name == "MSMT17":
+    elif isinstance(cls, type) and issubclass(cls, MSMT17):
         fix = (f"put MSMT17 at {os.path.join(root, 'MSMT17_V2')}/{{mask_train_v2,mask_test_v2,"
                f"{','.join(MSMT_LISTS)}}} (V1: MSMT17_V1 with train, test), or {where}")
         _require(root, fix)
@@ -215,6 +218,30 @@ class SynthB(SynthDomain):
     """Synthetic domain B (winter, 5 cameras): ``<root>/SynthB``, from tools/make_synthetic.py."""
     dataset_dir = "SynthB"
     dataset_name = "synthb"
+
+
+@DATASET_REGISTRY.register()
+class MSMT17TrainVal(MSMT17):
+    """MSMT17 whose training set is ``list_train.txt`` + ``list_val.txt`` (1,041 identities, 32,621
+    images), as MMT's ``msmt17.py`` trains; query and gallery are fast-reid's ``MSMT17``'s. fast-reid's
+    ``MSMT17`` trains on ``list_train.txt`` alone (30,248 images) and adds the validation list only with
+    ``DATASETS.COMBINEALL``, which also puts the query and gallery into training.
+    """
+
+    def __init__(self, root="datasets", **kwargs):
+        if kwargs.get("combineall"):
+            raise CanuError("MSMT17TrainVal already trains on list_train.txt + list_val.txt, and DATASETS.COMBINEALL "
+                            "would add list_val.txt a second time (and the query and gallery): name MSMT17 in "
+                            "DATASETS.NAMES with COMBINEALL, or set DATASETS.COMBINEALL False")
+        super().__init__(root=root, **kwargs)
+
+    def process_dir(self, dir_path, list_path, is_train=True):
+        """fast-reid's parser; the training list is followed by the validation list (same folder, same
+        identities' labels)."""
+        items = super().process_dir(dir_path, list_path, is_train=is_train)
+        if list_path == self.list_train_path:
+            items += super().process_dir(dir_path, self.list_val_path, is_train=is_train)
+        return items
 
 
 PRETRAIN_DOMAINS = 8  # SynthPre0 .. SynthPre7: the pre-training set-ups (canu_plugin.bench.pretrain), style SynthPre

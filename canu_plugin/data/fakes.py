@@ -89,7 +89,7 @@ def write_msmt17(root, version="MSMT17_V2"):
     train_dir, test_dir = {"MSMT17_V1": ("train", "test"), "MSMT17_V2": ("mask_train_v2", "mask_test_v2")}[version]
     base = os.path.join(root, version)
     train = _samples(range(TRAIN_IDS), 2)
-    lists = {"list_train.txt": (train_dir, train[: len(train) - CAMERAS]),  # the last id's images: validation
+    lists = {"list_train.txt": (train_dir, train[: len(train) - CAMERAS]),  # the last 3 images: validation
              "list_val.txt": (train_dir, train[len(train) - CAMERAS:]),
              "list_query.txt": (test_dir, _samples(range(TEST_IDS), 1)),
              "list_gallery.txt": (test_dir, [(p, c, i + 1) for p, c, i in _samples(range(TEST_IDS), 2)])}
@@ -183,23 +183,31 @@ def _fake_release(train, query, gallery):
 FAKE_FIGURES = {
     "Market1501": _fake_release((8, 48), (4, 12), (5, 26)),        # gallery: + pid 0 distractors, junk dropped
     "DukeMTMC": _fake_release((8, 48), (4, 12), (4, 24)),
-    "MSMT17": _fake_release((8, 48), (4, 12), (4, 24)),            # train: list_train 45 + list_val 3
+    "MSMT17": _fake_release((8, 45), (4, 12), (4, 24)),            # train: list_train only
+    "MSMT17TrainVal": _fake_release((8, 48), (4, 12), (4, 24)),    # train: list_train 45 + list_val 3
     "MARS": _fake_release((8, 24), (4, 4), (5, 9)),                # gallery: + a distractor, junk dropped
     "DukeMTMCVideoReID": _fake_release((8, 24), (4, 4), (5, 9)),
     "DukeMTMCSITracklet": _fake_release((8, 24), (4, 4), (5, 9)),
 }
 
-WRITERS = {"Market1501": write_market1501, "DukeMTMC": write_dukemtmc, "MSMT17": write_msmt17, "MARS": write_mars,
+WRITERS = {"Market1501": write_market1501, "DukeMTMC": write_dukemtmc, "MSMT17": write_msmt17,
+           "MSMT17TrainVal": write_msmt17, "MARS": write_mars,
            "DukeMTMCVideoReID": write_dukemtmc_videoreid, "DukeMTMCSITracklet": write_dukemtmc_si_tracklet}
 
 
 def write_fakes(root, names=tuple(WRITERS), msmt_version="MSMT17_V2"):
-    """Write the fakes of ``names`` (registered dataset names) under ``root``; returns ``root``."""
+    """Write the fakes of ``names`` (registered dataset names) under ``root`` (MSMT17 and MSMT17TrainVal
+    share one release folder, written once); returns ``root``."""
+    written = set()
     for name in names:
-        if name == "MSMT17":
+        writer = WRITERS[name]
+        if writer in written:
+            continue
+        written.add(writer)
+        if writer is write_msmt17:
             write_msmt17(root, msmt_version)
         else:
-            WRITERS[name](root)
+            writer(root)
     return root
 
 

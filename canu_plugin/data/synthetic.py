@@ -20,7 +20,11 @@ What the data reproduces (SPEC, "What the built-in synthetic data must give"):
   backgrounds, lighting, framing, number of cameras, each with its own camera shifts), and a broad
   pre-training style (``SynthPre``);
 - optional camera effects beyond colour (``camera_effects``, :mod:`.synthetic_effects`): viewpoint,
-  pose, occlusion, resolution and illumination per camera; off by default.
+  pose, occlusion, resolution and illumination per camera; off by default;
+- optional knobs for camera-split but recoverable identities, each off by default (:mod:`.synthetic_knobs`,
+  :mod:`.synthetic_detail`): ``identity_detail`` (patterns, prints, accessories, look-alike families),
+  ``shared_detail_vocabulary``, ``visits`` (within-camera tracks), ``camera_gaps`` (near-twin and
+  distant cameras), ``camera_low_level`` (white balance, noise, JPEG, resolution, body angle).
 
 Split rules (as in Market-1501): train and test ids are disjoint; per test id, the first image of
 each camera it visits is a query and the others (>= 1 per camera) are gallery, so every query has
@@ -41,6 +45,7 @@ from PIL import Image
 
 from canu_plugin.data.synthetic_draw import render
 from canu_plugin.data.synthetic_effects import effect_strengths, sample_effects, with_effects
+from canu_plugin.data.synthetic_knobs import image_streams, jpeg_quality, knob_args, with_knobs
 from canu_plugin.data.synthetic_styles import DOMAIN_PRESETS
 from canu_plugin.errors import CanuError
 
@@ -156,7 +161,9 @@ def _domain_args(name, style, seed, **kw):
     if problems:
         raise CanuError(f"bad arguments for synthetic domain {name!r}: " + "; ".join(problems))
     effects = effect_strengths(kw.pop("camera_effects", None), name)  # recorded only when on (old meta.json match)
-    args = dict(kw, **({"camera_effects": effects} if effects else {}), name=name, style=style, seed=int(seed), num_cameras=C, images_per_camera=[lo, hi],
+    knobs = knob_args(kw, name, C)  # the same: only those that are on
+    args = dict(kw, **({"camera_effects": effects} if effects else {}), **knobs, name=name, style=style,
+                seed=int(seed), num_cameras=C, images_per_camera=[lo, hi],
                 image_size=[H, W], preset=preset, format_version=FORMAT_VERSION)
     return json.loads(json.dumps(args))
 
@@ -200,16 +207,20 @@ def _write_images(folder, args):
     if args.get("camera_effects"):
         fx_rng = np.random.default_rng([seed, crc, 4])
         cams = [with_effects(c, sample_effects(fx_rng, args["camera_effects"])) for c in cams]
+    cams = with_knobs(cams, args)
     for s in SPLITS:
         os.makedirs(os.path.join(folder, s))
     plan = _plan_domain(args)
+    if args.get("identity_detail"):
+        from canu_plugin.data.synthetic_detail import add_detail
+        ids = {s: {p for f, p, *_ in plan if f == s and p > 0} for s in SPLITS}
+        add_detail(idents, args, ids["bounding_box_train"], ids["query"])
     for split, pid, cam, frame, partial in plan:
-        rng = np.random.default_rng([seed, crc, 3, frame])
+        rng, effect_rng, knob_rng = image_streams(args, pid, cam, frame)
         ident = sample_identity(rng, style) if pid == 0 else idents[pid]
-        img = render(ident, cams[cam], style, rng, size, partial=partial,
-                     effect_rng=np.random.default_rng([seed, crc, 5, frame]))
+        img = render(ident, cams[cam], style, rng, size, partial=partial, effect_rng=effect_rng, knob_rng=knob_rng)
         name = f"{pid:04d}_c{cam + 1}s1_{frame:06d}_00.jpg"
-        Image.fromarray(img).save(os.path.join(folder, split, name), quality=92)
+        Image.fromarray(img).save(os.path.join(folder, split, name), quality=jpeg_quality(cams[cam]))
     ids = {s: sorted({p for f, p, *_ in plan if f == s and p > 0}) for s in SPLITS}
     return {"num_train_ids": len(ids["bounding_box_train"]), "num_test_ids": len(ids["query"]),
             "num_cameras": args["num_cameras"], "distractors": args["num_distractors"],
@@ -219,12 +230,16 @@ def _write_images(folder, args):
 def generate_domain(root, name, *, num_train_ids=100, num_test_ids=100, num_cameras=None,
                     images_per_camera=(2, 5), camera_shift=0.8, id_camera_correlation=0.6,
                     num_distractors=20, image_size=(128, 64), style=None, seed=0, overwrite=False,
-                    camera_effects=None):
+                    camera_effects=None, identity_detail=None, shared_detail_vocabulary=False, visits=0.0,
+                    camera_gaps=None, camera_low_level=None):
     """Write domain ``name`` under ``<root>/<name>/`` in Market-1501 layout (skipped if already there).
 
     ``num_cameras`` None takes the style's preset (``DOMAIN_PRESETS[style or name]``); ``image_size``
     is (H, W); ``camera_effects``: {effect: strength in [0, 1]} of :mod:`.synthetic_effects`
-    (viewpoint, pose, occlusion, resolution, illumination; None / zeros: off, the same bytes as without). Returns stats: ids, cameras, images per split folder, path, seconds, skipped.
+    (viewpoint, pose, occlusion, resolution, illumination; None / zeros: off, the same bytes as without).
+    ``identity_detail``, ``shared_detail_vocabulary``, ``visits``, ``camera_gaps``, ``camera_low_level``:
+    :mod:`.synthetic_knobs` (off by default: the same bytes as without). Returns stats: ids, cameras,
+    images per split folder, path, seconds, skipped.
     Raises CanuError for bad arguments, or when the folder holds a different generation and
     ``overwrite`` is False.
     """
@@ -232,7 +247,9 @@ def generate_domain(root, name, *, num_train_ids=100, num_test_ids=100, num_came
     args = _domain_args(name, style, seed, num_train_ids=int(num_train_ids), num_test_ids=int(num_test_ids),
                         num_cameras=num_cameras, images_per_camera=images_per_camera, camera_shift=float(camera_shift),
                         id_camera_correlation=float(id_camera_correlation), num_distractors=int(num_distractors),
-                        image_size=image_size, camera_effects=camera_effects)
+                        image_size=image_size, camera_effects=camera_effects, identity_detail=identity_detail,
+                        shared_detail_vocabulary=shared_detail_vocabulary, visits=visits, camera_gaps=camera_gaps,
+                        camera_low_level=camera_low_level)
     stats, dest, skipped = write_domain(root, name, args, _write_images, overwrite)
     return dict(stats, name=name, path=dest, seconds=round(time.time() - t0, 2), skipped=skipped)
 

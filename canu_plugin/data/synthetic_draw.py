@@ -10,6 +10,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from canu_plugin.data import synthetic_effects as fx
+from canu_plugin.data import synthetic_knobs as knobs
 
 
 def _capsule(yy, xx, a, b, r):
@@ -79,6 +80,8 @@ def _upper_body(c, ident, g, yy, xx):
                None if back else _box(yy, xx, (y0 + 0.28 * h, cx), 0.045 * h, 0.045 * h), xx > cx][ident["pattern"]]
     if pattern is not None:
         _paint(c, torso * pattern, ident["second"])
+    if ident.get("detail"):  # identity detail (synthetic_detail): pattern and print on the top
+        _detail().torso(c, torso, ident, g, yy, xx)
     sleeve = ident["upper"]
     for side in (-1, 1):
         shoulder = (y0 + 0.2 * h, cx + side * (0.125 * h * bw - 0.012 * h))
@@ -113,7 +116,13 @@ def _head(c, ident, g, yy, xx):
     _paint(c, cap, ident["hair"])
 
 
-def render(ident, cam, style, rng, size, partial=False, motion=None, effect_rng=None):
+def _detail():
+    """The identity-detail module (imported on first use: it draws with this module's shapes)."""
+    from canu_plugin.data import synthetic_detail
+    return synthetic_detail
+
+
+def render(ident, cam, style, rng, size, partial=False, motion=None, effect_rng=None, knob_rng=None):
     """One image of person ``ident`` seen by camera ``cam``: uint8 array of shape (H, W, 3).
 
     ``ident`` comes from ``synthetic.sample_identity``, ``cam`` from ``synthetic.sample_camera``,
@@ -125,6 +134,9 @@ def render(ident, cam, style, rng, size, partial=False, motion=None, effect_rng=
     random draws are the same with or without it, so frames rendered from one seed differ only by it.
     ``cam["effects"]`` (optional, :mod:`.synthetic_effects`): viewpoint, pose, occlusion, resolution
     and illumination of the camera, with this image's own draws from ``effect_rng``.
+    ``ident["detail"]`` (optional, :mod:`.synthetic_detail`): patterns, prints and accessories drawn on the
+    body; ``cam["low_level"]`` (optional, :mod:`.synthetic_knobs`): body angle, white balance, noise and
+    resolution of the camera, with this image's own draws from ``knob_rng``.
     """
     H, W = size
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32) + np.float32(0.5)
@@ -140,21 +152,35 @@ def render(ident, cam, style, rng, size, partial=False, motion=None, effect_rng=
     draw = fx.draw_image(effect_rng) if eff else None
     if eff:
         fx.geometry(g, eff, draw)
-    person = dict(ident)
-    for k in ("upper", "second", "lower", "shoes", "hair", "bag_colour", "skin"):
-        person[k] = np.clip(ident[k] + rng.uniform(-0.03, 0.03, 3), 0, 1)
+    low = cam.get("low_level")
+    if low:
+        knobs.body_angle(g, low, knob_rng)
+    person, detail = _dress(ident, rng), ident.get("detail")
     if person["long_hair"] and not g["back"]:  # long hair behind the shoulders, seen from the front
         _paint(canvas, _box(yy, xx, (g["y0"] + 0.14 * h, g["cx"]), 0.08 * h, 0.07 * h, 0.03 * h), person["hair"])
     _lower_body(canvas, person, g, yy, xx)
     _upper_body(canvas, person, g, yy, xx)
     _head(canvas, person, g, yy, xx)
+    if detail:
+        _detail().after_body(canvas, person, g, yy, xx)
     if eff:
         fx.occlude(canvas, eff, draw, yy, xx, _box)
         fx.light(canvas, eff, draw, yy, xx)
     if rng.random() < cam["p_mirror"]:
         canvas = canvas[:, ::-1]
     img = _apply_camera(canvas, cam, style, rng, H)
-    return fx.lower_resolution(img, eff) if eff else img
+    img = fx.lower_resolution(img, eff) if eff else img
+    return knobs.apply_low_level(img, low, knob_rng) if low else img
+
+
+def _dress(ident, rng):
+    """This image's colours of person ``ident`` (each jittered by +-0.03), with its detail's shoes if any."""
+    person = dict(ident)
+    for k in ("upper", "second", "lower", "shoes", "hair", "bag_colour", "skin"):
+        person[k] = np.clip(ident[k] + rng.uniform(-0.03, 0.03, 3), 0, 1)
+    if ident.get("detail") and ident["detail"]["shoes"] is not None:
+        person["shoes"] = ident["detail"]["shoes"]
+    return person
 
 
 def _move(g, motion, W):

@@ -119,6 +119,15 @@ def setup_cfg(config_file="", opts=(), freeze=True):
     return cfg
 
 
+def merged_cfg(config_file="", opts=()):
+    """The config of :func:`setup_cfg` (defaults + canu keys + file + overrides, the same messages for bad keys
+    and values) without its checks of the device and weights, unfrozen: to read a value of a run that may be
+    meant for another machine (the benchmark's identity of a finished GPU run)."""
+    cfg = add_canu_config(get_cfg())
+    _merge(cfg, config_file, opts)
+    return cfg
+
+
 def _dataset_keys(cfg):
     """[(key, names, what the config does with them)] of every config key that names datasets."""
     keys = [("DATASETS.NAMES", cfg.DATASETS.NAMES, "the unlabelled target set this config adapts to"
@@ -151,8 +160,8 @@ def check_config_datasets(cfg, root, eval_only=False):
     """Check that every dataset the config names (``eval_only``: the test sets) is laid out under ``root``.
 
     The error names the config key that asked for the missing dataset(s) (``DATASETS.NAMES``,
-    ``PSEUDO.SOURCE_DATASETS``, ``DATASETS.TESTS``) and the override that drops them: a shipped
-    Market-1501 config also tests on DukeMTMC and MSMT17, which a Market-only user may not have.
+    ``PSEUDO.SOURCE_DATASETS``, ``DATASETS.TESTS``) and the override that drops them: a test list
+    extended on the command line (direct transfer) may name a dataset the user does not have.
 
     Raises:
         CanuError: each missing dataset's layout error, the key, and the fix.

@@ -21,7 +21,7 @@ network's teacher seeing the *other* view. With w_ce = ``CE_SOFT_WEIGHT``, w_tri
 
 The label generator clusters the mean of the two teachers' L2-normalised embeddings
 (:meth:`MMT.cluster_forward`, MMT's clustering step); all four classifiers are initialised from its
-centroids, and (``MODEL.MMT.RESET_OPTIMIZER``, MMT's new Adam after each clustering) the trainer
+centroids, and (``PSEUDO.RESET_OPTIMIZER``, MMT's new Adam after each clustering) the trainer
 restarts the optimizer's state of all parameters; the teachers' EMA goes on. Evaluation mode
 returns the test feature, ``MODEL.MMT.TEST_NET``: "mean" (default, that same ensemble) or one
 teacher ("teacher1" / "teacher2": MMT's code tests one teacher, the one with the better target mAP,
@@ -113,7 +113,7 @@ class MMT(nn.Module, PseudoLabelModel):
         if test_net not in TEST_NETS:
             raise CanuError(f"MODEL.MMT.TEST_NET {test_net!r}: use one of {TEST_NETS}")
         self.test_net = test_net
-        self.resets_optimizer_state = bool(reset_optimizer)  # MODEL.MMT.RESET_OPTIMIZER (the trainer acts on it)
+        self.resets_optimizer_state = bool(reset_optimizer)  # PSEUDO.RESET_OPTIMIZER (the trainer acts on it)
         self.net1, self.net2 = net1, net2
         self.teacher1, self.teacher2 = _teacher(net1), _teacher(net2)
         self.alpha, self.ema_warmup = float(alpha), bool(ema_warmup)
@@ -142,7 +142,7 @@ class MMT(nn.Module, PseudoLabelModel):
                 load_source_weights(net, path)
         return {"net1": nets[0], "net2": nets[1], "alpha": m.ALPHA, "ema_warmup": m.EMA_WARMUP,
                 "ce_soft_weight": m.CE_SOFT_WEIGHT, "tri_soft_weight": m.TRI_SOFT_WEIGHT, "test_net": m.TEST_NET,
-                "reset_optimizer": m.RESET_OPTIMIZER}
+                "reset_optimizer": cfg.PSEUDO.RESET_OPTIMIZER}
 
     @property
     def device(self):

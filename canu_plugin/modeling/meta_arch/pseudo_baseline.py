@@ -20,8 +20,9 @@ class PseudoBaseline(Baseline, PseudoLabelModel):
     supports_source_training = True
 
     @configurable
-    def __init__(self, *, adv_feature="train_feature", **kwargs):
+    def __init__(self, *, adv_feature="train_feature", reset_optimizer=False, **kwargs):
         super().__init__(**kwargs)
+        self.resets_optimizer_state = bool(reset_optimizer)  # PSEUDO.RESET_OPTIMIZER (the trainer acts on it)
         if not hasattr(self.heads, "reset_classifier"):
             raise CanuError(f"{type(self).__name__} needs a resizable head: set "
                             "MODEL.HEADS.NAME PseudoEmbeddingHead")
@@ -32,7 +33,8 @@ class PseudoBaseline(Baseline, PseudoLabelModel):
 
     @classmethod
     def from_config(cls, cfg):
-        return {**super().from_config(cfg), "adv_feature": cfg.MODEL.CANU.FEATURE}
+        return {**super().from_config(cfg), "adv_feature": cfg.MODEL.CANU.FEATURE,
+                "reset_optimizer": cfg.PSEUDO.RESET_OPTIMIZER}
 
     def forward(self, batched_inputs, return_adv_inputs=False):
         """fast-reid's Baseline forward; in training with ``return_adv_inputs`` also returns the
