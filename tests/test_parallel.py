@@ -82,9 +82,19 @@ def test_scheduler_stops_starting_after_a_failure_and_reraises_it_after_the_runn
 
 
 def test_ctrl_c_interrupts_the_children_and_waits_for_the_running_runs():
-    rec, called = Recorder(sleep=0.6), []
+    rec, called = Recorder(sleep=1.0), []
     runs = [(m, 0, {}) for m in "abcd"]
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+
+    def interrupt_when_two_run():  # not after a fixed delay: a loaded machine may start the runs late
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with rec.lock:
+                if len(rec.start) == 2 and not rec.end:
+                    break
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Thread(target=interrupt_when_two_run)
     timer.start()
     with pytest.raises(KeyboardInterrupt):
         schedule(runs, rec, 2, log=lambda m: None, on_interrupt=lambda: called.append(time.monotonic()))
