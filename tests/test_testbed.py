@@ -278,3 +278,14 @@ def test_a_run_trains_on_its_own_seeds_draw_and_is_not_reused_across_draws(tmp_p
         other.ensure("source", 0, {})
     with pytest.raises(CanuError, match="no data draw"):
         bench.ensure("source", 5, {})
+    bench.ensure("source_b", 101, {})  # MMT's second source model of seed 1 (trained with seed 101): seed 1's draw
+    assert seen[-1] == (101, "/data/draw_1", "k1")
+    from canu_plugin.bench.methods import plan
+    from canu_plugin.bench.runner import run_name
+    seen.clear()
+    fresh = runner.Bench("synthetic", str(tmp_path / "all"), draws=draws)
+    os.makedirs(fresh.folder)
+    for key, seed, deps in plan("synthetic", list(crit.ROWS), [0, 1]):  # every run a candidate plans has its draw
+        fresh.ensure(key, seed, {role: run_name(*dep) for role, dep in deps.items()})
+    assert {(s % 100, root) for s, root, _ in seen} == {(0, "/data/draw_0"), (1, "/data/draw_1")}
+    assert len(seen) == 2 * (len(crit.ROWS) + 1)  # the rows and MMT's second source model, per seed

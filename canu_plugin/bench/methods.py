@@ -124,6 +124,13 @@ DEFAULT_METHODS = ("source", "pseudo", "adv", "canu", "mmt", "adv_mmt", "canu_mm
 SECOND_SOURCE_SEED = 100  # MMT's net 2 starts from the source model trained with seed + 100
 
 
+def benchmark_seed(key, seed):
+    """The benchmark seed a run belongs to: its own seed, except for MMT's second source model
+    (``source_b``), trained with seed + :data:`SECOND_SOURCE_SEED` for benchmark seed ``seed``: it trains on
+    that seed's data draw."""
+    return seed - SECOND_SOURCE_SEED if key == "source_b" and seed >= SECOND_SOURCE_SEED else seed
+
+
 def default_methods(setting):
     """The rows of a plain run: the setting's own ``default_methods``, else :data:`DEFAULT_METHODS`
     that the setting has."""

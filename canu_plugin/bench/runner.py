@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from canu_plugin.bench.child_settings import child_settings, upgrade_marker, with_legacy
-from canu_plugin.bench.methods import SETTINGS
+from canu_plugin.bench.methods import SETTINGS, benchmark_seed
 from canu_plugin.checkpoint import atomic_write, link_or_copy
 from canu_plugin.errors import CanuError
 from canu_plugin.engine.run_files import FINAL_RESULTS, epoch_records, read_final_results
@@ -166,11 +166,12 @@ class Bench:
         planned = identity(method, opts, self.folder)
         env = None
         if self.draws is not None:  # the run trains and tests on its seed's draw; its identity says which
-            if seed not in self.draws:
-                raise CanuError(f"seed {seed} has no data draw prepared in {self.folder}: prepare the testbed "
+            draw = benchmark_seed(key, seed)  # MMT's second source model: its benchmark seed's draw
+            if draw not in self.draws:
+                raise CanuError(f"seed {draw} has no data draw prepared in {self.folder}: prepare the testbed "
                                 "with every seed it runs")
-            planned["data"] = self.draws[seed]["key"]
-            env = {**os.environ, "FASTREID_DATASETS": self.draws[seed]["root"]}
+            planned["data"] = self.draws[draw]["key"]
+            env = {**os.environ, "FASTREID_DATASETS": self.draws[draw]["root"]}
         settings, legacy, env, opts = child_settings(method.config, opts, env, self.threads, self.workers)
         planned.update(settings)
         path = os.path.join(folder, run_name(key, seed) + ".json")
