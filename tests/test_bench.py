@@ -98,6 +98,51 @@ def test_claims_are_decided_on_paired_seeds_and_sweeps():
     assert not any("MMT" in t for t in rows)  # no MMT run: no MMT claim
 
 
+def test_seeds_needed_inverts_the_t_interval():
+    from canu_plugin.bench.stats import half_width, paired_difference, seeds_needed
+    for sd in (0.5, 1.7, 3.0, 6.0):
+        n = seeds_needed(sd, 1.5)
+        assert stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n) <= 1.5  # n seeds reach +-1.5 ...
+        if n > 2:
+            assert stats.t.ppf(0.975, n - 2) * sd / np.sqrt(n - 1) > 1.5  # ... and n - 1 would not
+    assert seeds_needed(0.5, 1.5) == 3 and seeds_needed(None, 1.5) is None and seeds_needed(1e3, 1.5) is None
+    diff = paired_difference({0: 3.0, 1: 1.0, 2: 2.0}, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert half_width(diff) == pytest.approx(stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3))
+
+
+def test_claims_out_of_regime_name_the_failed_premise():
+    from canu_plugin.bench.claims import CLAIMS, evaluate, markdown
+    from canu_plugin.bench.criteria import criteria
+    recs = {}
+    for s, (src, up, base, mmt) in enumerate([(30.0, 80.0, 32.0, 50.0), (25.0, 75.0, 27.0, 45.0),
+                                              (35.0, 85.0, 36.0, 56.0)]):
+        for m, v in (("source", src), ("upper", up), ("pseudo", base), ("mmt", mmt)):
+            recs[(m, s)] = _rec(m, s, v)
+        recs[("canu", s)] = _rec("canu", s, base + 1.0 + 0.5 * s)
+        recs[("canu_mmt", s)] = _rec("canu_mmt", s, mmt + 1.0 + 0.5 * s)
+    regime = criteria(recs)  # the baseline closes 0.03 of the gap, MMT 0.40
+    rows = {r["claim"].text: r for r in evaluate(CLAIMS, recs, regime=regime)}
+    base, on_mmt = rows["+CANU beats the base method (baseline)"], rows["+CANU beats the base method (MMT)"]
+    assert base["verdict"].startswith("out of regime: gap closed by pseudo 0.03 (0.02-0.04)") and base["failed"]
+    assert on_mmt["verdict"] == "holds" and not on_mmt["failed"]  # its premises hold or were not measured
+    assert base["needed"] == on_mmt["needed"] == 3  # sd 0.5: three seeds reach +-1.5
+    undecided = {r["claim"].text: r for r in evaluate(CLAIMS, recs)}  # no regime given: every claim decided
+    assert undecided["+CANU beats the base method (baseline)"]["verdict"] == "holds"
+    table = markdown(list(rows.values()))
+    assert "| **+CANU beats the base method (MMT)** |" in table and "| 3 | 1.2 | 3 | holds |" in table
+
+
+def test_key_claims_are_the_issue_of_record():
+    from canu_plugin.bench.claims import CLAIMS
+    from canu_plugin.bench.criteria import criteria
+    key = {(c.a, c.b) for c in CLAIMS if c.key}
+    assert key == {("canu_mmt", "mmt"), ("adv_mmt", "mmt"), ("canu_mmt", "adv_mmt"), ("canu_ssg", "ssg"),
+                   ("canu", "pseudo"), ("canu", "adv"), ("acan_grl", "acan_triplet"), ("acan_oce", "acan_triplet"),
+                   ("acan_ace", "acan_triplet")}
+    keys = {r["key"] for r in criteria({})}
+    assert all(c.premises and set(c.premises) <= keys for c in CLAIMS)  # every premise is a criterion
+
+
 def test_report_records_provenance_without_paths(tmp_path):
     for s in range(2):
         (tmp_path / f"m_s{s}.json").write_text(json.dumps(_rec("m", s, 1.0 + s)))
@@ -243,3 +288,24 @@ def test_the_recorded_command_has_no_absolute_path_below_the_working_folder(tmp_
     monkeypatch.chdir(tmp_path)
     root = str(tmp_path / "datasets")
     assert recorded_command("make bench:", ["--root", root, "--seeds", "0"]) == "make bench: --root datasets --seeds 0"
+
+
+def test_testbed_report_decides_claims_against_its_premises(tmp_path):
+    from canu_plugin.bench.candidates import testbed_folder
+    from canu_plugin.bench.testbed import load_testbed
+    from canu_plugin.cli.bench import bench
+    testbed = os.path.join(REPO, "configs", "synthetic", "testbeds", "generic-effects-060-mmt-recipe.yml")
+    folder = testbed_folder(str(tmp_path), load_testbed(testbed))
+    os.makedirs(folder)
+    for s, (src, up, base) in enumerate([(30.0, 80.0, 32.0), (25.0, 75.0, 27.0)]):
+        for m, v in (("source", src), ("upper", up), ("pseudo", base), ("canu", base + 1.0 + s)):
+            with open(os.path.join(folder, f"{m}_s{s}.json"), "w") as f:
+                json.dump(_rec(m, s, v), f)
+    assert bench(["--testbed", testbed, "--report-only", "--output", str(tmp_path), "--seeds", "0", "1",
+                  "--methods", "source", "upper", "pseudo", "canu"]) == 0
+    text = open(os.path.join(folder, "results.md")).read()
+    assert "## The testbed's regime" in text and "| gap closed by pseudo | 0.04 (0.04-0.04) | fails |" in text
+    assert "out of regime: gap closed by pseudo 0.04" in text
+    summary = json.load(open(os.path.join(folder, "summary.json")))
+    claim = next(c for c in summary["claims"] if c["claim"] == "+CANU beats the base method (baseline)")
+    assert claim["key"] and claim["failed_premises"] and claim["seeds_needed"] is not None

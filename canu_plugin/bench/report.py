@@ -107,11 +107,21 @@ LEGEND = ("Cells: mean ± sample standard deviation (ddof 1) over the seeds list
           "when its interval excludes 0 in the claimed direction.")
 
 
-def render(records, methods, meta, sweep_records=None, plots=()):
+def regime_table(regime):
+    """Markdown of a testbed's criteria rows (:func:`.criteria.criteria`): criterion, measured, verdict."""
+    mark = {True: "holds", False: "fails", None: "not measured"}
+    lines = ["| criterion (revision 2) | measured: mean (min-max over seeds) | premise |", "|---|---|---|"]
+    lines += [f"| {r['label']}{'' if r['gate'] else ' (reported)'} | {r['text']} | {mark[r['pass']]} |" for r in regime]
+    return "\n".join(lines)
+
+
+def render(records, methods, meta, sweep_records=None, plots=(), regime=None):
     """The text of results.md and the summary dict. Sections and columns without a measured value
-    (the pseudo-label table of a benchmark without clustering methods) are left out."""
+    (the pseudo-label table of a benchmark without clustering methods) are left out. ``regime``: a
+    testbed's criteria rows (:func:`.criteria.criteria`); a claim whose premise fails there is "out
+    of regime"."""
     diffs = differences(records, methods)
-    claims = evaluate(CLAIMS, records, sweep_records)
+    claims = evaluate(CLAIMS, records, sweep_records, regime)
     clustered = [m for m in methods if any(r["pseudo"] for r in _runs(records, m))]
     retrieval, quality = measured(records, methods, RETRIEVAL), measured(records, clustered, PSEUDO_QUALITY)
     legend = "\n".join(f"- {METRICS[c].header}: {METRICS[c].legend}" for c in dict.fromkeys(retrieval + quality))
@@ -122,6 +132,8 @@ def render(records, methods, meta, sweep_records=None, plots=()):
         text += f"## Pseudo-label quality (clustering methods)\n\n{metric_table(records, clustered, quality)}\n\n"
     if diffs:
         text += f"## Paired differences\n\n{differences_table(diffs)}\n\n"
+    if regime:
+        text += f"## The testbed's regime\n\n{regime_table(regime)}\n\n"
     text += f"## The papers' claims\n\n{claims_markdown(claims)}\n\n{LEGEND}\n\n{legend}\n"
     if plots:
         text += "\n## Plots\n\n" + "\n".join(f"![{os.path.basename(p)}]({p})" for p in plots) + "\n"
@@ -129,22 +141,24 @@ def render(records, methods, meta, sweep_records=None, plots=()):
                "methods": {m: {c: describe([METRICS[c].read(r) for r in _runs(records, m)]) for c in METRICS}
                            for m in methods if _runs(records, m)},
                "differences": [{"a": a, "b": b, **{c: d for c, d in row.items()}} for (a, b), row in diffs.items()],
+               "regime": list(regime or ()),
                "claims": [{"claim": r["claim"].text, "source": r["claim"].source, "metric": r["claim"].metric,
-                           "a": r["claim"].a, "b": r["claim"].b, "difference": r["diff"], "verdict": r["verdict"]}
-                          for r in claims]}
+                           "a": r["claim"].a, "b": r["claim"].b, "key": r["claim"].key, "difference": r["diff"],
+                           "half_width": r["half"], "seeds_needed": r["needed"], "failed_premises": r["failed"],
+                           "verdict": r["verdict"]} for r in claims]}
     return text, summary
 
 
-def write_report(folder, methods, plots=(), command="", sweep_records=None):
+def write_report(folder, methods, plots=(), command="", sweep_records=None, regime=None):
     """Write ``folder/results.md`` and ``folder/summary.json``; returns the text. Without ``command``
-    the earlier report's command is kept (``--report-only``)."""
+    the earlier report's command is kept (``--report-only``); ``regime``: as in :func:`render`."""
     old = os.path.join(folder, "summary.json")
     if not command and os.path.isfile(old):
         with open(old) as f:
             command = json.load(f).get("meta", {}).get("command", "")
     meta = provenance(command)
     rel = [os.path.relpath(p, folder) for p in plots]
-    text, summary = render(load_records(folder), methods, meta, sweep_records, rel)
+    text, summary = render(load_records(folder), methods, meta, sweep_records, rel, regime)
     with open(os.path.join(folder, "results.md"), "w") as f:
         f.write(text)
     with open(old, "w") as f:
@@ -152,5 +166,5 @@ def write_report(folder, methods, plots=(), command="", sweep_records=None):
     return text
 
 
-__all__ = ["BASES", "load_records", "metric_table", "differences", "differences_table", "measured", "provenance", "render",
-           "write_report"]
+__all__ = ["BASES", "load_records", "metric_table", "differences", "differences_table", "measured", "provenance",
+           "regime_table", "render", "write_report"]

@@ -57,6 +57,28 @@ def verdict(diff, direction):
     return "inconclusive"
 
 
+def half_width(diff):
+    """Half the width of a :func:`paired_difference`'s 95% interval (None with fewer than 2 pairs)."""
+    return None if diff["lo"] is None else (diff["hi"] - diff["lo"]) / 2.0
+
+
+def seeds_needed(sd, target, n_max=200):
+    """The fewest paired seeds whose 95% t-interval would have half-width <= ``target`` at this sample
+    standard deviation of the differences: min n >= 2 with t(0.975, n - 1) sd / sqrt(n) <= target.
+
+    Args:
+        sd: sample standard deviation (ddof 1) of the paired differences so far; target: half-width.
+    Returns:
+        int, or None when more than ``n_max`` seeds would be needed (or sd is unknown).
+    """
+    if sd is None or not math.isfinite(sd):
+        return None
+    for n in range(2, n_max + 1):
+        if float(_st.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n) <= target:
+            return n
+    return None
+
+
 def fmt_mean_sd(d, decimals):
     """'mean ± sd' (or 'mean' for one value, '-' for none)."""
     if d["n"] == 0:
@@ -75,4 +97,5 @@ def fmt_diff(d, decimals):
     return f"{d['mean']:+.{decimals}f} [{d['lo']:+.{decimals}f}, {d['hi']:+.{decimals}f}]"
 
 
-__all__ = ["CONFIDENCE", "describe", "paired_difference", "verdict", "fmt_mean_sd", "fmt_diff"]
+__all__ = ["CONFIDENCE", "describe", "paired_difference", "verdict", "half_width", "seeds_needed", "fmt_mean_sd",
+           "fmt_diff"]

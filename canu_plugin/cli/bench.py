@@ -27,6 +27,7 @@ from canu_plugin.bench import sweeps
 from canu_plugin.bench.methods import SETTINGS, default_methods, plan
 from canu_plugin.bench.parallel import run_plan, run_settings
 from canu_plugin.bench.plots import sweep_plot, write_plots
+from canu_plugin.bench.criteria import criteria
 from canu_plugin.bench.report import load_records, write_report
 from canu_plugin.bench.runner import Bench
 from canu_plugin.errors import CanuError, user_errors
@@ -183,7 +184,8 @@ def bench(argv=None, prog="canu-bench"):
         raise CanuError(f"no finished run in {folder}: run without --report-only first")
     plots = write_plots(records, methods, folder)
     command = "" if args.report_only else recorded_command(prog, sys.argv[1:] if argv is None else argv)
-    print("\n" + write_report(folder, methods, plots, command.strip(), sweep_records))
+    regime = criteria(records) if args.testbed else None  # a testbed's claims rest on its premises
+    print("\n" + write_report(folder, methods, plots, command.strip(), sweep_records, regime))
     print(f"\n[bench] report: {os.path.join(folder, 'results.md')}")
     return 0
 
