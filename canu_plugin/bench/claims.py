@@ -85,6 +85,13 @@ def failed_premises(claim, regime):
     return [f"{by[k]['label']} {by[k]['text']}" for k in claim.premises if k in by and by[k]["pass"] is False]
 
 
+def decidable(claims, regime):
+    """The key claims whose premises all hold in a testbed's criteria rows (:func:`.criteria.criteria`):
+    what a candidate testbed can decide (procedure step 3 of docs/bench/testbed.md ranks by their number)."""
+    by = {r["key"]: r["pass"] for r in regime}
+    return [c for c in claims if c.key and all(by.get(k) is True for k in c.premises)]
+
+
 def evaluate(claims, records, sweep_records=None, regime=None):
     """One row per claim whose two methods were run.
 
@@ -128,5 +135,5 @@ def markdown(rows):
     return "\n".join(lines)
 
 
-__all__ = ["TARGET_HALF_WIDTH", "ACAN_PREMISES", "Claim", "CLAIMS", "by_seed", "failed_premises", "evaluate",
-           "markdown"]
+__all__ = ["TARGET_HALF_WIDTH", "ACAN_PREMISES", "Claim", "CLAIMS", "by_seed", "failed_premises", "decidable",
+           "evaluate", "markdown"]

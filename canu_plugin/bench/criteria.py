@@ -165,13 +165,15 @@ LOG_HEADER = ("| candidate | knobs | seeds | " + " | ".join(
      "cam probe triplet - upper", "triplet ratio")) + " | verdict | pretrain s | runs s |")
 
 
-def log_row(name, knob_text, seeds, rows, pretrain_s=None, runs_s=None):
-    """One line of the candidate log (:data:`LOG_HEADER`): each criterion's number with ✓ / ✗."""
+def log_row(name, knob_text, seeds, rows, pretrain_s=None, runs_s=None, decided=None):
+    """One line of the candidate log (:data:`LOG_HEADER`): each criterion's number with ✓ / ✗;
+    ``decided``: (key claims whose premises hold, key claims), added to the verdict."""
     mark = {True: " ✓", False: " ✗", None: ""}
     cells = [f"{r['text']}{mark[r['pass']]}" for r in rows]
     secs = [f"{s:.0f}" if s is not None else "-" for s in (pretrain_s, runs_s)]
+    decided = f" ({decided[0]} of {decided[1]} key claims decidable)" if decided else ""
     return (f"| {name} | `{knob_text}` | {' '.join(map(str, seeds))} | " + " | ".join(cells)
-            + f" | {verdict(rows)} | {secs[0]} | {secs[1]} |")
+            + f" | {verdict(rows)}{decided} | {secs[0]} | {secs[1]} |")
 
 
 __all__ = ["BASES", "GATED_BASES", "ROWS", "TRANSFER", "CLOSED", "NMI_FIRST", "NMI_EVERY", "TRIPLET", "check_rows",

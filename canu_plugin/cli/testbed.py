@@ -23,6 +23,7 @@ import time
 import canu_plugin  # noqa: F401
 from canu_plugin.bench import criteria as crit
 from canu_plugin.bench.candidates import append_log, prepare, run_candidate, testbed_folder
+from canu_plugin.bench.claims import CLAIMS, decidable
 from canu_plugin.bench.testbed import knobs, load_testbed, set_knob
 from canu_plugin.errors import CanuError, user_errors
 
@@ -100,13 +101,18 @@ def main_run(argv=None):
                                                                                   a.opts, jobs=a.jobs)
     print(f"\n[testbed] {tb['name']} ({out['folder']}), seeds {a.seeds}: {out['verdict']}")
     print_rows(out["rows"])
+    decided = decidable(CLAIMS, out["rows"])
+    n_key = sum(c.key for c in CLAIMS)
+    print(f"  key claims decidable (premises hold): {len(decided)} of {n_key}"
+          + (f": {'; '.join(c.text for c in decided)}" if decided else ""))
     print(f"  pre-training {out['pretrain_s'] or 0:.0f} s (once per testbed), runs {out['runs_s']:.0f} s, "
           f"this command {time.time() - t0:.0f} s")
     if a.log:
         name = tb["name"] + (f" ({a.note})" if a.note else "")
         knob_text = json.dumps(knobs(tb), separators=(",", ":"), sort_keys=True) + (
             f" opts {' '.join(a.opts)}" if a.opts else "")
-        append_log(a.log, crit.log_row(name, knob_text, a.seeds, out["rows"], out["pretrain_s"], out["runs_s"]))
+        append_log(a.log, crit.log_row(name, knob_text, a.seeds, out["rows"], out["pretrain_s"], out["runs_s"],
+                                            (len(decided), n_key)))
         print(f"[testbed] logged in {os.path.relpath(a.log)}")
     return 0
 
