@@ -309,3 +309,17 @@ def test_testbed_report_decides_claims_against_its_premises(tmp_path):
     summary = json.load(open(os.path.join(folder, "summary.json")))
     claim = next(c for c in summary["claims"] if c["claim"] == "+CANU beats the base method (baseline)")
     assert claim["key"] and claim["failed_premises"] and claim["seeds_needed"] is not None
+    assert summary["seed_plan"] is None  # the only key claim is out of regime: no seeds to plan
+
+
+def test_seed_plan_predicts_the_seeds_and_core_hours_of_the_key_claims():
+    from canu_plugin.bench.claims import CLAIMS, evaluate
+    from canu_plugin.bench.report import plan_text, seed_plan
+    recs = {}
+    for s, d in enumerate([1.0, 4.0, 7.0]):  # canu - pseudo: sd 3 -> 18 seeds for +-1.5 (t 2.11 * 3 / sqrt 18)
+        recs[("pseudo", s)] = dict(_rec("pseudo", s, 20.0), wall_s=1800.0, identity={"threads": 1})
+        recs[("canu", s)] = dict(_rec("canu", s, 20.0 + d), wall_s=1800.0, identity={"threads": 2})
+    plan = seed_plan(evaluate(CLAIMS, recs), recs)
+    assert plan["needed"] == 18 and plan["seeds"] == 3 and plan["claim"] == "+CANU beats the base method (baseline)"
+    assert plan["core_s_per_seed"] == pytest.approx(5400.0) and plan["more_core_h"] == pytest.approx(15 * 1.5)
+    assert "22.5 core-hours" in plan_text(plan) and plan_text(None) == ""

@@ -7,7 +7,7 @@ import os
 import platform
 import subprocess
 
-from canu_plugin.bench.claims import CLAIMS, by_seed, evaluate, markdown as claims_markdown
+from canu_plugin.bench.claims import CLAIMS, TARGET_HALF_WIDTH, by_seed, evaluate, markdown as claims_markdown
 from canu_plugin.bench.metrics import DIFFERENCES, METRICS, PSEUDO_QUALITY, RETRIEVAL
 from canu_plugin.bench.stats import describe, fmt_diff, fmt_mean_sd, paired_difference
 
@@ -115,6 +115,41 @@ def regime_table(regime):
     return "\n".join(lines)
 
 
+def seed_plan(claims, records):
+    """How many more seeds the key claims need for +-TARGET_HALF_WIDTH, and what they cost.
+
+    Args:
+        claims: :func:`.claims.evaluate`'s rows; records: {(method, seed): record} (``wall_s`` and
+            ``identity.threads`` give each run's core-seconds).
+    Returns:
+        dict: needed (the most seeds a decidable key claim needs; None when none has an estimate),
+        claim (its text), seeds (the fewest seeds such a claim has now), core_s_per_seed (mean over
+        seeds of the core-seconds of all the seed's runs), more_core_h; or None without key claims.
+    """
+    key = [r for r in claims if r["claim"].key and not r["failed"] and r["needed"] is not None]
+    if not key:
+        return None
+    worst = max(key, key=lambda r: r["needed"])
+    per_seed = {}
+    for (_, seed), r in records.items():
+        threads = (r.get("identity") or {}).get("threads") or 1
+        per_seed[seed] = per_seed.get(seed, 0.0) + float(r.get("wall_s") or 0.0) * threads
+    core_s = sum(per_seed.values()) / max(1, len(per_seed))
+    more = max(0, worst["needed"] - min(r["diff"]["n"] for r in key))
+    return {"needed": worst["needed"], "claim": worst["claim"].text, "seeds": min(r["diff"]["n"] for r in key),
+            "core_s_per_seed": core_s, "more_core_h": more * core_s / 3600.0}
+
+
+def plan_text(plan):
+    """One paragraph for results.md from :func:`seed_plan`."""
+    if plan is None:
+        return ""
+    return (f"Seeds for a 95% half-width of ±{TARGET_HALF_WIDTH:g} mAP on every decidable key claim, predicted "
+            f"from the paired standard deviations so far: {plan['needed']} (the most, for \"{plan['claim']}\"; "
+            f"{plan['seeds']} now). The runs of a seed took {plan['core_s_per_seed'] / 3600:.2f} core-hours "
+            f"on average, so the remaining seeds need about {plan['more_core_h']:.1f} core-hours.\n\n")
+
+
 def render(records, methods, meta, sweep_records=None, plots=(), regime=None):
     """The text of results.md and the summary dict. Sections and columns without a measured value
     (the pseudo-label table of a benchmark without clustering methods) are left out. ``regime``: a
@@ -134,14 +169,15 @@ def render(records, methods, meta, sweep_records=None, plots=(), regime=None):
         text += f"## Paired differences\n\n{differences_table(diffs)}\n\n"
     if regime:
         text += f"## The testbed's regime\n\n{regime_table(regime)}\n\n"
-    text += f"## The papers' claims\n\n{claims_markdown(claims)}\n\n{LEGEND}\n\n{legend}\n"
+    plan = seed_plan(claims, records)
+    text += f"## The papers' claims\n\n{claims_markdown(claims)}\n\n{plan_text(plan)}{LEGEND}\n\n{legend}\n"
     if plots:
         text += "\n## Plots\n\n" + "\n".join(f"![{os.path.basename(p)}]({p})" for p in plots) + "\n"
     summary = {"meta": meta,
                "methods": {m: {c: describe([METRICS[c].read(r) for r in _runs(records, m)]) for c in METRICS}
                            for m in methods if _runs(records, m)},
                "differences": [{"a": a, "b": b, **{c: d for c, d in row.items()}} for (a, b), row in diffs.items()],
-               "regime": list(regime or ()),
+               "regime": list(regime or ()), "seed_plan": plan,
                "claims": [{"claim": r["claim"].text, "source": r["claim"].source, "metric": r["claim"].metric,
                            "a": r["claim"].a, "b": r["claim"].b, "key": r["claim"].key, "difference": r["diff"],
                            "half_width": r["half"], "seeds_needed": r["needed"], "failed_premises": r["failed"],
@@ -167,4 +203,4 @@ def write_report(folder, methods, plots=(), command="", sweep_records=None, regi
 
 
 __all__ = ["BASES", "load_records", "metric_table", "differences", "differences_table", "measured", "provenance",
-           "regime_table", "render", "write_report"]
+           "regime_table", "seed_plan", "plan_text", "render", "write_report"]
