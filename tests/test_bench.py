@@ -306,6 +306,7 @@ def test_testbed_report_decides_claims_against_its_premises(tmp_path):
     text = open(os.path.join(folder, "results.md")).read()
     assert "## The testbed's regime" in text and "| gap closed by pseudo | 0.04 (0.04-0.04) | fails |" in text
     assert "out of regime: gap closed by pseudo 0.04" in text
+    assert "| MMT - baseline mAP (reported) | - | not measured |" in text  # no MMT run
     summary = json.load(open(os.path.join(folder, "summary.json")))
     claim = next(c for c in summary["claims"] if c["claim"] == "+CANU beats the base method (baseline)")
     assert claim["key"] and claim["failed_premises"] and claim["seeds_needed"] is not None

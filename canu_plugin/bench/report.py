@@ -109,9 +109,12 @@ LEGEND = ("Cells: mean ± sample standard deviation (ddof 1) over the seeds list
 
 def regime_table(regime):
     """Markdown of a testbed's criteria rows (:func:`.criteria.criteria`): criterion, measured, verdict."""
-    mark = {True: "holds", False: "fails", None: "not measured"}
+    def mark(r):
+        if r["text"] == "-":
+            return "not measured"
+        return {True: "holds", False: "fails", None: "reported" if not r["gate"] else "undecided"}[r["pass"]]
     lines = ["| criterion (revision 2) | measured: mean (min-max over seeds) | premise |", "|---|---|---|"]
-    lines += [f"| {r['label']}{'' if r['gate'] else ' (reported)'} | {r['text']} | {mark[r['pass']]} |" for r in regime]
+    lines += [f"| {r['label']}{'' if r['gate'] else ' (reported)'} | {r['text']} | {mark(r)} |" for r in regime]
     return "\n".join(lines)
 
 
