@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.canu-installed
 
-# Dataset root of demo / data / bench: ./datasets in this repository, or `make demo DATA=/path`.
+# Dataset root of data / bench-video: ./datasets in this repository, or `make data DATA=/path`.
 # Never taken from the environment: an exported DATA or FASTREID_DATASETS may hold other datasets.
 ifneq ($(origin DATA),command line)
 DATA := datasets
@@ -34,12 +34,15 @@ $(STAMP): pyproject.toml setup.py | $(VENV)/bin/python
 data: install
 	$(PY) tools/make_synthetic.py --root $(ROOT)
 
+# the benchmark's testbed made small (its data and pre-training under logs/demo/testbeds/)
 demo: install
-	$(PY) tools/demo.py --root $(ROOT)
+	$(PY) tools/demo.py
 
-# every method x seeds on the synthetic pair (resumable); BENCH_ARGS="--seeds 0 1 2" etc.
+# the testbed (configs/synthetic/testbeds/detail-060.yml): every method x seeds, then the standard sweeps,
+# two runs at once (resumable; its data and pre-training under results/testbeds/); BENCH_ARGS="--seeds 0 1 2 3" etc.
+BENCH_TESTBED ?= configs/synthetic/testbeds/detail-060.yml
 bench: install
-	$(PY) tools/benchmark.py --root $(ROOT) --standard-sweeps $(BENCH_ARGS)
+	$(PY) tools/benchmark.py --testbed $(BENCH_TESTBED) --jobs 2 --standard-sweeps $(BENCH_ARGS)
 
 # ACAN triplet / GRL / OCE / ACE on synthetic tracklets (SynthVidB, MARS layout), seeds 0 1 2: results/synthetic-video/
 bench-video: install

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from scipy import stats
 from canu_plugin.bench.methods import SECOND_SOURCE_SEED, SETTINGS, plan
 from canu_plugin.bench.plots import curves, montage, nmi_points, sweep_plot
 from canu_plugin.bench.report import differences, metric_table, write_report
+from canu_plugin.bench.runner import Bench
 from canu_plugin.errors import CanuError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -228,29 +230,58 @@ def test_tiny_sweep_runs_resumes_and_reports(synth_root, tmp_path):
     assert json.loads((folder / "canu_s0.json").read_text())["final"]["mAP"] == pytest.approx(rec["final"]["mAP"])
 
 
+@dataclass
+class RecordingBench(Bench):
+    """The runs a sweep asks for, with the dataset root / draws each would train on; trains nothing."""
+    calls: list = None
+
+    def ensure(self, name, seed, stems, folder=None, extra=(), deps_folder=None, eval_period=None):
+        data = {s: d["root"] for s, d in self.draws.items()} if self.draws else self.root
+        self.calls.append((name, seed, folder, deps_folder, eval_period, tuple(extra), data))
+        return {"method": name, "seed": seed, "data": data}
+
+
 def test_data_knob_sweep_regenerates_the_target_only_and_adapts_the_main_source_models(tmp_path, monkeypatch):
     import canu_plugin.data.synthetic as synthetic
     from canu_plugin.bench import sweeps
-    generated, calls = [], []
+    generated = []
     monkeypatch.setattr(synthetic, "generate_domain", lambda root, name, **kw: generated.append((root, name, kw)))
     monkeypatch.setenv("FASTREID_DATASETS", str(tmp_path / "data"))
-
-    class RecordingBench:  # the runs the sweep asks for, with the dataset root each would train on
-        setting, folder, methods, extra = "synthetic", str(tmp_path / "out"), SETTINGS["synthetic"]["methods"], ()
-
-        def ensure(self, name, seed, stems, folder=None, extra=(), deps_folder=None, eval_period=None):
-            calls.append((name, folder, deps_folder, eval_period, os.environ["FASTREID_DATASETS"]))
-            return {"method": name}
-
-    out = sweeps.run_sweep(RecordingBench(), "data.camera_shift", ["0.2", "0.8"], ["canu"], [0], str(tmp_path / "data"))
+    bench = RecordingBench("synthetic", str(tmp_path / "out"), calls=[])
+    out = sweeps.run_sweep(bench, "data.camera_shift", ["0.2", "0.8"], ["canu"], [0], str(tmp_path / "data"))
     swept = os.path.join(str(tmp_path / "data"), "sweeps", "camera_shift_0.2")
     assert generated == [(swept, "SynthB", {"camera_shift": 0.2})]  # the source domain is the main one
-    main = str(tmp_path / "data")
-    assert calls == [("source", None, None, None, main),  # the main benchmark's source model
-                     ("canu", sweeps.value_folder(RecordingBench, "data.camera_shift", "0.2"), RecordingBench.folder, 0,
-                      swept),
-                     ("source", None, None, None, main), ("canu", None, None, None, main)]  # 0.8: the main run
-    assert set(out) == {"0.2", "0.8"} and os.environ["FASTREID_DATASETS"] == main
+    value = sweeps.value_folder(bench, "data.camera_shift", "0.2")
+    assert bench.calls[:3] == [("source", 0, None, None, None, (), None),  # the main table's source model ...
+                               ("canu", 0, None, None, None, (), None),  # ... and its run at the default 0.8
+                               ("canu", 0, value, bench.folder, 0, (), swept)]  # 0.2: its own SynthB, no override
+    assert out["0.2"][("canu", 0)]["data"] == swept and out["0.8"][("canu", 0)]["data"] is None
+    assert os.environ["FASTREID_DATASETS"] == str(tmp_path / "data")  # no run changed this process's root
+
+
+def test_a_testbed_data_sweep_draws_each_seed_its_own_target_and_keeps_the_testbed_value_as_main(tmp_path, monkeypatch):
+    """On a testbed the swept SynthB is the testbed's target recipe with the knob set, drawn per run seed
+    (another data key than the main draw's), and the testbed's own value is the main table's runs."""
+    import canu_plugin.data.synthetic as synthetic
+    from canu_plugin.bench import sweeps
+    from canu_plugin.bench.testbed import data_key, load_testbed
+    generated = []
+    monkeypatch.setattr(synthetic, "generate_domain", lambda root, name, **kw: generated.append((root, name, kw)))
+    tb = load_testbed({"name": "t", "domains": {"camera_shift": 0.5, "images_per_camera": [3, 6]}})
+    assert sweeps.data_default("data.camera_shift", tb) == "0.5" and sweeps.data_default("data.camera_shift") == "0.8"
+    draws = {s: {"root": str(tmp_path / f"main{s}"), "key": data_key(tb, s)} for s in (0, 1)}
+    bench = RecordingBench("synthetic", str(tmp_path / "out"), draws=draws, testbed=tb, calls=[])
+    out = sweeps.run_sweep(bench, "data.camera_shift", ["0.2", "0.5"], ["pseudo"], [0, 1], None, jobs=2)
+    value = sweeps.value_folder(bench, "data.camera_shift", "0.2")
+    assert [(os.path.relpath(r, value), n, kw["seed"], kw["camera_shift"], kw["images_per_camera"])
+            for r, n, kw in generated] == [(os.path.join("datasets", f"draw_{s}"), "SynthB", s, 0.2, [3, 6]) for s in (0, 1)]
+    own = [c for c in bench.calls if c[2] == value]
+    assert sorted((c[0], c[1]) for c in own) == [("pseudo", 0), ("pseudo", 1)] and all(c[3] == bench.folder for c in own)
+    assert out["0.5"][("pseudo", 1)]["data"] == {0: draws[0]["root"], 1: draws[1]["root"]}  # the testbed's value: main
+    assert out["0.2"][("pseudo", 1)]["data"][1] == os.path.join(value, "datasets", "draw_1")
+    assert tb["domains"]["camera_shift"] == 0.5 and "camera_shift" not in tb["target"]  # the testbed is left as it was
+    swept_tb = {**tb, "target": {"camera_shift": 0.2}}
+    assert data_key(swept_tb, 1) != draws[1]["key"]
 
 
 def test_sweep_report_pairs_each_value_with_the_reference_runs(tmp_path):

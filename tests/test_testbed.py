@@ -295,3 +295,19 @@ def test_a_run_trains_on_its_own_seeds_draw_and_is_not_reused_across_draws(tmp_p
         fresh.ensure(key, seed, {role: run_name(*dep) for role, dep in deps.items()})
     assert {(s % 100, root) for s, root, _ in seen} == {(0, "/data/draw_0"), (1, "/data/draw_1")}
     assert len(seen) == 2 * (len(crit.ROWS) + 1)  # the rows and MMT's second source model, per seed
+
+
+def test_the_demo_is_the_benchmarks_testbed_with_a_smaller_pretraining_and_shorter_runs():
+    """``make demo`` shows ``make bench``'s testbed: the same SynthA / SynthB recipe (so the same draw of seed
+    0), a smaller pre-training of the same images, shorter runs of the demo's methods; nothing else differs."""
+    from canu_plugin.bench.testbed import data_key
+    from canu_plugin.cli.bench import DEMO_METHODS, DEMO_TESTBED
+    bench, demo = load_testbed("configs/synthetic/testbeds/detail-060.yml"), load_testbed(DEMO_TESTBED)
+    assert demo["domains"] == bench["domains"] and demo["source"] == bench["source"] and demo["target"] == bench["target"]
+    assert data_key(demo, 0) == data_key(bench, 0) and demo["seed"] is bench["seed"] is None
+    smaller = {k for k in PRETRAIN_DEFAULTS if demo["pretrain"][k] != bench["pretrain"][k]}
+    assert smaller == {"domains", "num_train_ids", "epochs"}
+    assert all(demo["pretrain"][k] < bench["pretrain"][k] for k in smaller)
+    assert set(demo["epochs"]) == set(DEMO_METHODS) and not bench["epochs"]
+    assert {k: v for k, v in demo.items() if k not in ("name", "pretrain", "epochs")} == \
+        {k: v for k, v in bench.items() if k not in ("name", "pretrain", "epochs")}

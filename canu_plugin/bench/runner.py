@@ -142,6 +142,8 @@ class Bench:
     per_method: dict = None  # {method: overrides} after ``extra`` (a testbed's budget, pre-trained weights)
     donors: tuple = ()  # other benchmark folders of the same data and backbone (:func:`adopt`)
     draws: dict = None  # {seed: {"root", "key"}}: a testbed's own data draw per run seed (None: one dataset root)
+    testbed: dict = None  # the testbed those draws are of (:func:`.testbed.load_testbed`), for the data sweeps
+    root: str = None  # without draws, the dataset root of every run (None: this process's FASTREID_DATASETS)
     threads: int = None  # each run's torch threads (--jobs N > 1: its share of the cores); None: the environment's
     workers: int = None  # each run's loader workers (--jobs N > 1: 0); None: its config's DATALOADER.NUM_WORKERS
 
@@ -172,6 +174,8 @@ class Bench:
                                 "with every seed it runs")
             planned["data"] = self.draws[draw]["key"]
             env = {**os.environ, "FASTREID_DATASETS": self.draws[draw]["root"]}
+        elif self.root is not None:
+            env = {**os.environ, "FASTREID_DATASETS": self.root}
         settings, legacy, env, opts = child_settings(method.config, opts, env, self.threads, self.workers)
         planned.update(settings)
         path = os.path.join(folder, run_name(key, seed) + ".json")

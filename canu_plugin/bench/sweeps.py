@@ -8,21 +8,29 @@ of mAP, NMI(pseudo-label, camera), lost identities and d_inter against the value
   main benchmark's (same seed), and a value equal to a method's own config value is the main
   benchmark's run itself (not trained again).
 - ``data.camera_shift`` / ``data.id_camera_correlation`` change the synthetic generator for the
-  target only: each value has its own SynthB (``<root>/sweeps/<knob>_<value>/SynthB``), adapted to
-  from the main benchmark's source models (SynthA as in the main table), so the target's camera
-  regime is the one thing that changes.
+  target only: each value has its own SynthB, adapted to from the main benchmark's source models
+  (SynthA as in the main table), so the target's camera regime is the one thing that changes. Without
+  a testbed the value's SynthB is ``<root>/sweeps/<knob>_<value>/SynthB``; on a testbed each run seed
+  gets its own draw of it (the testbed's target recipe with the knob set), under the value's folder
+  ``sweeps/<key>/<value>/datasets/draw_<seed>/``, and the value the testbed itself has is the main table.
+- With ``--jobs N`` the sweep's runs go N at once, as the main table's (:mod:`.parallel`): first the main
+  table's runs it starts from or reuses, then every value's own runs.
 """
-import contextlib
+import copy
 import os
+from dataclasses import replace
 from typing import NamedTuple
 
 from canu_plugin.bench.methods import SETTINGS, plan
+from canu_plugin.bench.parallel import run_plan, schedule
 from canu_plugin.bench.report import load_records
 from canu_plugin.bench.runner import run_name
+from canu_plugin.bench.testbed import data_key, domain_kwargs, draw_root
 from canu_plugin.errors import CanuError
 
 DATA_KNOBS = {"data.camera_shift": "camera_shift", "data.id_camera_correlation": "id_camera_correlation"}
 DATA_DEFAULTS = {"data.camera_shift": "0.8", "data.id_camera_correlation": "0.6"}  # synthetic.generate_domain's
+
 
 class Sweep(NamedTuple):
     """One sweep: ``methods`` run at each of ``values`` of ``key``; ``references``: methods the key does not
@@ -69,67 +77,96 @@ def _same(a, b):
         return str(a) == str(b)
 
 
-def _target_root(root, key, value, target):
-    """Generate the target domain of a data-knob value (skipped when already there); its root."""
-    from canu_plugin.data.synthetic import generate_domain
-    path = os.path.join(root, "sweeps", f"{DATA_KNOBS[key]}_{value}")
-    generate_domain(path, target, **{DATA_KNOBS[key]: float(value)})
-    return path
+def data_default(key, testbed=None):
+    """The value data knob ``key`` has in the main table (a string): the testbed's target value when it sets
+    one, else the generator's default."""
+    if testbed is not None:
+        value = {**testbed["domains"], **testbed["target"]}.get(DATA_KNOBS[key])
+        if value is not None:
+            return str(value)
+    return DATA_DEFAULTS[key]
 
 
-@contextlib.contextmanager
-def _datasets_root(path):
-    """``FASTREID_DATASETS`` = ``path`` for the runs started inside (the child processes read it)."""
-    before = os.environ.get("FASTREID_DATASETS")
-    os.environ["FASTREID_DATASETS"] = path
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("FASTREID_DATASETS", None)
-        else:
-            os.environ["FASTREID_DATASETS"] = before
-
-
-def _run_value(bench, key, value, methods, seeds, target_root):
-    """The runs of one value: {(method, seed): record}. A sweep reports final models only: its own
-    runs evaluate at their config's period (the synthetic configs: the last epoch only), without the
-    benchmark's --eval-period curves.
+def value_bench(bench, key, value, root):
+    """The benchmark whose runs adapt to data knob ``key`` = ``value``: ``bench`` with that value's SynthB
+    (generated now when absent) as its dataset root, or on a testbed as each run seed's draw.
 
     Args:
-        target_root: a data knob's dataset root for the swept methods' runs (None: the main root).
+        bench: :class:`~.runner.Bench` of the main table; root: its dataset root (no testbed).
+    Returns:
+        a copy of ``bench`` (its ``root`` or ``draws`` replaced).
     """
-    out = {}
-    for name, seed, deps in plan(bench.setting, methods, seeds):
-        stems = {role: run_name(*dep) for role, dep in deps.items()}
-        if _matches_default(bench, key, value, name) or name not in methods:
-            record = bench.ensure(name, seed, stems)  # the main benchmark's run (or its source model)
-        elif key in DATA_KNOBS:
-            with _datasets_root(target_root):
-                record = bench.ensure(name, seed, stems, folder=value_folder(bench, key, value),
-                                      deps_folder=bench.folder, eval_period=0)
-        else:
-            record = bench.ensure(name, seed, stems, folder=value_folder(bench, key, value),
-                                  extra=(key, str(value)), deps_folder=bench.folder, eval_period=0)
-        if name in methods:
-            out[(name, seed)] = record
-    return out
+    from canu_plugin.data.synthetic import generate_domain
+    knob, target = DATA_KNOBS[key], SETTINGS[bench.setting]["target"]
+    if bench.testbed is None:
+        path = os.path.join(root, "sweeps", f"{knob}_{value}")
+        generate_domain(path, target, **{knob: float(value)})
+        return replace(bench, root=path)
+    tb = copy.deepcopy(bench.testbed)
+    tb["target"][knob] = float(value)
+    draws = {}
+    for seed in bench.draws:
+        path = draw_root(value_folder(bench, key, value), tb, seed)
+        generate_domain(path, target, **domain_kwargs(tb, "target", seed))
+        draws[seed] = {"root": path, "key": data_key(tb, seed)}
+    return replace(bench, draws=draws)
 
 
-def run_sweep(bench, key, values, methods, seeds, root):
-    """Run (or reuse) every (method, value, seed) of a sweep.
+def split_runs(bench, key, values, methods, seeds):
+    """The runs of a sweep: (main, own). ``main``: the main table's runs it starts from (source models) or
+    reuses (a method at its own value), :func:`.methods.plan` entries; ``own``: [(value, method, seed,
+    deps)] of the runs each value trains."""
+    main, own = [], []
+    for value in values:
+        for name, seed, deps in plan(bench.setting, methods, seeds):
+            if name not in methods or _matches_default(bench, key, value, name):
+                if (name, seed, deps) not in main:
+                    main.append((name, seed, deps))
+            else:
+                own.append((value, name, seed, deps))
+    return main, own
 
+
+def run_sweep(bench, key, values, methods, seeds, root, jobs=1):
+    """Run (or reuse) every (method, value, seed) of a sweep, up to ``jobs`` at once. A sweep reports
+    final models only: its own runs evaluate at their config's period (the synthetic configs: the last
+    epoch only), without the benchmark's --eval-period curves.
+
+    Args:
+        bench: :class:`~.runner.Bench` (its threads and workers :func:`.parallel.run_settings`'s for
+            ``jobs``); root: the main dataset root (data knobs without a testbed).
     Returns:
         {value: {(method, seed): record}}.
     """
     if key.startswith("data.") and (key not in DATA_KNOBS or bench.setting != "synthetic"):
         raise CanuError(f"--sweep {key}: the data knobs are {sorted(DATA_KNOBS)}, on the synthetic setting only")
-    out = {}
+    main, own = split_runs(bench, key, values, methods, seeds)
+    run_plan(bench, main, jobs)
+    swept = [v for v in values if any(o[0] == v for o in own)]
+    benches = {v: value_bench(bench, key, v, root) if key in DATA_KNOBS else bench for v in swept}
+    extra = {v: () if key in DATA_KNOBS else (key, str(v)) for v in benches}
+    records = {}
+
+    def one(run, cores=None):
+        value, name, seed, deps = tasks[(run[0], run[1])]
+        stems = {role: run_name(*dep) for role, dep in deps.items()}
+        records[(value, name, seed)] = benches[value].ensure(
+            name, seed, stems, folder=value_folder(bench, key, value), extra=extra[value],
+            deps_folder=bench.folder, eval_period=0)
+
+    tasks = {(f"{name}@{value}", seed): (value, name, seed, deps) for value, name, seed, deps in own}
+    runs = [(label, seed, {}) for label, seed in tasks]
+    if jobs > 1 and runs:
+        bench.log(f"[jobs] sweep {key}: {len(runs)} run(s), up to {jobs} at once")
+        schedule(runs, one, jobs, bench.log)
+    for run in runs if jobs <= 1 else ():
+        one(run)
+    out = {v: {} for v in values}
     for value in values:
-        target_root = None
-        if key in DATA_KNOBS and not _same(value, DATA_DEFAULTS[key]):
-            target_root = _target_root(root, key, value, SETTINGS[bench.setting]["target"])
-        out[value] = _run_value(bench, key, value, methods, seeds, target_root)
+        for name, seed, deps in plan(bench.setting, methods, seeds):
+            if name in methods:
+                out[value][(name, seed)] = records.get((value, name, seed)) or bench.ensure(
+                    name, seed, {role: run_name(*dep) for role, dep in deps.items()})
     return out
 
 
@@ -149,8 +186,9 @@ def load_sweep(bench, key, values, references=()):
 
 def _matches_default(bench, key, value, name):
     if key in DATA_KNOBS:
-        return _same(value, DATA_DEFAULTS[key])
+        return _same(value, data_default(key, bench.testbed))
     return name in bench.methods and _same(config_value(bench.methods[name], key, bench.extra), value)
 
 
-__all__ = ["DATA_KNOBS", "STANDARD", "Sweep", "value_folder", "config_value", "run_sweep", "load_sweep"]
+__all__ = ["DATA_KNOBS", "STANDARD", "Sweep", "value_folder", "config_value", "data_default", "value_bench",
+           "split_runs", "run_sweep", "load_sweep"]

@@ -54,8 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides applied to every run (same budget)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="up to N runs of the main table at once, each "
                    "pinned to cores // N cores with that many torch threads and no loader workers (N > 1 fixes "
-                   "both: runs made with other --jobs are not reused); sweeps run one at a time, with the same "
-                   "threads and workers (default 1)")
+                   "both: runs made with other --jobs are not reused); the sweeps' runs too (default 1)")
     args = p.parse_args(argv)
     if args.jobs < 1:
         raise CanuError(f"--jobs {args.jobs}: give the number of runs at once, 1 or more")
@@ -112,7 +111,7 @@ def report_sweep(bench, sweep):
     return by_value
 
 
-def use_testbed(b, args, sweeps_todo):
+def use_testbed(b, args):
     """Point Bench ``b`` at a testbed (:mod:`canu_plugin.bench.candidates`): its folder, data and per-method
     overrides (the pre-trained backbone, made once and cached; its wall time printed apart). Returns the
     dataset root."""
@@ -120,10 +119,8 @@ def use_testbed(b, args, sweeps_todo):
     from canu_plugin.bench.testbed import draw_root, load_testbed
     if args.setting != "synthetic":
         raise CanuError("--testbed describes the synthetic setting's data: drop --setting or use --setting synthetic")
-    if any(s.key.startswith("data.") for s in sweeps_todo):
-        raise CanuError("the data sweeps regenerate SynthB with the generator's defaults: run them without --testbed")
     tb = load_testbed(args.testbed)
-    b.folder = testbed_folder(args.output, tb)
+    b.folder, b.testbed = testbed_folder(args.output, tb), tb
     os.makedirs(b.folder, exist_ok=True)
     if args.report_only:
         return draw_root(b.folder, tb, args.seeds[0])
@@ -164,7 +161,7 @@ def bench(argv=None, prog="canu-bench"):
     if args.standard_sweeps:
         todo += [s for s in sweeps.STANDARD if all(m in b.methods for m in s.methods + s.references)]
     if args.testbed:
-        root = use_testbed(b, args, todo)
+        root = use_testbed(b, args)
         folder = b.folder
     os.makedirs(folder, exist_ok=True)
     start = time.time()
@@ -173,7 +170,7 @@ def bench(argv=None, prog="canu-bench"):
         if not args.sweep:
             print(f"[bench] {run_main(b, methods, args.seeds, args.jobs)} run(s) done in {time.time() - start:.0f} s")
         for s in todo:
-            sweeps.run_sweep(b, s.key, s.values, s.methods, args.seeds, root)
+            sweeps.run_sweep(b, s.key, s.values, s.methods, args.seeds, root, args.jobs)
     reported = todo or [s for s in sweeps.STANDARD if os.path.isdir(os.path.join(folder, "sweeps", s.key))]
     sweep_records = {(s.key, float(v)): recs for s in reported for v, recs in report_sweep(b, s).items()}
     if args.sweep:
@@ -191,6 +188,8 @@ def bench(argv=None, prog="canu-bench"):
 
 
 DEMO_METHODS = ["source", "pseudo", "canu", "acan_triplet", "acan_oce"]
+DEMO_TESTBED = "configs/synthetic/testbeds/detail-060-demo.yml"  # the benchmark's testbed, small
+DEMO_JOBS = 2  # two runs at once: on 2 cores, 1 thread and 0 loader workers each (docs/benchmark.md)
 
 
 def _as_command(run):
@@ -211,23 +210,24 @@ def main(argv=None, prog="canu-bench"):
 
 
 def demo_main(argv=None, prog="python tools/benchmark.py"):
-    """``make demo`` (``tools/demo.py``): the short version of the benchmark, on CPU.
+    """``make demo`` (``tools/demo.py``): the benchmark's testbed made small, on CPU.
 
-    1. generates the synthetic domains SynthA (source, labelled) and SynthB (target, unlabelled) in
-       Market-1501's layout if absent;
+    1. draws the testbed's SynthA (source, labelled) and SynthB (target, unlabelled) for seed 0, in
+       Market-1501's layout, and pre-trains a backbone on its pre-training domains, both smaller and
+       shorter than ``make bench``'s (:data:`DEMO_TESTBED`);
     2. trains fast-reid's supervised Baseline on SynthA and tests it on SynthB (direct transfer);
     3. adapts it to SynthB with cluster pseudo-labels, and with pseudo-labels + CANU's camera
        discriminator conditioned on the pseudo-identity centroid;
     4. trains ACAN on SynthB's intra-camera labels, triplet only and with OCE;
-    5. prints the table and the paths of its plots (results in ``logs/demo``).
+    5. prints the tables and the paths of its plots (results in ``logs/demo/testbeds/``).
 
-    Five methods, seed 0, same budget per row; finished runs are not redone. Further arguments
-    (``--root``, ``--opts`` ...) are passed on. The full sweep is ``make bench``.
+    Five methods, seed 0, two runs at once; finished runs are not redone. Further arguments (``--opts``
+    ...) are passed on. The full benchmark is ``make bench``.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     start = time.time()
-    code = _as_command(lambda: bench(["--methods", *DEMO_METHODS, "--seeds", "0", "--output", "logs/demo",
-                                      "--eval-period", "0", *argv], prog=prog))
+    code = _as_command(lambda: bench(["--testbed", DEMO_TESTBED, "--jobs", str(DEMO_JOBS), "--methods", *DEMO_METHODS,
+                                      "--seeds", "0", "--output", "logs/demo", "--eval-period", "0", *argv], prog=prog))
     if code == 0:
         print(f"\ndemo wall time: {time.time() - start:.0f} s")
     return code
