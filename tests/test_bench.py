@@ -354,4 +354,16 @@ def test_seed_plan_predicts_the_seeds_and_core_hours_of_the_key_claims():
     plan = seed_plan(evaluate(CLAIMS, recs), recs)
     assert plan["needed"] == 18 and plan["seeds"] == 3 and plan["claim"] == "+CANU beats the base method (baseline)"
     assert plan["core_s_per_seed"] == pytest.approx(5400.0) and plan["more_core_h"] == pytest.approx(15 * 1.5)
+    assert plan["more"] == 15 and plan["short"] == {"+CANU beats the base method (baseline)": 15}
     assert "22.5 core-hours" in plan_text(plan) and plan_text(None) == ""
+    # a second key claim that needs fewer seeds: only the first seeds run its methods (and the source model)
+    for s, d in enumerate([2.0, 3.0, 4.0]):  # acan_oce - acan_triplet: sd 1 -> 5 seeds (t 2.78 / sqrt 5 = 1.24)
+        recs[("acan_triplet", s)] = dict(_rec("acan_triplet", s, 20.0, family="acan"), wall_s=100.0,
+                                         identity={"threads": 1})
+        recs[("acan_oce", s)] = dict(_rec("acan_oce", s, 20.0 + d, family="acan"), wall_s=200.0,
+                                     identity={"threads": 1})
+        recs[("source", s)] = dict(_rec("source", s, 10.0, family="source"), wall_s=360.0, identity={"threads": 1})
+    plan = seed_plan(evaluate(CLAIMS, recs), recs)
+    short = plan["short"]
+    assert short["+CANU beats the base method (baseline)"] == 15 and short["ACAN-OCE beats triplet only"] == 2
+    assert plan["more_core_h"] == pytest.approx((15 * (5400.0 + 360.0) + 2 * 300.0) / 3600.0)  # ACAN: no source

@@ -118,16 +118,40 @@ def regime_table(regime):
     return "\n".join(lines)
 
 
+def _core_s(records):
+    """{method: mean core-seconds of its runs} (``wall_s`` x ``identity.threads``)."""
+    out = {}
+    for (method, _), r in records.items():
+        threads = (r.get("identity") or {}).get("threads") or 1
+        out.setdefault(method, []).append(float(r.get("wall_s") or 0.0) * threads)
+    return {m: sum(v) / len(v) for m, v in out.items()}
+
+
+def claim_runs(claim, records):
+    """The methods a further seed of ``claim`` runs: its two methods and the source models they start from
+    (``source``; MMT's ``source_b`` too), as their records' ``family`` says."""
+    methods = {claim.a, claim.b}
+    families = {r.get("family") for (m, _), r in records.items() if m in methods}
+    if families & {"clustering", "mmt", "ssg"}:
+        methods.add("source")
+    if "mmt" in families:
+        methods.add("source_b")
+    return methods
+
+
 def seed_plan(claims, records):
-    """How many more seeds the key claims need for +-TARGET_HALF_WIDTH, and what they cost.
+    """How many more seeds the key claims need for +-TARGET_HALF_WIDTH, and what they cost: the k-th further
+    seed runs only what the claims still short of their seeds need (:func:`claim_runs`), at the mean
+    core-seconds of those runs so far.
 
     Args:
         claims: :func:`.claims.evaluate`'s rows; records: {(method, seed): record} (``wall_s`` and
             ``identity.threads`` give each run's core-seconds).
     Returns:
-        dict: needed (the most seeds a decidable key claim needs; None when none has an estimate),
-        claim (its text), seeds (the fewest seeds such a claim has now), core_s_per_seed (mean over
-        seeds of the core-seconds of all the seed's runs), more_core_h; or None without key claims.
+        dict: needed (the most seeds a decidable key claim needs), claim (its text), seeds (the fewest seeds
+        such a claim has now), core_s_per_seed (a whole seed of every method: the mean over seeds of the
+        core-seconds of all its runs), more (further seeds, the largest shortfall), more_core_h (their
+        cost), short ({claim text: seeds still needed}); None without a decidable key claim with an estimate.
     """
     key = [r for r in claims if r["claim"].key and not r["failed"] and r["needed"] is not None]
     if not key:
@@ -137,10 +161,14 @@ def seed_plan(claims, records):
     for (_, seed), r in records.items():
         threads = (r.get("identity") or {}).get("threads") or 1
         per_seed[seed] = per_seed.get(seed, 0.0) + float(r.get("wall_s") or 0.0) * threads
-    core_s = sum(per_seed.values()) / max(1, len(per_seed))
-    more = max(0, worst["needed"] - min(r["diff"]["n"] for r in key))
+    cost, short = _core_s(records), {r["claim"].text: max(0, r["needed"] - r["diff"]["n"]) for r in key}
+    more, core_s = max(short.values()), 0.0
+    for k in range(1, more + 1):
+        runs = set().union(*(claim_runs(r["claim"], records) for r in key if short[r["claim"].text] >= k))
+        core_s += sum(cost.get(m, 0.0) for m in runs)
     return {"needed": worst["needed"], "claim": worst["claim"].text, "seeds": min(r["diff"]["n"] for r in key),
-            "core_s_per_seed": core_s, "more_core_h": more * core_s / 3600.0}
+            "core_s_per_seed": sum(per_seed.values()) / max(1, len(per_seed)), "more": more,
+            "more_core_h": core_s / 3600.0, "short": {c: n for c, n in short.items() if n}}
 
 
 def plan_text(plan):
@@ -149,8 +177,9 @@ def plan_text(plan):
         return ""
     return (f"Seeds for a 95% half-width of ±{TARGET_HALF_WIDTH:g} mAP on every decidable key claim, predicted "
             f"from the paired standard deviations so far: {plan['needed']} (the most, for \"{plan['claim']}\"; "
-            f"{plan['seeds']} now). The runs of a seed took {plan['core_s_per_seed'] / 3600:.2f} core-hours "
-            f"on average, so the remaining seeds need about {plan['more_core_h']:.1f} core-hours.\n\n")
+            f"{plan['seeds']} now). A seed of every method took {plan['core_s_per_seed'] / 3600:.2f} core-hours on "
+            f"average; the {plan['more']} further seed(s), each running only the methods of the key claims still "
+            f"short of their seeds (and their source models), need about {plan['more_core_h']:.1f} core-hours.\n\n")
 
 
 def render(records, methods, meta, sweep_records=None, plots=(), regime=None):
