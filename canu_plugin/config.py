@@ -38,6 +38,9 @@ def _add_clustering_config(cfg):
     _C.CLUSTERING.MAX_PAIRS = 2097152      # Jaccard stage: pairs materialised at once per worker (~25 B each)
     _C.CLUSTERING.WORKERS = 0              # threads of the Jaccard stage; 0 = min(4, CPU cores)
     _C.CLUSTERING.PERIOD = 1               # re-cluster every PERIOD epochs
+    _C.CLUSTERING.CAMERA_NORM = False      # cluster (f - m_cam) / s_cam: each camera's per-dim mean / std over the clustered
+                                           # set (Song et al., ICLR 2025); centroids stay the model's own features
+    _C.CLUSTERING.DISCARD_SINGLE_CAMERA = False  # clusters whose images all come from one camera become outliers
 
 
 def _add_pseudo_config(cfg):
@@ -136,7 +139,11 @@ def _add_eval_config(cfg):
     _C.TEST.CANU.DEVICE = "auto"           # "auto" (CUDA when torch sees it, else CPU), "cpu", "cuda", "cuda:1", ...
     _C.TEST.CANU.MAX_RANK = 50             # length of the CMC curve computed (Rank-1/5/10 are reported)
     _C.TEST.CANU.THREADS = 1               # CPU threads for the ranking ops (0 = torch's); distances use torch's threads
-    _C.TEST.CANU.CAMERA_DIAGNOSTICS = True  # add cam_probe (held-out linear camera probe, %) and d_inter to the results
+    _C.TEST.CANU.CAMERA_DIAGNOSTICS = True  # add cam_probe (held-out linear camera probe, %), d_inter, cam_nmi (NMI of
+                                           # cameras and clusters of the test features) and mAP_cn / Rank-1_cn (the
+                                           # metrics after per-camera normalization) to the results
+    _C.TEST.CAMERA_NORM = False            # rank (f - m_cam) / s_cam: per-camera mean / std over query + gallery (no
+                                           # training needed; canu's evaluator only)
     _C.TEST.CANU.PROBE_MAX_IMAGES = 4000   # camera probe: random subset of at most this many test images (0 = all)
     _C.TEST.CANU.PCA_CAMERAS = [0, 1]      # PCA PNG of these two cameras' test features in OUTPUT_DIR ([] = none)
     _C.TEST.CANU.RERANK_SPARSE = True      # TEST.RERANK with the sparse k-reciprocal Jaccard; False = fast-reid's dense one

@@ -140,7 +140,8 @@ def test_key_claims_are_the_issue_of_record():
     key = {(c.a, c.b) for c in CLAIMS if c.key}
     assert key == {("canu_mmt", "mmt"), ("adv_mmt", "mmt"), ("canu_mmt", "adv_mmt"), ("canu_ssg", "ssg"),
                    ("canu", "pseudo"), ("canu", "adv"), ("acan_grl", "acan_triplet"), ("acan_oce", "acan_triplet"),
-                   ("acan_ace", "acan_triplet")}
+                   ("acan_ace", "acan_triplet"),  # the papers' (above), the camera-normalization rivals' (below)
+                   ("canu", "pseudo_cn"), ("canu_mmt", "mmt_cn"), ("canu_cn", "canu"), ("canu_cn", "pseudo_cn")}
     keys = {r["key"] for r in criteria({})}
     assert all(c.premises and set(c.premises) <= keys for c in CLAIMS)  # every premise is a criterion
 
@@ -228,6 +229,34 @@ def test_tiny_sweep_runs_resumes_and_reports(synth_root, tmp_path):
     resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((folder / "canu_s0.json").read_text())["final"]["mAP"] == pytest.approx(rec["final"]["mAP"])
+    # a record from before the evaluator measured mAP_cn: --re-evaluate adds it from the final model, trains nothing
+    old = json.loads((folder / "canu_s0.json").read_text())
+    assert {"mAP_cn", "Rank-1_cn"} <= set(old["final"])
+    stripped = {**old, "final": {k: v for k, v in old["final"].items() if not k.endswith("_cn")}}
+    (folder / "canu_s0.json").write_text(json.dumps(stripped))
+    again = subprocess.run(cmd + ["--re-evaluate"], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "2 run(s) re-evaluated" in again.stdout and "added Rank-1_cn, mAP_cn" in again.stdout
+    assert "now," not in again.stdout  # the same mAP as recorded
+    new = json.loads((folder / "canu_s0.json").read_text())
+    assert new["final"] == pytest.approx(old["final"]) and new["epochs"] == old["epochs"]
+    assert sorted(p.name for p in (folder / "runs" / "canu_s0").glob("*.pth")) == ["model_final.pth"]
+    refused = subprocess.run(cmd + ["--re-evaluate", "--report-only"], cwd=REPO, capture_output=True, text=True,
+                             env=env, timeout=600)
+    assert refused.returncode == 2 and "drop --report-only" in refused.stderr
+
+
+def test_rival_rows_are_their_base_rows_with_debiased_pseudo_labelling():
+    from canu_plugin.bench.methods import CAMERA_NORM_OPTS, DEFAULT_METHODS, RIVALS
+    for setting in ("synthetic", "M2D", "D2MSMT"):
+        table = SETTINGS[setting]["methods"]
+        for row, base in RIVALS.items():
+            rival, plain = table[row], table[base]
+            assert (rival.config, rival.init, rival.family) == (plain.config, plain.init, plain.family)
+            assert rival.opts == (*plain.opts, *CAMERA_NORM_OPTS) and rival.label.startswith(plain.label)
+    assert set(RIVALS) <= set(DEFAULT_METHODS)
+    deps = {name: d for name, seed, d in plan("synthetic", ["mmt_cn", "canu_cn"], [0])}
+    assert deps["mmt_cn"] == {"source": ("source", 0), "source_b": ("source_b", SECOND_SOURCE_SEED)}
 
 
 @dataclass

@@ -63,7 +63,7 @@ def test_evaluate_matches_fastreid(metric, spread):
     rng = np.random.default_rng(4)
     q, g = 70, 400
     pids, cams = rng.integers(0, 40, q + g), rng.integers(0, 5, q + g)
-    feats = torch.randn(q + g, 24) if spread is None else torch.tensor(
+    feats = torch.tensor(rng.standard_normal((q + g, 24)), dtype=torch.float32) if spread is None else torch.tensor(
         rng.standard_normal((40, 24))[pids] + spread * rng.standard_normal((q + g, 24)), dtype=torch.float32)
     res = evaluate(feats[:q], feats[q:].numpy(), pids[:q], pids[q:], cams[:q], cams[q:], metric=metric, chunk=16)
     cmc, ap, inp = evaluate_rank(build_dist(feats[:q], feats[q:], metric), pids[:q], pids[q:], cams[:q], cams[q:],
@@ -124,7 +124,7 @@ def test_same_dict_as_fastreid(data, metric, with_aqe):
     ours = _run(CanuReidEvaluator(cfg, NUM_Q), *data)
     _assert_same_dict(ours, _run(ReidEvaluator(cfg, NUM_Q), *data), tol=1e-4 if with_aqe else 1e-9)
     assert set(ours) == {"Rank-1", "Rank-5", "Rank-10", "mAP", "mINP", "metric", "cam_probe", "cam_probe_chance",
-                         "d_inter"}
+                         "d_inter", "cam_nmi", "cam_nmi_ids", "Rank-1_cn", "mAP_cn"}
     assert 0 < ours["mAP"] <= 100 and ours["metric"] == pytest.approx((ours["mAP"] + ours["Rank-1"]) / 2)
 
 
@@ -198,22 +198,45 @@ def test_bad_input_is_a_clear_error(data):
         _run(CanuReidEvaluator(_cfg(METRIC="jaccard"), NUM_Q), feats, pids, cams)
 
 
-@pytest.mark.parametrize("camera_shift", [0.0, 3.0])
-def test_camera_diagnostics_see_a_camera_shift(data, camera_shift, tmp_path):
-    """Features with a per-camera offset: the probe reads the camera and d_inter grows; without
-    it the probe is near chance. The PCA PNG of cameras 1 and 2 is written."""
+def _shifted(data, camera_shift):
     feats, pids, cams = data
     rng = np.random.default_rng(1)
-    shifted = feats + camera_shift * torch.tensor(rng.standard_normal((4, DIM)), dtype=torch.float32)[cams]
+    return feats + camera_shift * torch.tensor(rng.standard_normal((4, DIM)), dtype=torch.float32)[cams], pids, cams
+
+
+@pytest.mark.parametrize("camera_shift", [0.0, 3.0])
+def test_camera_diagnostics_see_a_camera_shift(data, camera_shift, tmp_path):
+    """Features with a per-camera offset: the probe reads the camera, d_inter grows and the clusters follow the
+    cameras (cam_nmi); without it the probe is near chance. Per-camera normalization removes the offset: mAP_cn
+    is the same with and without it. The PCA PNG of cameras 1 and 2 is written."""
     cfg = _cfg()
     cfg.TEST.CANU.PCA_CAMERAS = [0, 1]
-    out = _run(CanuReidEvaluator(cfg, NUM_Q, str(tmp_path)), shifted, pids, cams)
+    out = _run(CanuReidEvaluator(cfg, NUM_Q, str(tmp_path)), *_shifted(data, camera_shift))
     if camera_shift:
         assert out["cam_probe"] > 90 and out["d_inter"] > 0.3
+        assert out["cam_nmi"] > 0.5 and out["mAP"] < out["mAP_cn"] - 10
     else:
         assert out["cam_probe"] < 45 and out["d_inter"] < 0.15  # 4 cameras: chance ~25-30 %
+        assert out["cam_nmi"] < 0.2 < out["cam_nmi_ids"]
     assert 20 < out["cam_probe_chance"] < 35
     assert (tmp_path / "pca_cam1_cam2.png").stat().st_size > 1000
+    unshifted = _run(CanuReidEvaluator(_cfg(), NUM_Q), *_shifted(data, 0.0))
+    assert out["mAP_cn"] == pytest.approx(unshifted["mAP_cn"], abs=1e-4)
+
+
+def test_test_time_camera_norm_ranks_the_normalised_features(data):
+    """TEST.CAMERA_NORM: the metrics of evaluate() on the features normalised per camera over query + gallery;
+    the diagnostics still describe the model's own features. fast-reid's dense path cannot do it: refused."""
+    from canu_plugin.clustering.camera_norm import camera_normalize
+    feats, pids, cams = _shifted(data, 3.0)
+    out = _run(CanuReidEvaluator(_cfg(CAMERA_NORM=True), NUM_Q), feats, pids, cams)
+    normed = camera_normalize(feats, cams)
+    ref = evaluate(normed[:NUM_Q], normed[NUM_Q:], pids[:NUM_Q], pids[NUM_Q:], cams[:NUM_Q], cams[NUM_Q:])
+    assert out["mAP"] == pytest.approx(ref["mAP"] * 100, abs=1e-9) and out["mAP_cn"] == pytest.approx(out["mAP"])
+    assert out["cam_probe"] > 90  # the model's features, not the normalised ones
+    for bad in (dict(CANU__ENABLED=False), dict(ROC__ENABLED=True)):
+        with pytest.raises(CanuError, match="TEST.CAMERA_NORM needs canu-plugin's evaluator"):
+            _run(CanuReidEvaluator(_cfg(CAMERA_NORM=True, **bad), NUM_Q), feats, pids, cams)
 
 
 def test_camera_diagnostics_can_be_turned_off(data):

@@ -146,10 +146,10 @@ def test_criteria_revision_2_from_row_records():
     assert single["d_inter"]["pass"] is None and crit.verdict(list(single.values())) == "incomplete"  # no interval
     line = crit.log_row("c1", "{}", [0, 1, 2], list(rows.values()), 12.0, 345.0)
     assert line.count("|") == crit.LOG_HEADER.count("|") and "| pass | 12 | 345 |" in line
-    from canu_plugin.bench.claims import CLAIMS, decidable
-    assert len(decidable(CLAIMS, list(rows.values()))) == 8  # every key claim but CANU-SSG - SSG
+    from canu_plugin.bench.claims import PAPER_CLAIMS, decidable
+    assert len(decidable(PAPER_CLAIMS, list(rows.values()))) == 8  # every key claim but CANU-SSG - SSG
     no_probe = [dict(r, **({"pass": False} if r["key"] == "cam_probe" else {})) for r in rows.values()]
-    assert {c.a for c in decidable(CLAIMS, no_probe)} == {"canu", "canu_mmt", "adv_mmt"}  # ACAN's premises fail
+    assert {c.a for c in decidable(PAPER_CLAIMS, no_probe)} == {"canu", "canu_mmt", "adv_mmt"}  # ACAN's premises fail
     assert "| fail (3 of 9 key claims decidable) |" in crit.log_row("c2", "{}", [0], no_probe, None, 1.0, (3, 9))
 
 

@@ -4,7 +4,9 @@ regime" where a premise of the testbed's criteria (docs/bench/testbed.md, revisi
 
 A claim about CANU or +Adv on base B rests on direct transfer being in range and on B's premises (B
 closes enough of the gap; B's pseudo-labels carry the camera bias); ACAN's claims rest on criteria 5,
-6 and 7. The *key* claims are the comparisons a benchmark adds seeds for until their 95% interval is
+6 and 7. :data:`RIVAL_CLAIMS` set CANU against the simplest camera debiasing, per-camera feature normalization
+before clustering (the rows of :data:`.methods.RIVALS`), on the same premises. The *key* claims are the
+comparisons a benchmark adds seeds for until their 95% interval is
 +-:data:`TARGET_HALF_WIDTH` mAP; :func:`evaluate` predicts how many seeds that takes from the paired
 standard deviation so far.
 """
@@ -53,7 +55,7 @@ def _acan(text, source, metric, a, b, direction, key=False):
     return Claim(text, source, metric, a, b, direction, premises=ACAN_PREMISES, key=key)
 
 
-CLAIMS = (
+PAPER_CLAIMS = (
     *_three("CANU lowers the camera information of the pseudo-labels", "CANU-ReID Fig. 3, 5", "nmi_cam_epochs",
             "canu", "base", -1),
     *_three("+CANU loses fewer identities than +Adv", "CANU-ReID Fig. 4, 6", "lost_ids_epochs", "canu", "adv", -1),
@@ -70,6 +72,28 @@ CLAIMS = (
     _acan("GRL lowers d_inter-camera", "ACAN Table VII", "d_inter", "acan_grl", "acan_triplet", -1),
     _acan("OCE lowers d_inter-camera", "ACAN Table VII", "d_inter", "acan_oce", "acan_triplet", -1),
 )
+
+_BASE_PREMISES = {base: ("transfer", f"closed_{base}", f"nmi_{base}") for base in ("pseudo", "mmt")}
+RIVAL = "rival: Song et al. ICLR 2025"  # the rows of methods.RIVALS: debiased pseudo-labelling by camera normalization
+
+
+def _rival(text, metric, a, b, direction, base, key=True):
+    return Claim(text, RIVAL, metric, a, b, direction, premises=_BASE_PREMISES[base], key=key)
+
+
+RIVAL_CLAIMS = (
+    _rival("+CANU beats camera normalization (baseline)", "mAP", "canu", "pseudo_cn", +1, "pseudo"),
+    _rival("CANU-MMT beats MMT + camera normalization", "mAP", "canu_mmt", "mmt_cn", +1, "mmt"),
+    _rival("CANU + camera normalization beats CANU alone", "mAP", "canu_cn", "canu", +1, "pseudo"),
+    _rival("CANU + camera normalization beats camera normalization alone", "mAP", "canu_cn", "pseudo_cn", +1, "pseudo"),
+    _rival("camera normalization lowers the pseudo-labels' camera bias (baseline)", "nmi_ratio_epochs", "pseudo_cn",
+           "pseudo", -1, "pseudo", key=False),
+    _rival("camera normalization lowers it more than CANU (baseline)", "nmi_ratio_epochs", "pseudo_cn", "canu", -1,
+           "pseudo", key=False),
+    _rival("camera normalization lowers the pseudo-labels' camera bias (MMT)", "nmi_ratio_epochs", "mmt_cn", "mmt",
+           -1, "mmt", key=False),
+)
+CLAIMS = PAPER_CLAIMS + RIVAL_CLAIMS
 
 
 def by_seed(records, method, metric):
@@ -135,5 +159,6 @@ def markdown(rows):
     return "\n".join(lines)
 
 
-__all__ = ["TARGET_HALF_WIDTH", "ACAN_PREMISES", "Claim", "CLAIMS", "by_seed", "failed_premises", "decidable",
+__all__ = ["TARGET_HALF_WIDTH", "ACAN_PREMISES", "Claim", "PAPER_CLAIMS", "RIVAL_CLAIMS", "CLAIMS", "by_seed",
+           "failed_premises", "decidable",
            "evaluate", "markdown"]

@@ -57,6 +57,22 @@ def _synthetic_methods():
     }
 
 
+CAMERA_NORM_OPTS = ("CLUSTERING.CAMERA_NORM", "True", "CLUSTERING.DISCARD_SINGLE_CAMERA", "True")
+RIVALS = {"pseudo_cn": "pseudo", "canu_cn": "canu", "mmt_cn": "mmt"}  # row -> the row it adds camera normalization to
+
+
+def with_camera_norm(methods):
+    """``methods`` plus the rival rows of :data:`RIVALS`: each the same config and start as its base row, with
+    Song et al.'s debiased pseudo-labelling (per-camera feature normalization before clustering, single-camera
+    clusters discarded: :data:`CAMERA_NORM_OPTS`). Bases the setting lacks add no row."""
+    out = dict(methods)
+    for key, base in RIVALS.items():
+        if base in methods:
+            m = methods[base]
+            out[key] = Method(f"{m.label} + camera norm.", m.config, m.family, m.init, (*m.opts, *CAMERA_NORM_OPTS))
+    return out
+
+
 def _synthetic_video_methods():
     s = "configs/synthetic/video/"
     return {
@@ -105,22 +121,23 @@ def _real_methods(src, tgt, src_ds, tgt_ds):
 
 
 SETTINGS = {  # "generate": makes the synthetic datasets when absent; "default_methods": the rows of a plain run
-    "synthetic": dict(target="SynthB", datasets=("SynthA", "SynthB"), methods=_synthetic_methods(),
+    "synthetic": dict(target="SynthB", datasets=("SynthA", "SynthB"), methods=with_camera_norm(_synthetic_methods()),
                       generate=_generate_images),
     "synthetic-video": dict(target="SynthVidB", datasets=("SynthVidB",), methods=_synthetic_video_methods(),
                             generate=_generate_video,
                             default_methods=("acan_triplet", "acan_grl", "acan_oce", "acan_ace")),
     "M2D": dict(target="DukeMTMC", datasets=("Market1501", "DukeMTMC"),
-                methods=_real_methods("M", "D", "Market1501", "DukeMTMC")),
+                methods=with_camera_norm(_real_methods("M", "D", "Market1501", "DukeMTMC"))),
     "D2M": dict(target="Market1501", datasets=("DukeMTMC", "Market1501"),
-                methods=_real_methods("D", "M", "DukeMTMC", "Market1501")),
+                methods=with_camera_norm(_real_methods("D", "M", "DukeMTMC", "Market1501"))),
     "M2MSMT": dict(target="MSMT17", datasets=("Market1501", "MSMT17"),
-                   methods=_real_methods("M", "MSMT", "Market1501", "MSMT17")),
+                   methods=with_camera_norm(_real_methods("M", "MSMT", "Market1501", "MSMT17"))),
     "D2MSMT": dict(target="MSMT17", datasets=("DukeMTMC", "MSMT17"),
-                   methods=_real_methods("D", "MSMT", "DukeMTMC", "MSMT17")),
+                   methods=with_camera_norm(_real_methods("D", "MSMT", "DukeMTMC", "MSMT17"))),
 }
 DEFAULT_METHODS = ("source", "pseudo", "adv", "canu", "mmt", "adv_mmt", "canu_mmt", "ssg", "adv_ssg", "canu_ssg",
-                   "acan_triplet", "acan_grl", "acan_oce", "acan_ace", "usl_pseudo", "usl_adv", "usl_canu", "upper")
+                   "acan_triplet", "acan_grl", "acan_oce", "acan_ace", "pseudo_cn", "canu_cn", "mmt_cn",
+                   "usl_pseudo", "usl_adv", "usl_canu", "upper")
 SECOND_SOURCE_SEED = 100  # MMT's net 2 starts from the source model trained with seed + 100
 
 

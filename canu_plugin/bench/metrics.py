@@ -31,6 +31,14 @@ def _over_epochs(key):
     return read
 
 
+def _bias_ratio_epochs(r):
+    """NMI(pseudo, cam) / NMI(true ids, cam) averaged over the clusterings after the first: the pseudo-labels'
+    camera information relative to the identities' own (1: no more than the true labels carry)."""
+    values = [p["nmi_cam"] / p["gt_nmi_cam"] for p in r["pseudo"]
+              if p.get("epoch", 0) >= 1 and "nmi_cam" in p and p.get("gt_nmi_cam", 0) > 0]
+    return float(np.mean(values)) if values else None
+
+
 def _mean_epochs(key):
     def read(r):
         values = [e[key] for e in r["epochs"] if e.get(key) is not None]
@@ -55,6 +63,12 @@ METRICS = {
     "cam_probe": Metric("cam probe %", _final("cam_probe"), 1,
                         "held-out accuracy of a linear camera classifier on the final test features, held out "
                         "by identity (%)"),
+    "mAP_cn": Metric("mAP cam-norm", _final("mAP_cn"), 1,
+                     "mAP of the same final model after test-time per-camera feature normalization (each camera's "
+                     "mean / std over query + gallery; no training)"),
+    "cam_nmi": Metric("NMI(test clusters, cam)", _final("cam_nmi"), 3,
+                      "camera bias of the final test features: NMI between the cameras and the features' DBSCAN "
+                      "clusters (Song et al.'s measure; lower: less camera bias)"),
     "d_inter": Metric("d_inter (pooled)", _final("d_inter_pooled"), 3,
                       "ACAN's inter-camera distance of the unit pooled backbone features (the same kind of feature "
                       "for every method)"),
@@ -63,6 +77,8 @@ METRICS = {
                       "normalised mutual information between the last pseudo-labels and the cameras"),
     "nmi_cam_epochs": Metric("NMI(pseudo, cam) ep>=1", _over_epochs("nmi_cam"), 3,
                              "the same, averaged over the clusterings after the first"),
+    "nmi_ratio_epochs": Metric("NMI ratio ep>=1", _bias_ratio_epochs, 3,
+                               "NMI(pseudo, cam) / NMI(true ids, cam), averaged over the clusterings after the first"),
     "nmi_gt": Metric("NMI(pseudo, id)", _last("nmi_gt"), 3,
                      "NMI between the last pseudo-labels and the true identities (clustered images)"),
     "ari_gt": Metric("ARI", _last("ari_gt"), 3, "adjusted Rand index against the true identities"),
@@ -76,9 +92,9 @@ METRICS = {
     "cluster_s": Metric("clustering s/epoch", _clustering_s, 1, "feature extraction + clustering per epoch (s)"),
 }
 
-RETRIEVAL = ("mAP", "R1", "mINP", "cam_probe", "d_inter", "disc_acc", "train_s", "cluster_s")
-PSEUDO_QUALITY = ("nmi_cam", "nmi_cam_epochs", "nmi_gt", "ari_gt", "purity", "clusters", "outliers", "lost_ids",
-                  "lost_ids_epochs")
+RETRIEVAL = ("mAP", "R1", "mINP", "mAP_cn", "cam_probe", "cam_nmi", "d_inter", "disc_acc", "train_s", "cluster_s")
+PSEUDO_QUALITY = ("nmi_cam", "nmi_cam_epochs", "nmi_ratio_epochs", "nmi_gt", "ari_gt", "purity", "clusters", "outliers",
+                  "lost_ids", "lost_ids_epochs")
 DIFFERENCES = ("mAP", "nmi_cam_epochs", "lost_ids_epochs", "d_inter")
 
 __all__ = ["Metric", "METRICS", "RETRIEVAL", "PSEUDO_QUALITY", "DIFFERENCES"]

@@ -240,12 +240,12 @@ _CHILDREN = set()  # the training processes running now (:func:`stop_children`)
 _CHILDREN_LOCK = threading.Lock()
 
 
-def train_child(config, opts, log_path, env=None):
-    """``canu-train --config-file <config> --resume <opts>`` in a child process, its output appended
-    to ``log_path``; ``env``: the child's environment (default this one's). Returns (exit code, seconds).
-    The child inherits the CPU affinity of the thread that starts it (:mod:`.parallel` pins its threads)."""
+def train_child(config, opts, log_path, env=None, eval_only=False):
+    """``canu-train --config-file <config> --resume <opts>`` (``eval_only``: ``--eval-only``) in a child process,
+    its output appended to ``log_path``; ``env``: the child's environment (default this one's). Returns (exit code,
+    seconds). The child inherits the CPU affinity of the thread that starts it (:mod:`.parallel` pins its threads)."""
     cmd = [sys.executable, "-m", "canu_plugin.cli.train", "--config-file", config_path(config, user_paths=False),
-           "--resume", *opts]
+           "--eval-only" if eval_only else "--resume", *opts]
     t0 = time.time()
     with open(log_path, "a") as f, subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env) as proc:
         with _CHILDREN_LOCK:

@@ -49,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--testbed", default=None, help="a synthetic testbed (configs/synthetic/testbeds/*.yml): its "
                    "data and pre-trained backbone, runs in <output>/testbeds/<name>-<hash>/ (docs/bench/testbed.md)")
     p.add_argument("--report-only", action="store_true", help="only re-make the tables and plots")
+    p.add_argument("--re-evaluate", action="store_true", help="evaluate the final model of every finished run of "
+                   "--methods x --seeds again with this version's evaluator and add the metrics its record lacks "
+                   "(e.g. mAP_cn, cam_nmi); trains nothing, then re-makes the report")
     p.add_argument("--dry-run", action="store_true", help="print the main table's runs in order (what each starts "
                    "from, its config, epochs x iterations x batch, where it writes) and the totals; train nothing")
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides applied to every run (same budget)")
@@ -63,6 +66,9 @@ def parse_args(argv=None):
     if args.dry_run and (args.sweep or args.standard_sweeps or args.testbed or args.report_only):
         raise CanuError("--dry-run lists the main table's runs: drop --sweep, --standard-sweeps, --testbed and "
                         "--report-only")
+    if args.re_evaluate and (args.report_only or args.sweep or args.dry_run):
+        raise CanuError("--re-evaluate evaluates the main table's finished runs: drop --report-only, --sweep and "
+                        "--dry-run")
     return args
 
 
@@ -165,7 +171,10 @@ def bench(argv=None, prog="canu-bench"):
         folder = b.folder
     os.makedirs(folder, exist_ok=True)
     start = time.time()
-    if not args.report_only:
+    if args.re_evaluate:
+        from canu_plugin.bench.reevaluate import re_evaluate
+        print(f"[bench] {re_evaluate(b, methods, args.seeds)} run(s) re-evaluated in {time.time() - start:.0f} s")
+    elif not args.report_only:
         prepare_data(args.setting, root)
         if not args.sweep:
             print(f"[bench] {run_main(b, methods, args.seeds, args.jobs)} run(s) done in {time.time() - start:.0f} s")

@@ -23,7 +23,7 @@ import time
 import canu_plugin  # noqa: F401
 from canu_plugin.bench import criteria as crit
 from canu_plugin.bench.candidates import append_log, prepare, run_candidate, testbed_folder
-from canu_plugin.bench.claims import CLAIMS, decidable
+from canu_plugin.bench.claims import PAPER_CLAIMS, decidable
 from canu_plugin.bench.testbed import knobs, load_testbed, set_knob
 from canu_plugin.errors import CanuError, user_errors
 
@@ -101,8 +101,8 @@ def main_run(argv=None):
                                                                                   a.opts, jobs=a.jobs)
     print(f"\n[testbed] {tb['name']} ({out['folder']}), seeds {a.seeds}: {out['verdict']}")
     print_rows(out["rows"])
-    decided = decidable(CLAIMS, out["rows"])
-    n_key = sum(c.key for c in CLAIMS)
+    decided = decidable(PAPER_CLAIMS, out["rows"])
+    n_key = sum(c.key for c in PAPER_CLAIMS)
     print(f"  key claims decidable (premises hold): {len(decided)} of {n_key}"
           + (f": {'; '.join(c.text for c in decided)}" if decided else ""))
     print(f"  pre-training {out['pretrain_s'] or 0:.0f} s (once per testbed), runs {out['runs_s']:.0f} s, "

@@ -60,8 +60,10 @@ class LabelGenerator:
             source = extract_features(model, self.source_items, self.cfg, **extract)
         t1 = time.perf_counter()
         views = module.cluster_views(feats) if comm.is_main_process() else None
-        knn = self._sharded_knn(views)
-        result = self._cluster(module, views, source, kept_eps, knn) if comm.is_main_process() else None
+        clustered = self._camera_normalized(views)
+        knn = self._sharded_knn(clustered)
+        result = (self._debiased(self._cluster(module, clustered, source, kept_eps, knn, views), views)
+                  if comm.is_main_process() else None)
         labels, view_labels, centroids, eps, info = broadcast_object(result)
         source_centroids = None
         if self.source is not None:
@@ -77,6 +79,34 @@ class LabelGenerator:
         view = np.asarray(module.cluster_views(source)[0], np.float32)
         return torch.as_tensor(cluster_centroids(view, self.source.labels, self.cfg.CLUSTERING.NORM_CENTROIDS))
 
+    def _camera_normalized(self, views):
+        """The views DBSCAN clusters: with ``CLUSTERING.CAMERA_NORM``, each (N, D_v) view normalised per target
+        camera (:func:`~canu_plugin.clustering.camera_norm.camera_normalize`), else ``views`` (None off rank 0)."""
+        if views is None or not self.cfg.CLUSTERING.CAMERA_NORM:
+            return views
+        from canu_plugin.clustering.camera_norm import camera_normalize
+        return [camera_normalize(v, self.target.camids) for v in views]
+
+    def _debiased(self, result, views):
+        """Rank 0: ``_cluster``'s result after ``CLUSTERING.DISCARD_SINGLE_CAMERA`` (every view's single-camera
+        clusters made outliers) with, under either camera option, the centroids recomputed from the model's
+        own (N, D) view-0 features ``views[0]``: what CANU's discriminator and the classifiers see is the
+        model's feature space, whatever the clustering saw."""
+        c = self.cfg.CLUSTERING
+        if not (c.CAMERA_NORM or c.DISCARD_SINGLE_CAMERA):
+            return result
+        from canu_plugin.clustering import cluster_centroids
+        from canu_plugin.clustering.camera_norm import discard_single_camera
+        from canu_plugin.clustering.inputs import as_unit_features
+        labels, extra, _, eps, info = result
+        if c.DISCARD_SINGLE_CAMERA:
+            labels, info["clustering_discarded"] = discard_single_camera(labels, self.target.camids)
+            if extra is not None:
+                extra = np.stack([discard_single_camera(extra[:, v], self.target.camids)[0]
+                                  for v in range(extra.shape[1])], 1)
+        centroids = cluster_centroids(as_unit_features(views[0]), labels, c.NORM_CENTROIDS)
+        return labels, extra, torch.as_tensor(centroids, dtype=torch.float32), eps, info
+
     def _sharded_knn(self, views):
         """Per view, the k-NN lists searched by every rank (on rank 0; None elsewhere), or None when
         ``CLUSTERING.KNN_SHARDED`` does not apply (rank 0 then searches alone). Called on every rank."""
@@ -85,15 +115,17 @@ class LabelGenerator:
             return None
         return sharded_knn_views(views, self.cfg)
 
-    def _cluster(self, module, views, source, kept_eps, knn=None):
-        """Rank 0: cluster every view (the model's ``cluster_views`` of the target features).
+    def _cluster(self, module, views, source, kept_eps, knn=None, model_views=None):
+        """Rank 0: cluster every view (the model's ``cluster_views`` of the target features, camera-normalised
+        under ``CLUSTERING.CAMERA_NORM``); the camera probe sees ``model_views[0]`` (the model's own; default
+        ``views[0]``).
 
         Returns:
             labels (N,), view labels (N, V-1) or None, centroids (K, D) of view 0, eps per view, info.
         """
         from canu_plugin.clustering import cluster
         use_source = source is not None and self.cfg.CLUSTERING.SOURCE_LAMBDA > 0  # (SSG's distance term)
-        source_views = module.cluster_views(source) if use_source else [None] * len(views)
+        source_views = self._source_views(module, source) if use_source else [None] * len(views)
         kept = list(kept_eps) if kept_eps else [None] * len(views)
         out, eps, info = [], [], {}
         for v, (view, src) in enumerate(zip(views, source_views)):
@@ -106,10 +138,21 @@ class LabelGenerator:
                 info = {f"clustering_{k}": round(float(x), 4) for k, x in view_info.items()
                         if k.endswith("_s") or k == "eps"}
         if self.cfg.PSEUDO.CAMERA_PROBE:
-            info["cam_probe"] = self._camera_probe(views[0], out[0][0])
+            info["cam_probe"] = self._camera_probe((model_views or views)[0], out[0][0])
         extra = [lab for lab, _ in out[1:]]
         return (out[0][0], np.stack(extra, 1) if extra else None, torch.as_tensor(out[0][1], dtype=torch.float32),
                 tuple(eps), info)
+
+    def _source_views(self, module, source):
+        """Rank 0: the source features' views for SSG's distance term, each normalised per source camera
+        under ``CLUSTERING.CAMERA_NORM`` (as the target's, so that the two distances are comparable)."""
+        views = module.cluster_views(source)
+        if not self.cfg.CLUSTERING.CAMERA_NORM:
+            return views
+        from canu_plugin.clustering.camera_norm import camera_normalize
+        from canu_plugin.data.labels import index_labels
+        cams = index_labels(item[2] for item in self.source_items)[0]
+        return [camera_normalize(v, cams) for v in views]
 
     def _camera_probe(self, features, labels):
         """Held-out accuracy (0-1) of a linear camera probe on the (N, D) target features, or None.

@@ -288,7 +288,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def evaluate_weights(cls, cfg):
-        """``--eval-only``: build the model, load ``cfg.MODEL.WEIGHTS`` and test it.
+        """``--eval-only``: build the model, load ``cfg.MODEL.WEIGHTS`` and test it; the results also go to
+        ``OUTPUT_DIR/final_results.json`` (:mod:`.run_files`; its epoch: the checkpoint's, -1 if it has none).
 
         Returns:
             dict: fast-reid's results (per dataset when several are tested).
@@ -303,5 +304,10 @@ class Trainer(DefaultTrainer):
         cfg.defrost()
         cfg.MODEL.BACKBONE.PRETRAIN = False
         model = cls.build_model(cfg)
-        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-        return cls.test(cfg, model)
+        extra = Checkpointer(model).load(cfg.MODEL.WEIGHTS) or {}
+        results = cls.test(cfg, model)
+        if comm.is_main_process():
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            run_files.write_final_results(cfg.OUTPUT_DIR, results, extra.get("epoch", -1), cfg.DATASETS.TESTS,
+                                          weights=os.path.basename(cfg.MODEL.WEIGHTS))
+        return results

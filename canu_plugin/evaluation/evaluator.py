@@ -199,9 +199,15 @@ class CanuReidEvaluator(ReidEvaluator):
             CanuError: nothing processed, empty query or gallery, NaN features, no valid query.
         """
         cfg = self.cfg
+        dense = cfg.TEST.ROC.ENABLED or (cfg.TEST.RERANK.ENABLED and not cfg.TEST.CANU.RERANK_SPARSE)
+        norm = cfg.TEST.get("CAMERA_NORM", False)
+        if norm and (dense or not cfg.TEST.CANU.ENABLED):
+            raise CanuError("TEST.CAMERA_NORM needs canu-plugin's evaluator: set TEST.CANU.ENABLED True and "
+                            "TEST.ROC.ENABLED False (and TEST.CANU.RERANK_SPARSE True with TEST.RERANK), or drop "
+                            "TEST.CAMERA_NORM")
         if not cfg.TEST.CANU.ENABLED:
             return super().evaluate()
-        if cfg.TEST.ROC.ENABLED or (cfg.TEST.RERANK.ENABLED and not cfg.TEST.CANU.RERANK_SPARSE):
+        if dense:
             logger.warning("TEST.ROC / dense TEST.RERANK need the whole (Q, G) distance matrix: using "
                            "fast-reid's dense evaluator")
             return super().evaluate()
@@ -209,7 +215,11 @@ class CanuReidEvaluator(ReidEvaluator):
         if gathered is None:
             return {}
         feats, pids, camids, pooled = gathered
-        self._results = self._summary(self._rank_metrics(feats, pids, camids))
+        ranked = feats
+        if norm:  # query and gallery together, by camera
+            from canu_plugin.clustering.camera_norm import camera_normalize
+            ranked = camera_normalize(feats, camids)
+        self._results = self._summary(self._rank_metrics(ranked, pids, camids))
         if cfg.TEST.CANU.CAMERA_DIAGNOSTICS:
             self._results.update(self._camera_diagnostics(feats, pids, camids, pooled))
         return copy.deepcopy(self._results)
@@ -224,11 +234,19 @@ class CanuReidEvaluator(ReidEvaluator):
             self._predictions[-1]["pooled"] = pooled.cpu()
 
     def _camera_diagnostics(self, feats, pids, camids, pooled=None):
-        """:func:`~canu_plugin.evaluation.probes.camera_diagnostics` with the ``TEST.CANU`` keys."""
+        """The model's own (N, D) ``feats`` (never camera-normalised): :func:`~.probes.camera_diagnostics` with
+        the ``TEST.CANU`` keys, :func:`~.camera_bias.camera_bias_nmi` (distractors left out), and the metrics
+        after per-camera normalization (:func:`~.camera_bias.camera_normalized_metrics`)."""
+        from canu_plugin.evaluation.camera_bias import camera_bias_nmi, camera_normalized_metrics
         from canu_plugin.evaluation.probes import camera_diagnostics
-        return camera_diagnostics(feats, pids, camids, pooled, max_images=self.cfg.TEST.CANU.PROBE_MAX_IMAGES,
-                                  pca_cameras=tuple(self.cfg.TEST.CANU.PCA_CAMERAS),
-                                  folder=self._output_dir or self.cfg.OUTPUT_DIR)
+        out = camera_diagnostics(feats, pids, camids, pooled, max_images=self.cfg.TEST.CANU.PROBE_MAX_IMAGES,
+                                 pca_cameras=tuple(self.cfg.TEST.CANU.PCA_CAMERAS),
+                                 folder=self._output_dir or self.cfg.OUTPUT_DIR)
+        keep = (pids >= 0).numpy()
+        out.update(camera_bias_nmi(feats[keep].float(), camids[keep].numpy(), pids[keep].numpy()))
+        rank = lambda f: self._summary(self._rank_metrics(f, pids, camids))  # noqa: E731
+        out.update(camera_normalized_metrics(rank, feats, camids))
+        return out
 
     def _gather(self):
         """(features (N, D), pids (N,), camids (N,), pooled (N, C) or None) of all ranks on the
