@@ -131,6 +131,8 @@ def test_a_run_and_the_processes_it_starts_are_pinned_to_its_share_of_the_cores(
 def _fake_execute(calls):
     def fake(setting, key, method, seed, opts, planned, folder, log=print, env=None):
         calls.append({"opts": list(opts), "planned": planned, "env": env})
+        os.makedirs(os.path.join(folder, "runs", f"{key}_s{seed}"), exist_ok=True)
+        open(os.path.join(folder, "runs", f"{key}_s{seed}", "model_final.pth"), "w").close()  # as a finished run
         record = {"method": key, "seed": seed, "identity": planned, "final": {"mAP": 1.0}}
         with open(os.path.join(folder, f"{key}_s{seed}.json"), "w") as f:
             json.dump(record, f)
@@ -233,3 +235,36 @@ def test_jobs_option_and_finished_runs_checked_before_scheduling(tmp_path, monke
     assert len(calls) == 3
     assert lines[0] == "[jobs] 2 run(s), up to 2 at once, 1 torch thread(s) and 0 loader worker(s) each"
     assert sorted(ln.split()[2] for ln in lines[1:]) == ["canu_s0", "pseudo_s0"]  # source_s0: reused, not scheduled
+
+
+def test_a_source_model_whose_weights_are_gone_is_trained_again_and_must_repeat_its_record(tmp_path, monkeypatch):
+    """A results folder restored from its records only: the runs still to do need their source model's weights,
+    so it is trained again first, and must give its recorded mAP (else the new rows would pair with another)."""
+    calls, lines, score = [], [], {"mAP": 1.0}
+
+    def fake(setting, key, method, seed, opts, planned, folder, log=print, env=None):
+        calls.append(f"{key}_s{seed}")
+        os.makedirs(os.path.join(folder, "runs", f"{key}_s{seed}"), exist_ok=True)
+        open(os.path.join(folder, "runs", f"{key}_s{seed}", "model_final.pth"), "w").close()
+        record = {"method": key, "seed": seed, "identity": planned, "final": dict(score)}
+        with open(os.path.join(folder, f"{key}_s{seed}.json"), "w") as f:
+            json.dump(record, f)
+        return record
+    monkeypatch.setattr(runner, "execute", fake)
+    bench = runner.Bench("synthetic", str(tmp_path), log=lines.append, threads=1, workers=0)
+    bench.ensure("source", 0, {})
+    weights = tmp_path / "runs" / "source_s0" / "model_final.pth"
+    run_plan(bench, plan("synthetic", ["pseudo"], [0]), 1)
+    assert calls == ["source_s0", "pseudo_s0"]  # weights there: nothing trained again
+    weights.unlink()
+    run_plan(bench, plan("synthetic", ["pseudo"], [0]), 1)
+    assert calls[-1] == "pseudo_s0" and len(calls) == 2  # nothing left to do starts from it: not trained again
+    run_plan(bench, plan("synthetic", ["canu"], [0]), 1)
+    assert calls[2:] == ["source_s0", "canu_s0"] and weights.is_file() and "weights are gone" in lines[-1]
+    assert not list(tmp_path.glob("*.before-retrain"))
+    weights.unlink()
+    score["mAP"] = 2.0  # another machine: the source model does not repeat
+    with pytest.raises(CanuError, match="source_s0 trained again gave mAP 2.00, its record 1.00"):
+        run_plan(bench, plan("synthetic", ["adv"], [0]), 1)
+    assert calls[-1] == "source_s0" and not weights.exists()  # adv never started from the other model
+    assert json.loads((tmp_path / "source_s0.json").read_text())["final"]["mAP"] == 1.0  # the record kept

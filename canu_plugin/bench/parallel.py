@@ -13,6 +13,7 @@ training process it starts inherits), starts nothing after a run fails and re-ra
 the running runs have finished. On Ctrl-C it interrupts the running children and waits for them: the
 finished runs are kept and an interrupted one resumes from its last checkpoint.
 """
+import json
 import os
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -127,13 +128,44 @@ def schedule(runs, run_one, jobs, log=print, cores=None, on_interrupt=stop_child
         raise CanuError(f"runs wait for one another: {[run_name(m, s) for m, s, _ in state.waiting]}")
 
 
+def _weights(bench, key, seed):
+    return os.path.join(bench.folder, "runs", run_name(key, seed), "model_final.pth")
+
+
+def restore_weights(bench, needed):
+    """Train again the finished runs of ``bench``'s folder in ``needed`` ((method, seed) pairs that runs still to
+    do start from) whose final weights are gone (a results folder restored from its records only, e.g. committed
+    records on a new machine). A seeded run repeats exactly with the same threads and loader workers on the same
+    kind of machine: the new mAP must be the record's, else the record is put back and CanuError says so (the new
+    rows would start from another source model than the recorded ones they are paired with)."""
+    lost = {dep for dep in needed if bench.finished(*dep) and not os.path.isfile(_weights(bench, *dep))}
+    for key, seed in sorted(lost, key=lambda d: d[1]):
+        path = os.path.join(bench.folder, run_name(key, seed) + ".json")
+        with open(path) as f:
+            old = json.load(f)
+        os.replace(path, path + ".before-retrain")
+        bench.log(f"[bench] {run_name(key, seed)}: its final weights are gone; training it again")
+        new = bench.ensure(key, seed, {})
+        if abs(new["final"]["mAP"] - old["final"]["mAP"]) > 1e-4:
+            os.replace(path + ".before-retrain", path)
+            os.remove(_weights(bench, key, seed))
+            raise CanuError(f"{run_name(key, seed)} trained again gave mAP {new['final']['mAP']:.2f}, its record "
+                            f"{old['final']['mAP']:.2f}: this machine does not repeat it, so runs started from it "
+                            "would not pair with the recorded ones; run them where the record was made, or use "
+                            "another --output")
+        os.remove(path + ".before-retrain")
+
+
 def run_plan(bench, runs, jobs=1):
     """Every run of ``runs`` (:func:`.methods.plan`) through ``bench.ensure``: one after another for ``jobs``
     1 (as before --jobs), else the finished ones first (their identity checked, here) and then the rest
-    with :func:`schedule`. ``bench``'s threads and workers must be :func:`run_settings`'s for ``jobs``."""
+    with :func:`schedule`. ``bench``'s threads and workers must be :func:`run_settings`'s for ``jobs``.
+    Finished source models whose weights are gone are trained again first (:func:`restore_weights`)."""
     def one(run, cores=None):
         key, seed, deps = run
         return bench.ensure(key, seed, {role: run_name(*dep) for role, dep in deps.items()})
+
+    restore_weights(bench, [dep for key, seed, deps in runs if not bench.finished(key, seed) for dep in deps.values()])
 
     if jobs <= 1:
         for run in runs:
@@ -151,4 +183,4 @@ def run_plan(bench, runs, jobs=1):
         schedule(todo, one, jobs, bench.log)
 
 
-__all__ = ["core_shares", "run_settings", "schedule", "run_plan"]
+__all__ = ["core_shares", "run_settings", "schedule", "restore_weights", "run_plan"]

@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from canu_plugin.bench.methods import SETTINGS, plan
-from canu_plugin.bench.parallel import run_plan, schedule
+from canu_plugin.bench.parallel import restore_weights, run_plan, schedule
 from canu_plugin.bench.report import load_records
 from canu_plugin.bench.runner import run_name
 from canu_plugin.bench.testbed import data_key, domain_kwargs, draw_root
@@ -142,6 +142,8 @@ def run_sweep(bench, key, values, methods, seeds, root, jobs=1):
         raise CanuError(f"--sweep {key}: the data knobs are {sorted(DATA_KNOBS)}, on the synthetic setting only")
     main, own = split_runs(bench, key, values, methods, seeds)
     run_plan(bench, main, jobs)
+    restore_weights(bench, [dep for value, name, seed, deps in own if not os.path.isfile(
+        os.path.join(value_folder(bench, key, value), run_name(name, seed) + ".json")) for dep in deps.values()])
     swept = [v for v in values if any(o[0] == v for o in own)]
     benches = {v: value_bench(bench, key, v, root) if key in DATA_KNOBS else bench for v in swept}
     extra = {v: () if key in DATA_KNOBS else (key, str(v)) for v in benches}
