@@ -202,7 +202,7 @@ def render(records, methods, meta, sweep_records=None, plots=(), regime=None):
     if regime:
         text += f"## The testbed's regime\n\n{regime_table(regime)}\n\n"
     plan = seed_plan(claims, records)
-    text += f"## The papers' claims\n\n{claims_markdown(claims)}\n\n{plan_text(plan)}{LEGEND}\n\n{legend}\n"
+    text += f"## The claims\n\n{claims_markdown(claims)}\n\n{plan_text(plan)}{LEGEND}\n\n{legend}\n"
     if plots:
         text += "\n## Plots\n\n" + "\n".join(f"![{os.path.basename(p)}]({p})" for p in plots) + "\n"
     summary = {"meta": meta,
