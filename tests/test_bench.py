@@ -396,3 +396,14 @@ def test_seed_plan_predicts_the_seeds_and_core_hours_of_the_key_claims():
     short = plan["short"]
     assert short["+CANU beats the base method (baseline)"] == 15 and short["ACAN-OCE beats triplet only"] == 2
     assert plan["more_core_h"] == pytest.approx((15 * (5400.0 + 360.0) + 2 * 300.0) / 3600.0)  # ACAN: no source
+    # MMT's second source model (seed s + 100) is part of seed s's cost, not a seed of its own
+    for s in range(3):
+        recs[("source_b", 100 + s)] = dict(_rec("source_b", 100 + s, 10.0, family="source"), wall_s=40.0,
+                                           identity={"threads": 1})
+    assert seed_plan(evaluate(CLAIMS, recs), recs)["core_s_per_seed"] == pytest.approx(5400.0 + 660.0 + 40.0)
+    # a key claim whose differences spread too far for any number of seeds the plan looks at: "> 200"
+    for s, d in enumerate([0.0, 100.0, -100.0]):
+        recs[("acan_grl", s)] = _rec("acan_grl", s, 20.0 + d, family="acan")
+    from canu_plugin.bench.claims import markdown
+    row = next(line for line in markdown(evaluate(CLAIMS, recs)).splitlines() if "ACAN-GRL beats" in line)
+    assert "| > 200 |" in row

@@ -13,7 +13,7 @@ standard deviation so far.
 from dataclasses import dataclass
 
 from canu_plugin.bench.metrics import METRICS
-from canu_plugin.bench.stats import fmt_diff, half_width, paired_difference, seeds_needed, verdict
+from canu_plugin.bench.stats import SEEDS_MAX, fmt_diff, half_width, paired_difference, seeds_needed, verdict
 
 TARGET_HALF_WIDTH = 1.5  # mAP: the key claims' 95% half-width the benchmark adds seeds for
 ACAN_PREMISES = ("d_inter", "cam_probe", "triplet")  # criteria 5, 6, 7 (:func:`.criteria.criteria`'s keys)
@@ -153,7 +153,8 @@ def markdown(rows):
         c = r["claim"]
         where = f" at {c.sweep[0]} {c.sweep[1]}" if c.sweep else ""
         half = "-" if r["half"] is None else f"{r['half']:.{METRICS[c.metric].decimals}f}"
-        needed = "-" if not c.key else (str(r["needed"]) if r["needed"] else "n/a")
+        needed = "-" if not c.key else (str(r["needed"]) if r["needed"] else
+                                        "n/a" if r["diff"]["sd"] is None else f"> {SEEDS_MAX}")
         lines.append(f"| {'**' + c.text + '**' if c.key else c.text} | {c.source} | {METRICS[c.metric].header}: "
                      f"{c.a} - {c.b}{where} = {r['text']} | {r['diff']['n']} | {half} | {needed} | {r['verdict']} |")
     return "\n".join(lines)

@@ -62,7 +62,10 @@ def half_width(diff):
     return None if diff["lo"] is None else (diff["hi"] - diff["lo"]) / 2.0
 
 
-def seeds_needed(sd, target, n_max=200):
+SEEDS_MAX = 200  # seeds_needed: the most it looks for
+
+
+def seeds_needed(sd, target, n_max=SEEDS_MAX):
     """The fewest paired seeds whose 95% t-interval would have half-width <= ``target`` at this sample
     standard deviation of the differences: min n >= 2 with t(0.975, n - 1) sd / sqrt(n) <= target.
 
@@ -97,5 +100,5 @@ def fmt_diff(d, decimals):
     return f"{d['mean']:+.{decimals}f} [{d['lo']:+.{decimals}f}, {d['hi']:+.{decimals}f}]"
 
 
-__all__ = ["CONFIDENCE", "describe", "paired_difference", "verdict", "half_width", "seeds_needed", "fmt_mean_sd",
+__all__ = ["CONFIDENCE", "SEEDS_MAX", "describe", "paired_difference", "verdict", "half_width", "seeds_needed", "fmt_mean_sd",
            "fmt_diff"]
