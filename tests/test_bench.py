@@ -407,3 +407,5 @@ def test_seed_plan_predicts_the_seeds_and_core_hours_of_the_key_claims():
     from canu_plugin.bench.claims import markdown
     row = next(line for line in markdown(evaluate(CLAIMS, recs)).splitlines() if "ACAN-GRL beats" in line)
     assert "| > 200 |" in row
+    plan = seed_plan(evaluate(CLAIMS, recs), recs)
+    assert plan["beyond"] == ["ACAN-GRL beats triplet only"] and "more than 200 seeds (ACAN-GRL" in plan_text(plan)

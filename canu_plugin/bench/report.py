@@ -10,14 +10,15 @@ import subprocess
 from canu_plugin.bench.claims import CLAIMS, TARGET_HALF_WIDTH, by_seed, evaluate, markdown as claims_markdown
 from canu_plugin.bench.methods import benchmark_seed
 from canu_plugin.bench.metrics import DIFFERENCES, METRICS, PSEUDO_QUALITY, RETRIEVAL
-from canu_plugin.bench.stats import describe, fmt_diff, fmt_mean_sd, paired_difference
+from canu_plugin.bench.stats import SEEDS_MAX, describe, fmt_diff, fmt_mean_sd, paired_difference
 
 # the comparison each method is paired with (same seed = same source model)
 BASES = {"pseudo": "source", "adv": "pseudo", "canu": "pseudo", "mmt": "source", "adv_mmt": "mmt",
          "canu_mmt": "mmt", "ssg": "source", "adv_ssg": "ssg", "canu_ssg": "ssg", "acan_grl": "acan_triplet",
-         "acan_oce": "acan_triplet", "acan_ace": "acan_triplet", "usl_adv": "usl_pseudo", "usl_canu": "usl_pseudo"}
+         "acan_oce": "acan_triplet", "acan_ace": "acan_triplet", "usl_adv": "usl_pseudo", "usl_canu": "usl_pseudo",
+         "pseudo_cn": "pseudo", "canu_cn": "canu", "mmt_cn": "mmt"}
 EXTRA_PAIRS = (("canu", "adv"), ("canu_mmt", "adv_mmt"), ("canu_ssg", "adv_ssg"), ("acan_oce", "acan_ace"),
-               ("usl_canu", "usl_adv"))
+               ("usl_canu", "usl_adv"), ("canu", "pseudo_cn"), ("canu_mmt", "mmt_cn"), ("canu_cn", "pseudo_cn"))
 
 
 def load_records(folder):
@@ -152,9 +153,13 @@ def seed_plan(claims, records):
         dict: needed (the most seeds a decidable key claim needs), claim (its text), seeds (the fewest seeds
         such a claim has now), core_s_per_seed (a whole seed of every method: the mean over seeds of the
         core-seconds of all its runs), more (further seeds, the largest shortfall), more_core_h (their
-        cost), short ({claim text: seeds still needed}); None without a decidable key claim with an estimate.
+        cost), short ({claim text: seeds still needed}), beyond (the decidable key claims whose spread needs
+        more seeds than :data:`.stats.SEEDS_MAX`: left out of the plan); None without a decidable key claim
+        with an estimate.
     """
     key = [r for r in claims if r["claim"].key and not r["failed"] and r["needed"] is not None]
+    beyond = [r["claim"].text for r in claims if r["claim"].key and not r["failed"] and r["needed"] is None
+              and r["diff"]["sd"] is not None]
     if not key:
         return None
     worst = max(key, key=lambda r: r["needed"])
@@ -170,7 +175,7 @@ def seed_plan(claims, records):
         core_s += sum(cost.get(m, 0.0) for m in runs)
     return {"needed": worst["needed"], "claim": worst["claim"].text, "seeds": min(r["diff"]["n"] for r in key),
             "core_s_per_seed": sum(per_seed.values()) / max(1, len(per_seed)), "more": more,
-            "more_core_h": core_s / 3600.0, "short": {c: n for c, n in short.items() if n}}
+            "more_core_h": core_s / 3600.0, "short": {c: n for c, n in short.items() if n}, "beyond": beyond}
 
 
 def plan_text(plan):
@@ -181,7 +186,9 @@ def plan_text(plan):
             f"from the paired standard deviations so far: {plan['needed']} (the most, for \"{plan['claim']}\"; "
             f"{plan['seeds']} now). A seed of every method took {plan['core_s_per_seed'] / 3600:.2f} core-hours on "
             f"average; the {plan['more']} further seed(s), each running only the methods of the key claims still "
-            f"short of their seeds (and their source models), need about {plan['more_core_h']:.1f} core-hours.\n\n")
+            f"short of their seeds (and their source models), need about {plan['more_core_h']:.1f} core-hours."
+            + (f" Left out: {len(plan['beyond'])} key claim(s) whose paired spread needs more than {SEEDS_MAX} seeds "
+               f"({'; '.join(plan['beyond'])})." if plan.get("beyond") else "") + "\n\n")
 
 
 def render(records, methods, meta, sweep_records=None, plots=(), regime=None):
