@@ -56,7 +56,7 @@ def _spy(monkeypatch):
 
 def _generate(tiny_trainer, tmp_path, *opts):
     trainer = tiny_trainer(QUICK, tmp_path, "DATASETS.NAMES", '("SynthB",)', "DATASETS.TESTS", '("SynthB",)',
-                           *FAST_CLUSTERING, "CLUSTERING.EPS", "0.7", *opts)
+                           *FAST_CLUSTERING, "CLUSTERING.EPS", "0.7", "SEED", "0", *opts)
     module = trainer.unwrapped_model
     from canu_plugin.engine.features import extract_features
     feats = extract_features(module, trainer.target_set.items(), trainer.cfg, normalize=False,
@@ -73,8 +73,9 @@ def test_the_clustering_sees_normalised_features_and_the_centroids_stay_the_mode
     clustered = seen[-1]
     for c in np.unique(cams):
         np.testing.assert_allclose(clustered[cams == c].mean(0), 0, atol=1e-4)
-        spread = clustered[cams == c].std(0)
-        assert np.allclose(spread[spread > 0.5], 1, atol=1e-3) and (spread > 0.5).mean() > 0.9
+        varies = feats[cams == c].std(0) > 1e-5  # a dimension constant within a camera is centred, not scaled
+        np.testing.assert_allclose(clustered[cams == c].std(0)[varies], 1, atol=1e-3)
+        assert varies.mean() > 0.5
     np.testing.assert_allclose(clustered, camera_normalize(feats, cams), atol=1e-5)
     assert pseudo.num_clusters > 1
     unit = np.asarray(as_unit_features(feats))  # the centroids: the model's unit features, averaged per cluster
