@@ -144,3 +144,19 @@ def test_a_candidate_that_fails_is_not_chosen(monkeypatch):
     t = knn_calibrate.measure([FAISS, T32, T16], clustered_features(300, 32, seed=4)[0], 5, rounds=1)
     assert t[T16] == {"pairs": float("inf")} and sum(t[T32].values()) < float("inf")
     assert knn_calibrate.choose({c: sum(p.values()) for c, p in t.items()}, FAISS)[0] != T16
+
+
+def test_the_search_logs_its_predicted_time_beside_the_measured_one(fresh, monkeypatch, caplog):
+    _inject(monkeypatch, fresh, {FAISS: 0.5, T32: 0.5, T16: 0.01})
+    x = clustered_features(400, 64, seed=1)[0]
+    info = {}
+    assert knn.resolve_knn("auto", "auto", x, 10, info=info) == T16
+    shape = (knn_calibrate.QUERIES, 400)  # the sample: 128 queries against all 400 rows
+    assert info["predicted_s"] == pytest.approx(knn_calibrate.predict(0.01, shape, (400, 400)))
+    with caplog.at_level(logging.INFO, logger=knn.__name__):
+        knn.knn_search(x, 10)
+    assert f"k-NN on torch/bf16: predicted {info['predicted_s']:.2f} s, measured " in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=knn.__name__):
+        knn.knn_search(x, 10, backend="torch", precision="fp32")  # chosen, not measured: nothing to compare
+    assert "predicted" not in caplog.text

@@ -218,8 +218,9 @@ def test_rescoring_paths_agree_with_float64():
 def test_the_cuda_rescoring_path_on_the_cpu_gives_the_exact_lists(monkeypatch, precision):
     """CUDA re-scores with gathered float64 dots and no float64 copy: the same path, run on the CPU."""
     import functools
+    import canu_plugin.clustering.knn_rescore as kr
     import canu_plugin.clustering.knn_torch as kt
-    monkeypatch.setattr(kt, "exact_scores_csr", functools.partial(kt.exact_scores_csr, sampled=False))
+    monkeypatch.setattr(kr, "exact_scores_csr", functools.partial(kr.exact_scores_csr, sampled=False))
     monkeypatch.setattr(kt, "RESCORE_COPY_BYTES", 0)
     x = _near_ties(copies=60)
     sims, idx = knn_torch(x, 30, precision=precision, chunk=70, device="cpu", margin=3)

@@ -17,6 +17,7 @@ Queries are searched in chunks, so the memory beyond the index is ``chunk * k`` 
 (chunk, N) block of scores for torch).
 """
 import logging
+import time
 
 import numpy as np
 
@@ -163,14 +164,16 @@ def _candidates(backend, precision, faiss, n_gpus, cuda):
     return torch_c if first == "torch" else [(first, "fp32")] + torch_c
 
 
-def resolve_knn(backend, precision, features, k, rows=None):
+def resolve_knn(backend, precision, features, k, rows=None, info=None):
     """The (backend, precision) that searches ``features``: "auto" backends and precisions are
     measured on this machine (:mod:`.knn_calibrate`, once per process) when the search is large.
 
     Args:
         backend: one of ``BACKENDS``; precision: one of ``PRECISION_CHOICES``;
         features: (N, D) float32 array (or tensor) with unit rows; k: neighbours;
-        rows: (start, stop) query rows (default all N).
+        rows: (start, stop) query rows (default all N);
+        info: optional dict that receives "predicted_s", the calibration's predicted seconds of
+            the search, when the choice was measured.
     Returns:
         (backend, precision): backend as :func:`resolve_backend`, precision in ``PRECISIONS``.
     """
@@ -184,13 +187,24 @@ def resolve_knn(backend, precision, features, k, rows=None):
     m = n if rows is None else rows[1] - rows[0]
     if len(cands) == 1 or knn_calibrate.gflop(m, n, dim) < knn_calibrate.MIN_GFLOP:
         return (resolve_backend(backend), cands[0][1]) if backend == "auto" else cands[0]
-    return knn_calibrate.calibrated(cands, features, k, m)[0]
+    choice, _why, predicted_s = knn_calibrate.calibrated(cands, features, k, m)
+    if info is not None:
+        info["predicted_s"] = predicted_s
+    return choice
 
 
 def choice_info(backend, precision, features, k):
     """{"backend": ...[, "precision": ...]}: what :func:`resolve_knn` runs (torch: with its first pass)."""
     chosen, prec = resolve_knn(backend, precision, features, k)
     return {"backend": chosen, "precision": prec} if chosen == "torch" else {"backend": chosen}
+
+
+def _log_prediction(info, backend, precision, t0, t1):
+    """Log "auto"'s predicted time of the search beside the measured one (when it measured)."""
+    if "predicted_s" in info:
+        name = f"torch/{precision}" if backend == "torch" else backend
+        logger.info("k-NN on %s: predicted %.2f s, measured %.2f s (+ %.2f s choosing the backend)",
+                    name, info["predicted_s"], time.perf_counter() - t1, t1 - t0)
 
 
 def knn_search(features, k, backend="auto", chunk=8192, rows=None, precision="auto", nlist=0, nprobe=32):
@@ -214,10 +228,15 @@ def knn_search(features, k, backend="auto", chunk=8192, rows=None, precision="au
     x = np.ascontiguousarray(features, dtype=np.float32)
     n = x.shape[0]
     _check(n, k, chunk, rows, precision)
-    backend, precision = resolve_knn(backend, precision, x, k, rows)
+    info, t0 = {}, time.perf_counter()
+    backend, precision = resolve_knn(backend, precision, x, k, rows, info=info)
     if backend == "torch":
         from canu_plugin.clustering.knn_torch import knn_torch
-        return knn_torch(x, k, chunk=chunk, rows=rows, precision=precision)
+        t1 = time.perf_counter()
+        out = knn_torch(x, k, chunk=chunk, rows=rows, precision=precision)
+        _log_prediction(info, backend, precision, t0, t1)
+        return out
+    t1 = time.perf_counter()
     start, stop = rows if rows is not None else (0, n)
     faiss = _faiss()
     index, _res = _build_index(faiss, x, backend, nlist, nprobe)
@@ -229,6 +248,7 @@ def knn_search(features, k, backend="auto", chunk=8192, rows=None, precision="au
         sims[a:b], idx[a:b] = index.search(x[start + a:start + b], k)
     if backend == "faiss-ivf":
         _fill_missing(faiss, x, start, sims, idx)
+    _log_prediction(info, backend, precision, t0, t1)
     logger.debug("k-NN of %d x %d, k=%d on %s", m, x.shape[1], k, backend)
     return sims, idx
 

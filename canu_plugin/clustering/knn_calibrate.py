@@ -138,7 +138,7 @@ def calibrated(candidates, features, k, n_queries=None, device=None):
         candidates: list of (backend, precision), the default first; features: (N, D) float32
             array (or tensor) with unit rows; k: neighbours; n_queries: queries searched (N).
     Returns:
-        ((backend, precision), reason).
+        ((backend, precision), reason, predicted seconds of the chosen candidate for this search).
     """
     import torch
     n, dim = features.shape
@@ -151,9 +151,11 @@ def calibrated(candidates, features, k, n_queries=None, device=None):
             sample = sample.cpu().numpy()
         parts = measure(candidates, sample, min(int(k), len(sample)), device)
         shape = (min(QUERIES, len(sample)), len(sample))
-        _CACHE[key] = choose({c: predict(p, shape, (n_queries, n)) for c, p in parts.items()}, candidates[0])
-        logger.info("k-NN backend 'auto' -> %s (%s)", label(_CACHE[key][0]), _CACHE[key][1])
-    return _CACHE[key]
+        choice, why = choose({c: predict(p, shape, (n_queries, n)) for c, p in parts.items()}, candidates[0])
+        _CACHE[key] = (choice, why, parts[choice], shape)
+        logger.info("k-NN backend 'auto' -> %s (%s)", label(choice), why)
+    choice, why, parts, shape = _CACHE[key]
+    return choice, why, predict(parts, shape, (n_queries, n))
 
 
 __all__ = ["QUERIES", "DATABASE", "MARGIN", "MIN_GFLOP", "gflop", "label", "choose", "predict", "measure",

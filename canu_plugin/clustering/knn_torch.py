@@ -11,23 +11,26 @@ Two passes per block of queries:
 
 1. a *fast pass*: the (B, N) products of the block against all rows, in ``precision`` ("fp32",
    or "fp16" / "bf16" on tensor cores / AMX), accumulated in float32 (TF32 and reduced-precision
-   reductions are switched off), and the top ``k + margin`` of each row;
-2. the *re-scoring*: the exact scores of the candidates that can still be among the top k, as
-   one sampled float64 product (CPU) or float64 dots (elsewhere; :mod:`.knn_exact`), sorted,
-   the first k kept.
+   reductions are switched off), and each row's candidates (:mod:`.knn_select`: a threshold
+   from a lower bound on the row's k-th fast score, no selection over all N scores);
+2. the *re-scoring*, once every block has its candidates: the exact scores of the candidates that
+   can still be among the top k, as one sampled float64 product (CPU) or float64 dots
+   (elsewhere; :mod:`.knn_exact`), the rows in an order that keeps shared candidates in the cache
+   (:mod:`.knn_rescore`), sorted, the first k kept.
 
 The fast scores differ from the exact ones by at most ``delta_i + rel |f|``
 (:func:`row_error_bounds`: the rounding of each row to ``precision`` is *measured*, its norm e_i,
 so delta_i = e_i + max e + float32 accumulation; ``rel`` is the rounding of the half-precision
 product; the worst case :func:`score_error_bound` gives about a 2x wider window). So every true
 top-k neighbour has a fast score within 2 delta_i (plus the relative terms) of the k-th fast
-score; only those candidates are re-scored (bf16, D = 2048: ~38 per row for k = 31). A row whose candidate list
-does not reach below that threshold gets a 4x wider list, until it does or holds all N rows:
-the result equals the float32 one in every case.
+score; only those candidates are re-scored (bf16, D = 2048: ~38 per row for k = 31). The
+result equals the float32 one in every case.
 
-Cost: N^2 D multiply-adds in the fast pass, a top-k over N^2 scores, N (k + a few) D in float64
-for the re-scoring; memory: the features (plus a half-precision copy; on the CPU a float64 copy
-when it fits ``RESCORE_COPY_BYTES``), one (B, N) block (``BLOCK_BYTES``) and the (N, k) output.
+Cost: N^2 D multiply-adds in the fast pass, one memory-bound pass over the N^2 scores (maxima of
+column groups; :mod:`.knn_select`), N (k + a few) D float64 multiply-adds for the re-scoring;
+memory: the features (plus a half-precision copy; on the CPU a float64 copy when it fits
+``RESCORE_COPY_BYTES``), one (B, N) block (``BLOCK_BYTES``), the candidates (N x ~40 ids) and
+the (N, k) output.
 """
 import contextlib
 import math
@@ -38,6 +41,8 @@ import torch
 
 from canu_plugin.clustering.knn import PRECISIONS
 from canu_plugin.clustering.knn_exact import exact_scores, exact_scores_csr, rank_candidates  # noqa: F401
+from canu_plugin.clustering.knn_rescore import LABEL_NEIGHBOURS, exact_topk
+from canu_plugin.clustering.knn_select import candidate_groups, select_candidates  # noqa: F401
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _UNIT_ROUNDOFF = {"fp32": 2.0 ** -24, "fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
@@ -114,60 +119,17 @@ def torch_device(device=None):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _needed_widths(vals, k, delta, rel, width):
-    """Per row, how many of its ``width`` sorted fast scores can hold an exact top-k neighbour
-    (upper bound f + rel |f| >= k-th lower bound f_k - rel |f_k| - 2 delta), rounded up to
-    k + a power of two (so that rows group), capped at width."""
-    v = vals.float()
-    hi = v + rel * v.abs()
-    lo_k = v[:, k - 1:k] - rel * v[:, k - 1:k].abs() - 2.0 * delta.view(-1, 1)
-    need = (hi >= lo_k).sum(1)
-    extra = (need - k).clamp(min=0).float()
-    rounded = torch.where(extra > 0, k + torch.exp2(torch.ceil(torch.log2(extra.clamp(min=1)))), float(k)).long()
-    return need, rounded.clamp(max=width)
-
-
-def candidate_groups(fast, k, margin, delta, rel=0.0):
-    """Yield (rows, cand): block rows and candidate ids that hold their exact top k.
-
-    Args:
-        fast: (B, N) fast scores; k: neighbours; margin: extra candidates at first (>= 0);
-        delta, rel: the fast scores' error bound delta_i + rel |f| (:func:`row_error_bounds`;
-            delta a float or a (B,) tensor).
-    Yields:
-        ((R,) int64 row positions in the block, (R, C) int64 candidate ids): for each row, every
-        candidate that can still be among its exact top k (rows grouped by that count, rounded
-        up). A row whose top ``k + margin`` all can is searched again 4x wider, until one cannot
-        or the list holds all N rows.
-    """
-    n = fast.shape[1]
-    rows = torch.arange(fast.shape[0], device=fast.device)
-    delta = torch.as_tensor(delta, dtype=torch.float32, device=fast.device).expand(fast.shape[0])
-    width = min(n, k + margin)
-    while len(rows):
-        vals, cand = (fast if len(rows) == fast.shape[0] else fast[rows]).topk(width, dim=1)
-        need, widths = _needed_widths(vals, k, delta[rows], rel, width)
-        done = need < width if width < n else torch.ones_like(need, dtype=torch.bool)
-        for w in torch.unique(widths[done]).tolist():
-            sel = done & (widths == w)
-            yield rows[sel], cand[sel, :w]
-        rows, width = rows[~done], min(n, 4 * width)
-
-
-def _rescore_block(x, start, groups, k, x64=None):
-    """Exact top k of a block's rows from their candidate groups: ((B', k) sims, (B', k) ids, (B',) rows)."""
-    rows = torch.cat([r for r, _ in groups])
-    cands = [c.sort(dim=1).values for _, c in groups]
-    lens = torch.cat([torch.full((len(c),), c.shape[1], dtype=torch.int64, device=x.device) for c in cands])
-    scores = exact_scores_csr(x, rows + start, torch.cat([c.reshape(-1) for c in cands]), lens, x64=x64)
-    sims, ids, a = [], [], 0
-    for c in cands:  # ids already ascending: a stable sort by score breaks ties by the smaller id
-        s = scores[a:a + c.numel()].view(c.shape)
-        a += c.numel()
-        top, order = s.sort(dim=1, descending=True, stable=True)
-        sims.append(top[:, :k])
-        ids.append(c.gather(1, order[:, :k]))
-    return torch.cat(sims), torch.cat(ids), rows
+def _collect(groups, start):
+    """A block's candidate groups as CSR pieces: (query ids, ascending candidate ids, lens, each
+    row's first ``LABEL_NEIGHBOURS`` candidates by fast score, for the re-scoring's tiles)."""
+    rows, cols, lens, first = [], [], [], []
+    for r, c in groups:
+        rows.append(r + start)
+        cols.append(c.sort(dim=1).values.reshape(-1))
+        lens.append(torch.full((len(r),), c.shape[1], dtype=torch.int64, device=c.device))
+        head = c[:, :LABEL_NEIGHBOURS]
+        first.append(torch.cat([head, head[:, :1].expand(-1, LABEL_NEIGHBOURS - head.shape[1])], 1))
+    return rows, cols, lens, first
 
 
 @contextlib.contextmanager
@@ -213,23 +175,25 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
         fast_x = x if precision == "fp32" else x.to(_DTYPES[precision])
         (delta, rel), margin = row_error_bounds(x, fast_x, precision), max(k, 16) if margin is None else int(margin)
         x64 = x.double() if dev.type == "cpu" and n * dim * 8 <= RESCORE_COPY_BYTES else None
-    sims = torch.empty((hi - lo, k), dtype=torch.float32, device=dev)
-    idx = torch.empty((hi - lo, k), dtype=torch.int64, device=dev)
-    step, rescored = max(1, min(int(chunk), BLOCK_BYTES // (n * fast_x.element_size()))), 0
+    step = max(1, min(int(chunk), BLOCK_BYTES // (n * fast_x.element_size())))
+    pieces = ([], [], [], [])  # every block's candidates, re-scored together (tiles span blocks)
     with torch.no_grad(), strict_matmul():
         for a in range(lo, hi, step):
             b = min(a + step, hi)
             with _phase(profile, "products", dev):
                 fast = fast_x[a:b] @ fast_x.T
             with _phase(profile, "candidates", dev):
-                groups = list(candidate_groups(fast, k, margin, delta[a:b], rel))
+                for acc, part in zip(pieces, _collect(select_candidates(fast, k, margin, delta[a:b], rel), a)):
+                    acc.extend(part)
             del fast
-            with _phase(profile, "rescore", dev):
-                s, i, r = _rescore_block(x, a, groups, k, x64)
-                sims[r + a - lo], idx[r + a - lo] = s, i
-            rescored += sum(c.numel() for _, c in groups)
+        with _phase(profile, "rescore", dev):
+            q, cols, lens, first = (torch.cat(p) for p in pieces)
+            top, ids = exact_topk(x, q, cols, lens, first, k, x64)
+            sims = torch.empty((hi - lo, k), dtype=torch.float32, device=dev)
+            idx = torch.empty((hi - lo, k), dtype=torch.int64, device=dev)
+            sims[q - lo], idx[q - lo] = top, ids
     if profile is not None:
-        profile["rescored"] = rescored / max(1, hi - lo)
+        profile["rescored"] = len(cols) / max(1, hi - lo)
     return sims.cpu().numpy(), idx.cpu().numpy().astype(np.int64, copy=False)
 
 
