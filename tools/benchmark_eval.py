@@ -8,7 +8,8 @@ gallery identities have no query and a few queries have no valid match) are writ
 
 * ``ours``        ``canu_plugin.evaluation.evaluate`` (``--device``: CUDA when torch sees it, else CPU);
 * ``fastreid-cy`` fast-reid's ``build_dist`` + its Cython ``evaluate_cy``, compiled by this script
-  into a temporary folder from the ``rank_cy.pyx`` shipped in site-packages (needs a C compiler);
+  into a temporary folder from the ``rank_cy.pyx`` shipped in site-packages (needs a C compiler
+  and Cython: ``pip install -e .[bench]``);
 * ``fastreid-py`` fast-reid's ``build_dist`` + ``evaluate_rank(..., use_cython=False)``.
 
 Times cover features -> metrics (distances included) for all three. The dense paths are skipped
@@ -278,6 +279,12 @@ def main(argv=None):
     a = parse_args(argv)
     if a.child:
         return child(a)
+    sys.path.insert(0, str(ROOT / "tools"))
+    from benchmark_knn import gemm_rates, machine  # the machine's own product rates, in the same run
+    from canu_plugin.clustering.knn_torch import torch_device
+    info, gemm = machine(), gemm_rates(a.dim, 4096, torch_device())
+    print(f"{info.get('cpu', '?')}; torch threads {info['threads']}; GEMM on this machine (GFLOP/s): "
+          + ", ".join(f"torch {p} {r:.0f}" for p, r in gemm.items()) + "\n")
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         cy_problem = build_cython(tmp) if "fastreid-cy" in a.methods else None
@@ -285,11 +292,16 @@ def main(argv=None):
             q, g = (int(v) for v in size.lower().split("x"))
             results.append((size, bench_size(a, q, g, tmp, cy_problem)))
     print(table(results))
+    for size, rows in results:
+        if "time_s" in rows.get("ours", {}):
+            r = rows["ours"]
+            print(f"{size}: ours {r['time_s']:.2f} s = {r['time_s'] / r['dist_s']:.2f}x its fp32 distance products "
+                  f"({r['dist_s']:.2f} s; target <= 1.5)")
     if a.json:
         keep = ("time_s", "dist_s", "peak_gib", "base_gib", "gpu_peak_gib", "device", "max_diff", "mean_diff", "stable_max_diff",
                 "stable_mean_diff", "skipped")
-        Path(a.json).write_text(json.dumps({s: {m: {k: v for k, v in r.items() if k in keep} for m, r in rows.items()}
-                                            for s, rows in results}, indent=1))
+        out = {s: {m: {k: v for k, v in r.items() if k in keep} for m, r in rows.items()} for s, rows in results}
+        Path(a.json).write_text(json.dumps(dict(out, machine=info, gemm_gflops=gemm), indent=1))
     diffs = [r.get("stable_max_diff", 0.0) for _, rows in results for r in rows.values()]
     return 0 if all(d <= 1e-6 for d in diffs) else 1  # every query's numbers agree to 1e-6 (same tie rule)
 

@@ -113,7 +113,7 @@ def table(n, dim, k, info, rates, results):
            f"torch threads {info['threads']}; faiss BLAS: {'; '.join(info.get('blas', ['?']))}", "",
            "| GEMM on this machine | GFLOP/s |", "|---|---|"]
     out += [f"| torch {p} | {r:.0f} |" for p, r in rates.items()]
-    out += ["", "| backend | k-NN s | GFLOP/s (2 N^2 D / s) | / fp32 GEMM | products / top-k / re-scoring s | "
+    out += ["", "| backend | k-NN s | GFLOP/s (2 N^2 D / s) | / fp32 GEMM | products / selection / re-scoring s | "
             "re-scored per row | lists = torch/fp32 |", "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         prof = r.get("profile") or {}

@@ -5,10 +5,11 @@ camera are removed; a query with no remaining item of its pid is skipped. fast-r
 dense (Q, G) distance matrix; :func:`rank_metrics` takes the distances of ``chunk`` queries to the
 gallery at a time (from a callable: features -> distances is :mod:`.evaluator`'s ``evaluate``),
 so memory is <~ 40 bytes x chunk x G, on the GPU when torch sees one, and nothing is fully sorted:
-the metrics need only the rank of each valid positive among the valid items. Only negatives not
-farther than a query's last positive can precede one; when they are few (a trained model) they
-are sorted together with the positives (:func:`_ranks_sparse`), else every negative is bucketed
-among the sorted positives with ``searchsorted`` and counted (:func:`_ranks_dense`). Then, with
+the metrics need only the rank of each valid positive among the valid items. Only items not
+farther than a query's last positive can precede one; each is located among the block's sorted
+positive keys with one ``searchsorted`` and counted per (query, positives before it), the
+query's own pid's items subtracted the same way (:func:`_ranks_sparse`); when they are most of
+the block, every negative is bucketed per row instead (:func:`_ranks_dense`). Then, with
 rank_k the 0-based rank of the k-th positive: AP = mean_k (k + 1) / (rank_k + 1),
 CMC@r = [rank_0 <= r], INP = npos / (rank_last + 1), as fast-reid reads them off its sorted rows.
 
@@ -27,7 +28,7 @@ import torch
 from canu_plugin.errors import CanuError
 
 _INT64_MAX = torch.iinfo(torch.int64).max
-SPARSE_MAX_FRACTION = 0.25  # sort only the candidates when at most this fraction of a block is one
+SPARSE_MAX_FRACTION = 0.25  # count only the items before the last positive when at most this fraction of a block
 
 
 def resolve_device(device=None):
@@ -96,14 +97,15 @@ def sortable_keys(values, cols, num_gallery):
 
 
 def _block_positives(dist, lab, start, stop):
-    """Valid positives of queries start:stop: (gidx, good, pos_dist), each (B, W), W = the largest
-    gallery count of a query pid in the block; good masks the real, other-camera entries."""
+    """The gallery items of each query's pid, queries start:stop: (gidx, same, good, pos_dist),
+    each (B, W), W = the largest gallery count of a query pid in the block; ``same`` masks the real
+    entries, ``good`` those of another camera (the valid positives)."""
     code, cam = lab.q_pid[start:stop], lab.q_cam[start:stop]
     count = lab.count[code]
     slot = torch.arange(max(int(count.max()), 1), device=dist.device)
     gidx = lab.order[(lab.start[code][:, None] + slot).clamp_(max=dist.shape[1] - 1)]
-    good = (slot < count[:, None]) & (lab.g_cam[gidx] != cam[:, None])
-    return gidx, good, dist.gather(1, gidx)
+    same = slot < count[:, None]
+    return gidx, same, same & (lab.g_cam[gidx] != cam[:, None]), dist.gather(1, gidx)
 
 
 def _ranks_dense(dist, neg, gidx, good, pos_dist):
@@ -121,39 +123,53 @@ def _ranks_dense(dist, neg, gidx, good, pos_dist):
     return hist[:, :width].cumsum(1) + torch.arange(width, device=dist.device)
 
 
-def _ranks_sparse(dist, neg, gidx, good, pos_dist):
-    """Ranks by sorting only the flagged negatives and the positives, keyed by (row, value, col).
-
-    Args:
-        dist: (B, G) float32; neg: (B, G) bool, every negative that may precede a positive;
-        gidx, good, pos_dist: (B, W) from :func:`_block_positives`.
-    Returns:
-        (B, W) int64: entry [b, k] = 0-based rank of query b's k-th valid positive (k < npos[b]).
-    """
-    num, num_gallery = dist.shape
-    nr, nc = neg.nonzero(as_tuple=True)
-    pr, pk = good.nonzero(as_tuple=True)
-    rows, cols = torch.cat([nr, pr]), torch.cat([nc, gidx[pr, pk]])
-    col_bits = max(int(num_gallery - 1).bit_length(), 1)
-    key = float_order(torch.cat([dist[nr, nc], pos_dist[pr, pk]]))
+def _row_keys(rows, values, cols, col_bits):
+    """int64 keys increasing in (row, value, col): row above bit 32 + col_bits, then the value's
+    order (:func:`float_order`), then the column."""
+    key = float_order(values)
     key <<= col_bits
     key |= cols
     key |= rows << (32 + col_bits)
-    order = torch.argsort(key)
-    del key
-    rows_sorted, is_pos = rows[order], order >= len(nr)
-    per_row = torch.bincount(rows, minlength=num)
-    local = torch.arange(len(rows), device=dist.device) - (per_row.cumsum(0) - per_row)[rows_sorted]
-    p_rows, npos = rows_sorted[is_pos], good.sum(1)
-    kth = torch.arange(len(p_rows), device=dist.device) - (npos.cumsum(0) - npos)[p_rows]
-    ranks = torch.zeros(gidx.shape, dtype=torch.int64, device=dist.device)
-    ranks[p_rows, kth] = local[is_pos]  # everything ranked before a positive is in the sorted set
-    return ranks
+    return key
+
+
+def _ranks_sparse(dist, flagged, last, gidx, same, good, pos_dist):
+    """Ranks from the items not farther than each query's last positive: each is located among
+    its row's sorted positives (one search in the sorted (row, value, col) keys of the block's
+    positives) and counted per (row, positives before it); the query's own pid's items (positives,
+    same-camera junk) are located the same way and subtracted. No sort of the gallery.
+
+    Args:
+        dist: (B, G) float32; flagged: ((F,) rows, (F,) columns) of the items with dist <= the
+        row's last positive; last: (B,) that distance; gidx, same, good, pos_dist: (B, W) from
+        :func:`_block_positives`.
+    Returns:
+        (B, W) int64: entry [b, k] = 0-based rank of query b's k-th valid positive (k < npos[b]).
+    """
+    num, width = gidx.shape
+    col_bits = max(int(dist.shape[1] - 1).bit_length(), 1)
+    pr, pk = good.nonzero(as_tuple=True)
+    pos = _row_keys(pr, pos_dist[pr, pk], gidx[pr, pk], col_bits).sort().values  # rows in order
+    npos = good.sum(1)
+    first = npos.cumsum(0) - npos
+
+    def located(rows, values, cols):  # (row, positives of the row before it), as one bin index
+        before = torch.searchsorted(pos, _row_keys(rows, values, cols, col_bits))
+        return before - first[rows] + rows * (width + 1)
+
+    nr, nc = flagged
+    values = dist.view(-1).index_select(0, nr * dist.shape[1] + nc)
+    hist = torch.bincount(located(nr, values, nc), minlength=num * (width + 1))
+    sr, sk = (same & (pos_dist <= last[:, None])).nonzero(as_tuple=True)
+    hist -= torch.bincount(located(sr, pos_dist[sr, sk], gidx[sr, sk]), minlength=num * (width + 1))
+    hist = hist.view(num, width + 1)
+    return hist[:, :width].cumsum(1) + torch.arange(width, device=dist.device)
 
 
 def positive_ranks(dist, lab, start, stop):
-    """0-based ranks of each query's valid positives among its valid gallery items (sorting the
-    candidates when they are at most ``SPARSE_MAX_FRACTION`` of the block, else bucketing them).
+    """0-based ranks of each query's valid positives among its valid gallery items (counting the
+    items not farther than the last positive when they are at most ``SPARSE_MAX_FRACTION`` of the
+    block, else bucketing every item).
 
     Args:
         dist: (B, G) float32 distances of queries ``start:stop`` to the whole gallery.
@@ -162,14 +178,15 @@ def positive_ranks(dist, lab, start, stop):
         (ranks, npos): (B, W) int64, ranks[b, k] = rank of the k-th nearest valid positive of
         query b (entries k >= npos[b] are meaningless), and (B,) int64 valid positives per query.
     """
-    gidx, good, pos_dist = _block_positives(dist, lab, start, stop)
+    gidx, same, good, pos_dist = _block_positives(dist, lab, start, stop)
     last = pos_dist.masked_fill(~good, float("-inf")).amax(1)
-    neg = dist <= last[:, None]
-    neg &= lab.g_pid[None, :] != lab.q_pid[start:stop, None]
-    fits = int(dist.shape[0] - 1).bit_length() + 32 + int(dist.shape[1] - 1).bit_length() <= 63
-    sparse = fits and int(neg.sum()) <= SPARSE_MAX_FRACTION * neg.numel()
-    ranks = (_ranks_sparse if sparse else _ranks_dense)(dist, neg, gidx, good, pos_dist)
-    return ranks, good.sum(1)
+    flagged = dist <= last[:, None]
+    if int(dist.shape[0] - 1).bit_length() + 32 + int(dist.shape[1] - 1).bit_length() <= 63:
+        items = flagged.nonzero(as_tuple=True)
+        if len(items[0]) <= SPARSE_MAX_FRACTION * flagged.numel():
+            return _ranks_sparse(dist, items, last, gidx, same, good, pos_dist), good.sum(1)
+    flagged &= lab.g_pid[None, :] != lab.q_pid[start:stop, None]  # the negatives (another person)
+    return _ranks_dense(dist, flagged, gidx, good, pos_dist), good.sum(1)
 
 
 def query_scores(ranks, npos):
@@ -203,6 +220,8 @@ def _check_block(dist, start, stop, num_gallery):
     if tuple(dist.shape) != (stop - start, num_gallery):
         raise CanuError(f"distance block for queries {start}:{stop} has shape {tuple(dist.shape)}, "
                         f"expected {(stop - start, num_gallery)}: the distance matrix must be (Q, G)")
+    if bool(torch.isfinite(dist.sum())):  # one vectorised pass: NaN anywhere makes the sum NaN
+        return
     nan_rows = torch.isnan(dist).any(1).nonzero().view(-1)
     if len(nan_rows):
         row = start + int(nan_rows[0])
