@@ -280,11 +280,11 @@ def main(argv=None):
     if a.child:
         return child(a)
     sys.path.insert(0, str(ROOT / "tools"))
-    from benchmark_knn import gemm_rates, machine  # the machine's own product rates, in the same run
+    from benchmark_knn import gemm_rates, machine, rate_label  # the machine's own product rates, in the same run
     from canu_plugin.clustering.knn_torch import torch_device
     info, gemm = machine(), gemm_rates(a.dim, 4096, torch_device())
     print(f"{info.get('cpu', '?')}; torch threads {info['threads']}; GEMM on this machine (GFLOP/s): "
-          + ", ".join(f"torch {p} {r:.0f}" for p, r in gemm.items()) + "\n")
+          + ", ".join(f"{rate_label(p)} {r:.0f}" for p, r in gemm.items()) + "\n")
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         cy_problem = build_cython(tmp) if "fastreid-cy" in a.methods else None

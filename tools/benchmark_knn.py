@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def gemm_rates(dim, size, device, repeats=3):
-    """{precision: GFLOP/s} of a (size, dim) @ (dim, size) product, best of ``repeats`` after a warm-up."""
+    """{precision: GFLOP/s} of a (size, dim) @ (dim, size) product, best of ``repeats`` after a warm-up
+    (torch's fp32 / bf16 / CUDA fp16, and on the CPU numpy's fp32: "numpy fp32")."""
     import torch
     from canu_plugin.clustering.knn_torch import strict_matmul
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -45,7 +46,20 @@ def gemm_rates(dim, size, device, repeats=3):
                 _sync(device)
                 best = min(best, time.perf_counter() - t0) if r else best
             out[name] = 2.0 * size * size * dim / best / 1e9
+    if device.type == "cpu":  # numpy's own BLAS (OpenBLAS in the PyPI wheels), another fp32 kernel
+        m = a.numpy()
+        best = float("inf")
+        for r in range(repeats + 1):
+            t0 = time.perf_counter()
+            m @ m.T
+            best = min(best, time.perf_counter() - t0) if r else best
+        out["numpy fp32"] = 2.0 * size * size * dim / best / 1e9
     return out
+
+
+def rate_label(name):
+    """"torch fp32", "torch bf16", ... or "numpy fp32": the product a key of :func:`gemm_rates` names."""
+    return name if name.startswith("numpy") else f"torch {name}"
 
 
 def _sync(device):
@@ -112,7 +126,7 @@ def table(n, dim, k, info, rates, results):
     out = [f"N = {n}, D = {dim}, k = {k}; {info.get('cpu', '?')}; flags {' '.join(info.get('flags', []))}; "
            f"torch threads {info['threads']}; faiss BLAS: {'; '.join(info.get('blas', ['?']))}", "",
            "| GEMM on this machine | GFLOP/s |", "|---|---|"]
-    out += [f"| torch {p} | {r:.0f} |" for p, r in rates.items()]
+    out += [f"| {rate_label(p)} | {r:.0f} |" for p, r in rates.items()]
     out += ["", "| backend | k-NN s | GFLOP/s (2 N^2 D / s) | / fp32 GEMM | products / selection / re-scoring s | "
             "re-scored per row | lists = torch/fp32 |", "|---|---|---|---|---|---|---|"]
     for name, r in results.items():

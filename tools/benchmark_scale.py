@@ -198,10 +198,10 @@ def main(argv=None):
     if a.child:
         a.nprobe = a.nprobe[0]
         return child(a)
-    from benchmark_knn import gemm_rates  # the machine's own product rate, in the same run
+    from benchmark_knn import gemm_rates, rate_label  # the machine's own product rate, in the same run
     from canu_plugin.clustering.knn_torch import torch_device
     gemm = gemm_rates(a.dim, 4096, torch_device())
-    print("GEMM on this machine: " + ", ".join(f"torch {p} {r:.0f} GFLOP/s" for p, r in gemm.items()),
+    print("GEMM on this machine: " + ", ".join(f"{rate_label(p)} {r:.0f} GFLOP/s" for p, r in gemm.items()),
           file=sys.stderr, flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
@@ -210,7 +210,7 @@ def main(argv=None):
             rows.append(bench_size(a, n, tmp))
     models = [fit(rows, b) for b in a.backends]
     proj = [project(m, a.project, a.gpu_tflops) for m in models]
-    print("GEMM on this machine (GFLOP/s): " + ", ".join(f"torch {p} {r:.0f}" for p, r in gemm.items()) + "\n")
+    print("GEMM on this machine (GFLOP/s): " + ", ".join(f"{rate_label(p)} {r:.0f}" for p, r in gemm.items()) + "\n")
     print(table(rows, models, proj, a.gpu_tflops))
     if a.json:
         Path(a.json).write_text(json.dumps({"gemm_gflops": gemm, "rows": rows, "models": models, "projection": proj},
