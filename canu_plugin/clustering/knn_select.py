@@ -140,8 +140,8 @@ def threshold_candidates(fast, k, delta, rel=0.0, max_survivors=None):
             (default ``MAX_SURVIVORS``).
     Returns:
         list of ((R,) int64 rows, (R, C) int64 candidate ids, by descending fast score), as
-        :func:`candidate_groups` yields them (each row's list holds every candidate that can be in
-        its exact top k, and may hold a few more), or None: use :func:`candidate_groups`.
+        :func:`candidate_groups` yields them (each row's list holds exactly the candidates that can
+        be in its exact top k, not rounded up), or None: use :func:`candidate_groups`.
     """
     b = fast.shape[0]
     found = _survivors(fast, k, delta, rel)
@@ -159,7 +159,7 @@ def threshold_candidates(fast, k, delta, rel=0.0, max_survivors=None):
     ids[r, pos] = c
     vals, order = vals.sort(dim=1, descending=True)
     ids = ids.gather(1, order)
-    widths = torch.minimum(needed_widths(vals, k, delta, rel, width)[1], counts)
+    widths = needed_widths(vals, k, delta, rel, width)[0]  # exactly the candidates that can win
     rows = torch.arange(b, device=fast.device)
     return [(rows[widths == w], ids[widths == w, :w]) for w in torch.unique(widths).tolist()]
 
