@@ -24,7 +24,7 @@ def fresh(monkeypatch):
 
 
 def _inject(monkeypatch, calls, timings):
-    def fake(candidates, x, k, device=None):
+    def fake(candidates, x, k, device=None, predicted=None):
         calls.append(list(candidates))
         return {c: timings[c] for c in candidates}
     monkeypatch.setattr(knn_calibrate, "measure", fake)
@@ -102,6 +102,19 @@ def test_real_measurement_times_every_candidate():
     t = knn_calibrate.measure([FAISS, T32, T16], x, 5, rounds=1)
     assert set(t) == {FAISS, T32, T16} and all(0 < sum(v.values()) < 10 for v in t.values())
     assert set(t[T16]) == {"pairs", "queries", "rows"} and min(t[T16].values()) >= 0 and set(t[FAISS]) == {"pairs"}
+
+
+def test_a_small_search_stops_the_calibration_after_one_timed_round(monkeypatch):
+    """Rounds stop once they took SHARE of the fastest candidate's predicted search."""
+    x = clustered_features(400, 32, seed=4)[0]
+    rounds = []
+    real = knn_calibrate._search
+    monkeypatch.setattr(knn_calibrate, "_search", lambda c, *a: rounds.append(c) or real(c, *a))
+    knn_calibrate.measure([T32, T16], x, 5, rounds=3, budget_s=60.0, predicted=lambda parts: 1e-6)
+    assert len(rounds) == 4  # the warm-up and one timed round of each candidate
+    rounds.clear()
+    knn_calibrate.measure([T32, T16], x, 5, rounds=3, budget_s=60.0, predicted=lambda parts: 1e6)
+    assert len(rounds) >= 6  # a long search: further rounds (a 3x slower candidate may drop out)
 
 
 def test_benchmark_prints_every_backend_next_to_the_gemm_rates(capsys):

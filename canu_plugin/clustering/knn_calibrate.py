@@ -11,7 +11,8 @@ with queries x rows, torch's float64 re-scoring with the queries, its set-up (ha
 copy, error bounds) with the rows (at the sample's size the re-scoring and set-up would weigh
 several times what they weigh at N = 30k, and hide the products' speed). The fastest predicted
 wins, but the default (the static order of :func:`.knn._auto`) is kept unless the winner is
-faster by more than ``MARGIN`` (noise does not flip the choice). The result is cached per
+faster by more than ``MARGIN`` (noise does not flip the choice). Rounds stop after ``BUDGET_S``,
+or once they took ``SHARE`` of the fastest candidate's predicted search. The result is cached per
 process (one calibration per D, thread count, device and size class) and logged with the
 predicted times.
 
@@ -28,7 +29,8 @@ logger = logging.getLogger(__name__)
 QUERIES = 128          # calibration queries ...
 DATABASE = 4096        # ... against this many rows (about 2 GFLOP at D = 2048)
 ROUNDS = 3             # interleaved timed rounds (after one untimed warm-up round)
-BUDGET_S = 0.6         # no further rounds once this much time was spent (at least one timed round)
+BUDGET_S = 0.6         # no further rounds once this much time was spent (at least one timed round) ...
+SHARE = 0.05           # ... or this share of the fastest candidate's predicted search
 MARGIN = 0.10          # the default is kept unless the fastest is > 10 % faster
 DROP = 3.0             # candidates this much slower than the best (on the sample) are not timed again
 MIN_GFLOP = 20.0       # below 2 N^2 D / 1e9 = this, no calibration: the default runs
@@ -99,13 +101,16 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure(candidates, x, k, device=None, rounds=ROUNDS, budget_s=BUDGET_S):
+def measure(candidates, x, k, device=None, rounds=ROUNDS, budget_s=BUDGET_S, predicted=None):
     """Each candidate's fastest round (its parts, see :func:`_search`) over interleaved rounds,
     after one untimed warm-up round; one 3x slower than the best after a round is dropped.
 
     Args:
         candidates: list of (backend, precision); x: (M, D) float32 sample, unit rows;
-        k: neighbours; device: torch's device for the torch candidates.
+        k: neighbours; device: torch's device for the torch candidates;
+        predicted: optional callable parts -> seconds of the real search; no further round once
+            the calibration took ``SHARE`` of the fastest candidate's prediction (so that a small
+            search does not pay for a long calibration).
     Returns:
         {candidate: {"pairs": s, "queries": s, "rows": s}}.
     """
@@ -125,6 +130,8 @@ def measure(candidates, x, k, device=None, rounds=ROUNDS, budget_s=BUDGET_S):
         if r and running:  # a candidate 3x slower than the best so far cannot win: not timed again
             lead = min(sum(best[c].values()) for c in running)
             running = [c for c in running if sum(best[c].values()) <= DROP * lead]
+            if predicted is not None:
+                budget_s = min(budget_s, SHARE * min(predicted(best[c]) for c in running))
         if r and time.perf_counter() - t_start > budget_s:
             break
     return best
@@ -149,8 +156,9 @@ def calibrated(candidates, features, k, n_queries=None, device=None):
         sample = features[:DATABASE]
         if not isinstance(sample, np.ndarray) and any(c[0] != "torch" for c in candidates):
             sample = sample.cpu().numpy()
-        parts = measure(candidates, sample, min(int(k), len(sample)), device)
         shape = (min(QUERIES, len(sample)), len(sample))
+        parts = measure(candidates, sample, min(int(k), len(sample)), device,
+                        predicted=lambda p: predict(p, shape, (n_queries, n)))
         choice, why = choose({c: predict(p, shape, (n_queries, n)) for c, p in parts.items()}, candidates[0])
         _CACHE[key] = (choice, why, parts[choice], shape)
         logger.info("k-NN backend 'auto' -> %s (%s)", label(choice), why)
@@ -158,5 +166,5 @@ def calibrated(candidates, features, k, n_queries=None, device=None):
     return choice, why, predict(parts, shape, (n_queries, n))
 
 
-__all__ = ["QUERIES", "DATABASE", "MARGIN", "MIN_GFLOP", "gflop", "label", "choose", "predict", "measure",
+__all__ = ["QUERIES", "DATABASE", "SHARE", "MARGIN", "MIN_GFLOP", "gflop", "label", "choose", "predict", "measure",
            "calibrated"]
