@@ -94,13 +94,20 @@ def test_ctrl_c_interrupts_the_children_and_waits_for_the_running_runs():
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
 
+    # Python's own Ctrl-C handler, whatever this process inherited: a shell starts background jobs
+    # (`pytest ... &`, nohup) with SIGINT ignored, and Python then keeps it ignored
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Thread(target=interrupt_when_two_run)
     timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        schedule(runs, rec, 2, log=lambda m: None, on_interrupt=lambda: called.append(time.monotonic()))
-    timer.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            schedule(runs, rec, 2, log=lambda m: None, on_interrupt=lambda: called.append(time.monotonic()))
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, old)
     assert called and set(rec.start) == set(rec.end) == {("a", 0), ("b", 0)}  # waited for; nothing new started
-    sleeper = subprocess.Popen(["sleep", "30"])
+    sleeper = subprocess.Popen(["sleep", "30"],  # with SIGINT's default action, whatever this process has
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     with runner._CHILDREN_LOCK:
         runner._CHILDREN.add(sleeper)
     try:
