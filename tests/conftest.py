@@ -181,3 +181,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def bench_record(method, seed, mAP, family="clustering", pseudo=(), label=None):
+    """A minimal run record of the benchmark (what the report and the claims read) with a final mAP."""
+    return {"method": method, "label": label or method, "seed": seed, "family": family, "target": "SynthB",
+            "final": {"mAP": mAP}, "pseudo": list(pseudo), "epochs": [], "plots": {}}

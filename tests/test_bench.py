@@ -15,6 +15,7 @@ from canu_plugin.bench.plots import curves, montage, nmi_points, sweep_plot
 from canu_plugin.bench.report import differences, metric_table, write_report
 from canu_plugin.bench.runner import Bench
 from canu_plugin.errors import CanuError
+from conftest import bench_record
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,14 +40,10 @@ def test_plan_rejects_unknown_names():
         plan("X2Y", ["canu"], [0])
 
 
-def _rec(method, seed, mAP, family="clustering", pseudo=(), label=None):
-    return {"method": method, "label": label or method, "seed": seed, "family": family, "target": "SynthB",
-            "final": {"mAP": mAP}, "pseudo": list(pseudo), "epochs": [], "plots": {}}
-
 
 def test_tables_use_the_sample_std_and_paired_intervals():
-    recs = {("pseudo", s): _rec("pseudo", s, v) for s, v in enumerate([10.0, 20.0, 30.0])}
-    recs.update({("canu", s): _rec("canu", s, v) for s, v in enumerate([12.0, 21.0, 33.0])})
+    recs = {("pseudo", s): bench_record("pseudo", s, v) for s, v in enumerate([10.0, 20.0, 30.0])}
+    recs.update({("canu", s): bench_record("canu", s, v) for s, v in enumerate([12.0, 21.0, 33.0])})
     table = metric_table(recs, ["pseudo", "canu"], ("mAP",))
     assert "| pseudo | 0,1,2 | 20.0 ± 10.0 |" in table  # ddof 1: sd of 10, 20, 30 is 10
     diff = differences(recs, ["pseudo", "canu"], ("mAP",))[("canu", "pseudo")]["mAP"]
@@ -59,96 +56,22 @@ def test_tables_use_the_sample_std_and_paired_intervals():
 def test_report_leaves_out_what_no_run_measured():
     from canu_plugin.bench.report import render
     meta = {"command": "x", "commit": "c", "device": "cpu", "torch": "t", "fastreid": "f", "faiss": "a"}
-    acan = {("acan_triplet", s): _rec("acan_triplet", s, 10.0 + s, family="acan") for s in range(3)}
-    acan.update({("acan_oce", s): _rec("acan_oce", s, 12.0 + s, family="acan") for s in range(3)})
+    acan = {("acan_triplet", s): bench_record("acan_triplet", s, 10.0 + s, family="acan") for s in range(3)}
+    acan.update({("acan_oce", s): bench_record("acan_oce", s, 12.0 + s, family="acan") for s in range(3)})
     text, _ = render(acan, ["acan_triplet", "acan_oce"], meta)
     assert "Pseudo-label quality" not in text and "clustering s/epoch" not in text and "NMI" not in text
     assert "| acan_oce - acan_triplet | 3 | +2.0 [+2.0, +2.0] |" in text  # only the measured difference column
     assert "NMI" not in metric_table(acan, ["acan_oce"], ("mAP", "nmi_cam"))  # the sweep tables too
     pseudo = [{"epoch": 0, "nmi_cam": 0.2, "num_clusters": 7, "extract_s": 1.0, "cluster_s": 2.0}]
-    clus = {("pseudo", s): _rec("pseudo", s, 20.0, pseudo=pseudo) for s in range(2)}
+    clus = {("pseudo", s): bench_record("pseudo", s, 20.0, pseudo=pseudo) for s in range(2)}
     text, _ = render(clus, ["pseudo"], meta)
     assert "## Pseudo-label quality" in text and "| pseudo | 0,1 | 0.200 ± 0.000 | 7 ± 0 |" in text
     assert "| clustering s/epoch |" in text and "purity" not in text
 
 
-def test_verdicts_follow_the_interval():
-    from canu_plugin.bench.stats import paired_difference, verdict
-    up = paired_difference({0: 2.0, 1: 3.0, 2: 2.5}, {0: 1.0, 1: 1.0, 2: 1.0})
-    assert verdict(up, +1) == "holds" and verdict(up, -1) == "does not hold"
-    mixed = paired_difference({0: 2.0, 1: 0.0, 2: 1.5}, {0: 1.0, 1: 1.0, 2: 1.0})
-    assert verdict(mixed, +1) == "inconclusive" == verdict(mixed, -1)
-    assert verdict(paired_difference({0: 2.0}, {0: 1.0}), +1).startswith("inconclusive")
-
-
-def test_claims_are_decided_on_paired_seeds_and_sweeps():
-    from canu_plugin.bench.claims import CLAIMS, evaluate
-    pseudo = [{"epoch": e, "nmi_cam": 0.5, "lost_ids": 3} for e in range(3)]
-    canu = [{"epoch": e, "nmi_cam": 0.5 - 0.05 * e, "lost_ids": 1} for e in range(3)]
-    recs = {}
-    for s in range(3):
-        recs[("pseudo", s)] = _rec("pseudo", s, 20.0 + s, pseudo=pseudo)
-        recs[("canu", s)] = _rec("canu", s, 20.5 + s + 0.1 * s, pseudo=[dict(p, epoch=p["epoch"]) for p in canu])
-        recs[("adv", s)] = _rec("adv", s, 21.0 + s, pseudo=pseudo)
-    sweep = {("MODEL.CANU.MU", 1.0): {("canu", s): _rec("canu", s, 20.0 + s) for s in range(3)}}
-    sweep[("MODEL.CANU.MU", 1.0)].update({("adv", s): _rec("adv", s, 10.0 + s) for s in range(3)})
-    rows = {r["claim"].text: r for r in evaluate(CLAIMS, recs, sweep)}
-    assert rows["CANU lowers the camera information of the pseudo-labels (baseline)"]["verdict"] == "holds"
-    assert rows["+CANU loses fewer identities than +Adv (baseline)"]["verdict"] == "holds"
-    assert rows["+CANU beats +Adv (baseline)"]["verdict"] == "does not hold"
-    assert rows["at a large weight (mu 1.0) +CANU holds where +Adv collapses"]["verdict"] == "holds"
-    assert not any("MMT" in t for t in rows)  # no MMT run: no MMT claim
-
-
-def test_seeds_needed_inverts_the_t_interval():
-    from canu_plugin.bench.stats import half_width, paired_difference, seeds_needed
-    for sd in (0.5, 1.7, 3.0, 6.0):
-        n = seeds_needed(sd, 1.5)
-        assert stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n) <= 1.5  # n seeds reach +-1.5 ...
-        if n > 2:
-            assert stats.t.ppf(0.975, n - 2) * sd / np.sqrt(n - 1) > 1.5  # ... and n - 1 would not
-    assert seeds_needed(0.5, 1.5) == 3 and seeds_needed(None, 1.5) is None and seeds_needed(1e3, 1.5) is None
-    diff = paired_difference({0: 3.0, 1: 1.0, 2: 2.0}, {0: 0.0, 1: 0.0, 2: 0.0})
-    assert half_width(diff) == pytest.approx(stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3))
-
-
-def test_claims_out_of_regime_name_the_failed_premise():
-    from canu_plugin.bench.claims import CLAIMS, evaluate, markdown
-    from canu_plugin.bench.criteria import criteria
-    recs = {}
-    for s, (src, up, base, mmt) in enumerate([(30.0, 80.0, 32.0, 50.0), (25.0, 75.0, 27.0, 45.0),
-                                              (35.0, 85.0, 36.0, 56.0)]):
-        for m, v in (("source", src), ("upper", up), ("pseudo", base), ("mmt", mmt)):
-            recs[(m, s)] = _rec(m, s, v)
-        recs[("canu", s)] = _rec("canu", s, base + 1.0 + 0.5 * s)
-        recs[("canu_mmt", s)] = _rec("canu_mmt", s, mmt + 1.0 + 0.5 * s)
-    regime = criteria(recs)  # the baseline closes 0.03 of the gap, MMT 0.40
-    rows = {r["claim"].text: r for r in evaluate(CLAIMS, recs, regime=regime)}
-    base, on_mmt = rows["+CANU beats the base method (baseline)"], rows["+CANU beats the base method (MMT)"]
-    assert base["verdict"].startswith("out of regime: gap closed by pseudo 0.03 (0.02-0.04)") and base["failed"]
-    assert on_mmt["verdict"] == "holds" and not on_mmt["failed"]  # its premises hold or were not measured
-    assert base["needed"] == on_mmt["needed"] == 3  # sd 0.5: three seeds reach +-1.5
-    undecided = {r["claim"].text: r for r in evaluate(CLAIMS, recs)}  # no regime given: every claim decided
-    assert undecided["+CANU beats the base method (baseline)"]["verdict"] == "holds"
-    table = markdown(list(rows.values()))
-    assert "| **+CANU beats the base method (MMT)** |" in table and "| 3 | 1.2 | 3 | holds |" in table
-
-
-def test_key_claims_are_the_issue_of_record():
-    from canu_plugin.bench.claims import CLAIMS
-    from canu_plugin.bench.criteria import criteria
-    key = {(c.a, c.b) for c in CLAIMS if c.key}
-    assert key == {("canu_mmt", "mmt"), ("adv_mmt", "mmt"), ("canu_mmt", "adv_mmt"), ("canu_ssg", "ssg"),
-                   ("canu", "pseudo"), ("canu", "adv"), ("acan_grl", "acan_triplet"), ("acan_oce", "acan_triplet"),
-                   ("acan_ace", "acan_triplet"),  # the papers' (above), the camera-normalization rivals' (below)
-                   ("canu", "pseudo_cn"), ("canu_mmt", "mmt_cn"), ("canu_cn", "canu"), ("canu_cn", "pseudo_cn")}
-    keys = {r["key"] for r in criteria({})}
-    assert all(c.premises and set(c.premises) <= keys for c in CLAIMS)  # every premise is a criterion
-
-
 def test_report_records_provenance_without_paths(tmp_path):
     for s in range(2):
-        (tmp_path / f"m_s{s}.json").write_text(json.dumps(_rec("m", s, 1.0 + s)))
+        (tmp_path / f"m_s{s}.json").write_text(json.dumps(bench_record("m", s, 1.0 + s)))
     text = write_report(str(tmp_path), ["m"], plots=[str(tmp_path / "plots" / "x.png")],
                         command="canu-bench --seeds 0 1")
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -326,7 +249,7 @@ def test_sweep_report_pairs_each_value_with_the_reference_runs(tmp_path):
     def put(folder, method, seed, mAP):
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"{method}_s{seed}.json"), "w") as f:
-            json.dump(_rec(method, seed, mAP), f)
+            json.dump(bench_record(method, seed, mAP), f)
 
     for s in range(3):
         put(tmp_path, "pseudo", s, 20.0 + s)
@@ -348,64 +271,3 @@ def test_the_recorded_command_has_no_absolute_path_below_the_working_folder(tmp_
     monkeypatch.chdir(tmp_path)
     root = str(tmp_path / "datasets")
     assert recorded_command("make bench:", ["--root", root, "--seeds", "0"]) == "make bench: --root datasets --seeds 0"
-
-
-def test_testbed_report_decides_claims_against_its_premises(tmp_path):
-    from canu_plugin.bench.candidates import testbed_folder
-    from canu_plugin.bench.testbed import load_testbed
-    from canu_plugin.cli.bench import bench
-    testbed = os.path.join(REPO, "configs", "synthetic", "testbeds", "generic-effects-060-mmt-recipe.yml")
-    folder = testbed_folder(str(tmp_path), load_testbed(testbed))
-    os.makedirs(folder)
-    for s, (src, up, base) in enumerate([(30.0, 80.0, 32.0), (25.0, 75.0, 27.0)]):
-        for m, v in (("source", src), ("upper", up), ("pseudo", base), ("canu", base + 1.0 + s)):
-            with open(os.path.join(folder, f"{m}_s{s}.json"), "w") as f:
-                json.dump(_rec(m, s, v), f)
-    assert bench(["--testbed", testbed, "--report-only", "--output", str(tmp_path), "--seeds", "0", "1",
-                  "--methods", "source", "upper", "pseudo", "canu"]) == 0
-    text = open(os.path.join(folder, "results.md")).read()
-    assert "## The testbed's regime" in text and "| gap closed by pseudo | 0.04 (0.04-0.04) | fails |" in text
-    assert "out of regime: gap closed by pseudo 0.04" in text
-    assert "| MMT - baseline mAP (reported) | - | not measured |" in text  # no MMT run
-    summary = json.load(open(os.path.join(folder, "summary.json")))
-    claim = next(c for c in summary["claims"] if c["claim"] == "+CANU beats the base method (baseline)")
-    assert claim["key"] and claim["failed_premises"] and claim["seeds_needed"] is not None
-    assert summary["seed_plan"] is None  # the only key claim is out of regime: no seeds to plan
-
-
-def test_seed_plan_predicts_the_seeds_and_core_hours_of_the_key_claims():
-    from canu_plugin.bench.claims import CLAIMS, evaluate
-    from canu_plugin.bench.report import plan_text, seed_plan
-    recs = {}
-    for s, d in enumerate([1.0, 4.0, 7.0]):  # canu - pseudo: sd 3 -> 18 seeds for +-1.5 (t 2.11 * 3 / sqrt 18)
-        recs[("pseudo", s)] = dict(_rec("pseudo", s, 20.0), wall_s=1800.0, identity={"threads": 1})
-        recs[("canu", s)] = dict(_rec("canu", s, 20.0 + d), wall_s=1800.0, identity={"threads": 2})
-    plan = seed_plan(evaluate(CLAIMS, recs), recs)
-    assert plan["needed"] == 18 and plan["seeds"] == 3 and plan["claim"] == "+CANU beats the base method (baseline)"
-    assert plan["core_s_per_seed"] == pytest.approx(5400.0) and plan["more_core_h"] == pytest.approx(15 * 1.5)
-    assert plan["more"] == 15 and plan["short"] == {"+CANU beats the base method (baseline)": 15}
-    assert "22.5 core-hours" in plan_text(plan) and plan_text(None) == ""
-    # a second key claim that needs fewer seeds: only the first seeds run its methods (and the source model)
-    for s, d in enumerate([2.0, 3.0, 4.0]):  # acan_oce - acan_triplet: sd 1 -> 5 seeds (t 2.78 / sqrt 5 = 1.24)
-        recs[("acan_triplet", s)] = dict(_rec("acan_triplet", s, 20.0, family="acan"), wall_s=100.0,
-                                         identity={"threads": 1})
-        recs[("acan_oce", s)] = dict(_rec("acan_oce", s, 20.0 + d, family="acan"), wall_s=200.0,
-                                     identity={"threads": 1})
-        recs[("source", s)] = dict(_rec("source", s, 10.0, family="source"), wall_s=360.0, identity={"threads": 1})
-    plan = seed_plan(evaluate(CLAIMS, recs), recs)
-    short = plan["short"]
-    assert short["+CANU beats the base method (baseline)"] == 15 and short["ACAN-OCE beats triplet only"] == 2
-    assert plan["more_core_h"] == pytest.approx((15 * (5400.0 + 360.0) + 2 * 300.0) / 3600.0)  # ACAN: no source
-    # MMT's second source model (seed s + 100) is part of seed s's cost, not a seed of its own
-    for s in range(3):
-        recs[("source_b", 100 + s)] = dict(_rec("source_b", 100 + s, 10.0, family="source"), wall_s=40.0,
-                                           identity={"threads": 1})
-    assert seed_plan(evaluate(CLAIMS, recs), recs)["core_s_per_seed"] == pytest.approx(5400.0 + 660.0 + 40.0)
-    # a key claim whose differences spread too far for any number of seeds the plan looks at: "> 200"
-    for s, d in enumerate([0.0, 100.0, -100.0]):
-        recs[("acan_grl", s)] = _rec("acan_grl", s, 20.0 + d, family="acan")
-    from canu_plugin.bench.claims import markdown
-    row = next(line for line in markdown(evaluate(CLAIMS, recs)).splitlines() if "ACAN-GRL beats" in line)
-    assert "| > 200 |" in row
-    plan = seed_plan(evaluate(CLAIMS, recs), recs)
-    assert plan["beyond"] == ["ACAN-GRL beats triplet only"] and "more than 200 seeds (ACAN-GRL" in plan_text(plan)
