@@ -95,6 +95,9 @@ def test_evaluate_rejects_bad_features():
     bad[3, 2] = float("nan")
     with pytest.raises(CanuError, match="gallery features contain NaN or inf in 1 of 10 rows.*row 3"):
         evaluate(qf, bad, qp, gp, qc, gc)
+    big = gf.clone()
+    big[3, :2] = 3e38  # finite, though its row's sum overflows: not an error
+    assert evaluate(qf, big, qp, gp, qc, gc)["num_query"] == 4
     with pytest.raises(CanuError, match="0 queries.*empty"):
         evaluate(qf[:0], gf, qp[:0], gp, qc[:0], gc)
     with pytest.raises(CanuError, match="pids"):

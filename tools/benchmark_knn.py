@@ -120,6 +120,15 @@ def compare(x, sims, idx, ref_sims, ref_idx):
     return int(same.sum()), ties
 
 
+def _gemm_ratio(name, result, rates):
+    """A torch backend's search time over the time its precision's raw GEMM (``rates``) takes for
+    the search's 2 N^2 D ("1.32x"); "-" for the other backends."""
+    prec = name.split("/")[1] if name.startswith("torch/") else None
+    if prec not in rates or "gflop" not in result:
+        return "-"
+    return f"{result['s'] / (result['gflop'] / rates[prec]):.2f}x"
+
+
 def table(n, dim, k, info, rates, results):
     """Markdown: the machine, its GEMM rates, one row per backend, auto's verdict."""
     flop = 2.0 * n * n * dim
@@ -127,8 +136,8 @@ def table(n, dim, k, info, rates, results):
            f"torch threads {info['threads']}; faiss BLAS: {'; '.join(info.get('blas', ['?']))}", "",
            "| GEMM on this machine | GFLOP/s |", "|---|---|"]
     out += [f"| {rate_label(p)} | {r:.0f} |" for p, r in rates.items()]
-    out += ["", "| backend | k-NN s | GFLOP/s (2 N^2 D / s) | / fp32 GEMM | products / selection / re-scoring s | "
-            "re-scored per row | lists = torch/fp32 |", "|---|---|---|---|---|---|---|"]
+    out += ["", "| backend | k-NN s | GFLOP/s (2 N^2 D / s) | / fp32 GEMM | x raw GEMM time | products / selection / "
+            "re-scoring s | re-scored per row | lists = torch/fp32 |", "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         prof = r.get("profile") or {}
         phases = " / ".join(f"{prof.get(p, 0.0):.1f}" for p in ("products", "candidates", "rescore")) if prof else "-"
@@ -137,7 +146,7 @@ def table(n, dim, k, info, rates, results):
         lists = "yes" if r["same_rows"] == n else f"{r['same_rows']}/{n} rows, {r['tie_rows']} others tie-only"
         rate = flop / r["s"] / 1e9
         rescored = f"{prof['rescored']:.1f}" if "rescored" in prof else "-"
-        out.append(f"| {label} | {r['s']:.2f} | {rate:.0f} | {rate / rates['fp32']:.2f} | "
+        out.append(f"| {label} | {r['s']:.2f} | {rate:.0f} | {rate / rates['fp32']:.2f} | {_gemm_ratio(name, r, rates):s} | "
                    f"{phases} | {rescored} | {lists} |")
     exact = {m: r["s"] for m, r in results.items() if m != "auto"}
     if exact:
@@ -146,6 +155,10 @@ def table(n, dim, k, info, rates, results):
         if "auto" in results:
             out.append(f"auto / fastest: {results['auto']['s'] / exact[fastest]:.2f}, calibration included "
                        "(target <= 1.2)")
+    for name in ("torch/bf16", "torch/fp16"):
+        if name in exact:
+            out.append(f"{name} search / raw {name[6:]} GEMM time of its 2 N^2 D: {_gemm_ratio(name, results[name], rates)}"
+                       " (target <= 1.5)")
     if "torch/fp32" in exact and "torch/bf16" in exact:
         out.append(f"torch bf16 first pass speed-up over fp32: {exact['torch/fp32'] / exact['torch/bf16']:.2f}x")
     return "\n".join(out)
@@ -183,7 +196,7 @@ def main(argv=None):
         sims, idx, secs, extra = run_backend(name, x, a.k)
         ref = ref or (sims, idx)
         same, ties = compare(x, sims, idx, *ref)
-        results[name] = dict(s=secs, same_rows=same, tie_rows=ties, **extra)
+        results[name] = dict(s=secs, gflop=2.0 * a.n * a.n * a.dim / 1e9, same_rows=same, tie_rows=ties, **extra)
     print(table(a.n, a.dim, a.k, info, rates, results))
     if a.json:
         Path(a.json).write_text(json.dumps({"n": a.n, "dim": a.dim, "k": a.k, "machine": info, "gemm_gflops": rates,

@@ -100,9 +100,9 @@ def row_error_bounds(x, fast_x, precision="fp32"):
     dim = x.shape[1]
     n = x.norm(dim=1).double()  # float32 norms: relative error ~ D 2^-24, inside the 1 % slack
     e = torch.zeros_like(n)
-    if fast_x is not x:  # x - fast_x is exact in float32 (Sterbenz); in row blocks to bound memory
-        for a in range(0, len(x), 8192):
-            e[a:a + 8192] = (fast_x[a:a + 8192].float() - x[a:a + 8192]).norm(dim=1).double()
+    if fast_x is not x:  # x - fast_x is exact in float32 (Sterbenz); in row blocks that stay in the cache
+        for a in range(0, len(x), 2048):
+            e[a:a + 2048] = torch.linalg.vector_norm(fast_x[a:a + 2048].float().sub_(x[a:a + 2048]), dim=1)
     n_max, e_max = float(n.max()), float(e.max())
     gamma = dim * 2.0 ** -24 / (1.0 - dim * 2.0 ** -24)
     delta = e * n_max + n * e_max + e * e_max + gamma * (n + e) * (n_max + e_max) + 2.0 ** -23
@@ -177,15 +177,19 @@ def knn_torch(features, k, chunk=8192, rows=None, precision="fp32", device=None,
         x64 = x.double() if dev.type == "cpu" and n * dim * 8 <= RESCORE_COPY_BYTES else None
     step = max(1, min(int(chunk), BLOCK_BYTES // (n * fast_x.element_size())))
     pieces = ([], [], [], [])  # every block's candidates, re-scored together (tiles span blocks)
+    block = None  # one (step, N) buffer for every block: a fresh one would fault in its pages each time
     with torch.no_grad(), strict_matmul():
         for a in range(lo, hi, step):
             b = min(a + step, hi)
             with _phase(profile, "products", dev):
-                fast = fast_x[a:b] @ fast_x.T
+                if block is None:
+                    block = torch.empty((min(step, hi - lo), n), dtype=fast_x.dtype, device=dev)
+                fast = torch.matmul(fast_x[a:b], fast_x.T, out=block[:b - a])
             with _phase(profile, "candidates", dev):
                 for acc, part in zip(pieces, _collect(select_candidates(fast, k, margin, delta[a:b], rel), a)):
                     acc.extend(part)
             del fast
+        del block
         with _phase(profile, "rescore", dev):
             q, cols, lens, first = (torch.cat(p) for p in pieces)
             top, ids = exact_topk(x, q, cols, lens, first, k, x64)

@@ -31,12 +31,12 @@ from fastreid.utils import comm
 
 from canu_plugin.clustering.knn_torch import strict_matmul as _ieee_matmul  # plain float32, no TF32 (as fast-reid)
 from canu_plugin.errors import CanuError
+from canu_plugin.evaluation.distances import METRICS, FeatureBlocks
 from canu_plugin.evaluation.metrics import rank_metrics, resolve_device
 from canu_plugin.evaluation.pooled import active_tap
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("cosine", "euclidean")
 
 
 def prepare_features(q_feats, g_feats, q_pids, g_pids, device=None):
@@ -52,7 +52,8 @@ def prepare_features(q_feats, g_feats, q_pids, g_pids, device=None):
         if t.ndim != 2 or t.dtype.is_complex or t.dtype == torch.bool:
             raise CanuError(f"{name} must be a real 2-D (N, D) matrix, got {tuple(t.shape)} {t.dtype}")
         t = t.to(device=device, dtype=torch.float32)
-        bad = (~torch.isfinite(t).all(1)).nonzero().view(-1)
+        suspect = (~torch.isfinite(t.sum(1))).nonzero().view(-1)  # one pass; a NaN / inf makes its row's sum one
+        bad = suspect[~torch.isfinite(t[suspect]).all(1)]  # (a sum can overflow where every value is finite)
         if len(bad):
             raise CanuError(f"{name} contain NaN or inf in {len(bad)} of {len(t)} rows (first: row {int(bad[0])}): "
                             "the model diverged or the features are corrupt; check the model or restart "
@@ -68,32 +69,21 @@ def prepare_features(q_feats, g_feats, q_pids, g_pids, device=None):
     return q, g
 
 
-def feature_blocks(q, g, metric="cosine"):
-    """Distance-block function for :func:`rank_metrics`, with fast-reid's ``build_dist`` semantics.
+def feature_blocks(q, g, metric="cosine", product="auto"):
+    """Distance-block function for :func:`rank_metrics`, with fast-reid's ``build_dist`` semantics
+    (:class:`.distances.FeatureBlocks`: large blocks by the machine's fastest float32 product).
 
     Args:
         q: (Q, D), g: (G, D) float32 tensors on the compute device.
-        metric: "cosine" (1 - <q/|q|, g/|g|>) or "euclidean" (squared: |q|^2 + |g|^2 - 2 <q, g>).
-    Returns: callable (start, stop) -> (stop - start, G) float32 distances.
+        metric: "cosine" (1 - <q/|q|, g/|g|>) or "euclidean" (squared: |q|^2 + |g|^2 - 2 <q, g>);
+        product: "auto", "torch" or "numpy" (``TEST.CANU.PRODUCT``).
+    Returns: callable (start, stop) -> (stop - start, G) float32 distances (valid until its next call).
     """
-    if metric not in METRICS:
-        raise CanuError(f"unknown metric {metric!r}: set TEST.METRIC to one of {METRICS}")
-    if metric == "cosine":  # 1 - mm, bit for bit fast-reid's
-        qn, gt = F.normalize(q, dim=1), F.normalize(g, dim=1).t()
-    else:
-        q_sq, g_sq, gt = q.pow(2).sum(1), g.pow(2).sum(1), g.t()
-
-    def block(start, stop):
-        with _ieee_matmul():
-            if metric == "cosine":
-                return torch.mm(qn[start:stop], gt).neg_().add_(1.0)
-            return torch.addmm(q_sq[start:stop, None] + g_sq[None, :], q[start:stop], gt, alpha=-2.0)
-
-    return block
+    return FeatureBlocks(q, g, metric, product)
 
 
 def evaluate(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, metric="cosine", max_rank=50,
-             chunk=256, device=None, threads=1):
+             chunk=256, device=None, threads=1, product="auto"):
     """Exact CMC, mAP and mINP of a query set against a gallery (Market-1501 protocol).
 
     Args:
@@ -101,14 +91,16 @@ def evaluate(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, metric="co
         q_pids, q_camids: (Q,); g_pids, g_camids: (G,) person and camera labels.
         metric: "cosine" or "euclidean" (fast-reid's ``TEST.METRIC``; euclidean is squared, as there).
         max_rank: CMC length; chunk: queries per block (memory ~ 40 B x chunk x G + the features);
-        device: None = CUDA if available, else CPU; threads: see :func:`rank_metrics`.
+        device: None = CUDA if available, else CPU; threads: see :func:`rank_metrics`;
+        product: the distances' float32 product, "auto" (the faster of torch's and numpy's on
+            this machine), "torch" (fast-reid's own) or "numpy".
     Returns:
         dict of :func:`rank_metrics`. Raises CanuError on empty/mismatched/NaN input or no valid query.
     """
     if metric not in METRICS:
         raise CanuError(f"unknown metric {metric!r}: set TEST.METRIC to one of {METRICS}")
     q, g = prepare_features(q_feats, g_feats, q_pids, g_pids, device)
-    return rank_metrics(feature_blocks(q, g, metric), q_pids, g_pids, q_camids, g_camids,
+    return rank_metrics(feature_blocks(q, g, metric, product), q_pids, g_pids, q_camids, g_camids,
                         max_rank=max_rank, chunk=chunk, device=q.device, threads=threads)
 
 
@@ -277,7 +269,7 @@ class CanuReidEvaluator(ReidEvaluator):
         q, g = prepare_features(feats[:n], feats[n:], pids[:n], pids[n:], device)
         if cfg.TEST.AQE.ENABLED:
             q, g = query_expansion(q, g, cfg.TEST.AQE.QE_TIME, cfg.TEST.AQE.QE_K, cfg.TEST.AQE.ALPHA, chunk)
-        block = feature_blocks(q, torch.cat([g, q]) if with_q else g, cfg.TEST.METRIC)
+        block = feature_blocks(q, torch.cat([g, q]) if with_q else g, cfg.TEST.METRIC, cfg.TEST.CANU.PRODUCT)
         if cfg.TEST.RERANK.ENABLED:
             c = cfg.CLUSTERING if "CLUSTERING" in cfg else None
             knn = (c.KNN_BACKEND, c.KNN_PRECISION) if c is not None else ("auto", "auto")

@@ -166,6 +166,15 @@ def _ranks_sparse(dist, flagged, last, gidx, same, good, pos_dist):
     return hist[:, :width].cumsum(1) + torch.arange(width, device=dist.device)
 
 
+def _nonzero(mask):
+    """((F,) rows, (F,) cols) int64 of the True entries of a (B, G) bool tensor, row-major; on the
+    CPU by numpy's ``flatnonzero`` (~4x torch's ``nonzero`` there)."""
+    if mask.device.type != "cpu":
+        return mask.nonzero(as_tuple=True)
+    flat = torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return flat // mask.shape[1], flat % mask.shape[1]
+
+
 def positive_ranks(dist, lab, start, stop):
     """0-based ranks of each query's valid positives among its valid gallery items (counting the
     items not farther than the last positive when they are at most ``SPARSE_MAX_FRACTION`` of the
@@ -182,7 +191,7 @@ def positive_ranks(dist, lab, start, stop):
     last = pos_dist.masked_fill(~good, float("-inf")).amax(1)
     flagged = dist <= last[:, None]
     if int(dist.shape[0] - 1).bit_length() + 32 + int(dist.shape[1] - 1).bit_length() <= 63:
-        items = flagged.nonzero(as_tuple=True)
+        items = _nonzero(flagged)
         if len(items[0]) <= SPARSE_MAX_FRACTION * flagged.numel():
             return _ranks_sparse(dist, items, last, gidx, same, good, pos_dist), good.sum(1)
     flagged &= lab.g_pid[None, :] != lab.q_pid[start:stop, None]  # the negatives (another person)

@@ -1,0 +1,95 @@
+"""The evaluator's distance blocks: fast-reid's ``build_dist`` values from either float32 product,
+in reused buffers, and ``auto``'s measured choice of the product."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from canu_plugin.errors import CanuError
+from canu_plugin.evaluation import distances, evaluate
+from canu_plugin.evaluation.metrics import _nonzero
+from fastreid.utils.compute_dist import build_dist
+
+
+@pytest.fixture(scope="module")
+def feats():
+    rng = np.random.default_rng(3)
+    return (torch.tensor(rng.standard_normal((37, 24)), dtype=torch.float32),
+            torch.tensor(rng.standard_normal((150, 24)), dtype=torch.float32))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_torch_blocks_are_fastreid_values_across_buffers(feats, metric, monkeypatch):
+    """Blocks inside one buffer, across its end, larger than it and out of order: fast-reid's values
+    (to float32 rounding: a BLAS may round a row differently in products of different heights)."""
+    q, g = feats
+    monkeypatch.setattr(distances, "PRODUCT_BYTES", 4 * len(g) * 10)  # a buffer of 10 query rows
+    ref = build_dist(q, g, metric)
+    blocks = distances.FeatureBlocks(q, g, metric, product="torch")
+    assert blocks.rows == 10
+    for start, stop in [(0, 4), (4, 10), (10, 13), (13, 37), (2, 5), (30, 37)]:
+        np.testing.assert_allclose(blocks(start, stop).numpy(), ref[start:stop], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_numpy_product_agrees_with_fastreid_to_float32_rounding(feats, metric, monkeypatch):
+    q, g = feats
+    monkeypatch.setattr(distances, "PRODUCT_BYTES", 4 * len(g) * 16)
+    blocks = distances.FeatureBlocks(q, g, metric, product="numpy")
+    got = np.concatenate([blocks(s, min(s + 7, len(q))).numpy().copy() for s in range(0, len(q), 7)])
+    np.testing.assert_allclose(got, build_dist(q, g, metric), rtol=0, atol=1e-5)
+
+
+def test_auto_takes_the_faster_product_once(feats, monkeypatch):
+    """auto times both products on a sample and keeps the faster (torch unless numpy wins by MARGIN)."""
+    q, g = feats
+    calls = {"torch": 0, "numpy": 0}
+
+    def slow(name, seconds, real):
+        def mm(a, b, out):
+            calls[name] += 1
+            time.sleep(seconds)
+            real(a, b, out)
+        return mm
+
+    monkeypatch.setattr(distances, "MIN_GFLOP", 0.0)
+    monkeypatch.setattr(distances, "_CHOICE", {})
+    monkeypatch.setattr(distances, "_MM", {"torch": slow("torch", 0.02, distances._torch_mm),
+                                           "numpy": slow("numpy", 0.0, distances._numpy_mm)})
+    assert distances.product_backend(q, g) == "numpy"
+    assert calls == {"torch": 1 + distances.ROUNDS, "numpy": 1 + distances.ROUNDS}
+    assert distances.product_backend(q, g) == "numpy" and calls["torch"] == 1 + distances.ROUNDS  # cached
+    monkeypatch.setattr(distances, "_CHOICE", {})
+    monkeypatch.setattr(distances, "_MM", {"torch": slow("torch", 0.0, distances._torch_mm),
+                                           "numpy": slow("numpy", 0.02, distances._numpy_mm)})
+    assert distances.product_backend(q, g) == "torch"
+
+
+def test_small_products_and_other_devices_use_torch(feats):
+    q, g = feats
+    assert distances.product_backend(q, g, "auto") == "torch"  # below MIN_GFLOP: nothing timed
+    meta = torch.empty(4, 24, device="meta")
+    assert distances.product_backend(meta, meta, "auto") == "torch"
+    with pytest.raises(CanuError, match="'numpy' computes on the CPU.*TEST.CANU.PRODUCT"):
+        distances.product_backend(meta, meta, "numpy")
+    with pytest.raises(CanuError, match="TEST.CANU.PRODUCT='blas' is not one of"):
+        distances.FeatureBlocks(q, g, product="blas")
+
+
+def test_evaluate_gives_the_same_metrics_with_either_product(feats):
+    q, g = feats
+    rng = np.random.default_rng(0)
+    qp, gp = rng.integers(0, 9, len(q)), rng.integers(0, 9, len(g))
+    qc, gc = rng.integers(0, 3, len(q)), rng.integers(0, 3, len(g))
+    a = evaluate(q, g, qp, gp, qc, gc, product="torch")
+    b = evaluate(q, g, qp, gp, qc, gc, product="numpy")
+    np.testing.assert_allclose(a["all_AP"], b["all_AP"], atol=1e-6)
+    assert abs(a["mAP"] - b["mAP"]) <= 1e-6 and np.array_equal(a["cmc"], b["cmc"])
+
+
+def test_nonzero_is_row_major_like_torch():
+    mask = torch.rand(13, 29) < 0.3
+    rows, cols = _nonzero(mask)
+    ref = mask.nonzero(as_tuple=True)
+    assert torch.equal(rows, ref[0]) and torch.equal(cols, ref[1]) and rows.dtype == torch.int64
