@@ -41,29 +41,32 @@ def test_numpy_product_agrees_with_fastreid_to_float32_rounding(feats, metric, m
     np.testing.assert_allclose(got, build_dist(q, g, metric), rtol=0, atol=1e-5)
 
 
-def test_auto_takes_the_faster_product_once(feats, monkeypatch):
-    """auto times both products on a sample and keeps the faster (torch unless numpy wins by MARGIN)."""
+@pytest.mark.parametrize("slow", ["torch", "numpy"])
+def test_auto_times_the_first_blocks_and_keeps_the_faster(feats, slow, monkeypatch):
+    """auto computes its first two blocks one with each product, keeps the faster for the rest (and
+    for later evaluations in the process), and the distances are right throughout."""
     q, g = feats
-    calls = {"torch": 0, "numpy": 0}
+    calls = []
 
-    def slow(name, seconds, real):
+    def timed(name, real):
         def mm(a, b, out):
-            calls[name] += 1
-            time.sleep(seconds)
+            calls.append((name, len(a)))
+            time.sleep(0.02 if name == slow else 0.0)
             real(a, b, out)
         return mm
 
     monkeypatch.setattr(distances, "MIN_GFLOP", 0.0)
+    monkeypatch.setattr(distances, "TRIAL_ROWS", 5)
     monkeypatch.setattr(distances, "_CHOICE", {})
-    monkeypatch.setattr(distances, "_MM", {"torch": slow("torch", 0.02, distances._torch_mm),
-                                           "numpy": slow("numpy", 0.0, distances._numpy_mm)})
-    assert distances.product_backend(q, g) == "numpy"
-    assert calls == {"torch": 1 + distances.ROUNDS, "numpy": 1 + distances.ROUNDS}
-    assert distances.product_backend(q, g) == "numpy" and calls["torch"] == 1 + distances.ROUNDS  # cached
-    monkeypatch.setattr(distances, "_CHOICE", {})
-    monkeypatch.setattr(distances, "_MM", {"torch": slow("torch", 0.0, distances._torch_mm),
-                                           "numpy": slow("numpy", 0.02, distances._numpy_mm)})
-    assert distances.product_backend(q, g) == "torch"
+    monkeypatch.setattr(distances, "_MM", {"torch": timed("torch", distances._torch_mm),
+                                           "numpy": timed("numpy", distances._numpy_mm)})
+    blocks = distances.FeatureBlocks(q, g, product="auto")
+    assert blocks.product is None
+    got = np.concatenate([blocks(s, min(s + 3, len(q))).numpy().copy() for s in range(0, len(q), 3)])
+    np.testing.assert_allclose(got, build_dist(q, g, "cosine"), rtol=0, atol=1e-5)
+    fast = "numpy" if slow == "torch" else "torch"
+    assert calls[:2] == [("torch", 5), ("numpy", 5)] and {n for n, _ in calls[2:]} == {fast}
+    assert distances.FeatureBlocks(q, g, product="auto").product == fast  # remembered
 
 
 def test_small_products_and_other_devices_use_torch(feats):

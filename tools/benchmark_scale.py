@@ -7,14 +7,16 @@ DBSCAN) with every exact backend asked for; each stage is timed and the process'
 memory (VmHWM) is read after it (so the peaks are cumulative), and once right after the imports (the
 baseline). The exact backends' labels are compared with each other. At ``--approx-n`` the
 approximate backend (faiss-ivf) also runs, for each ``--nprobe``: its recall@k1 against the first
-exact backend's lists and the ARI of its labels against the exact labels.
+exact backend's lists and the ARI of its labels against the exact labels. Then our evaluator runs
+at ``--eval-sizes`` (Market-1501 and MSMT17 by default; ``benchmark_eval.py``), beside the raw
+float32 distance product of each size. The machine's GEMM rates are measured first, in the same run.
 
 Then the cost model is fitted on the measured sizes (k-NN: a N^2 D; Jaccard, DBSCAN: b N; peak
 memory: m0 + m1 N) and projected to ``--project`` samples. ``benchmark_tiled.py`` measures the
 Jaccard + DBSCAN stages at 1M directly, on tiled copies of these lists.
 
-    nice -n 10 python tools/benchmark_scale.py                       # 25k, 50k, 100k x 2048 (~80 min, 2 cores)
-    python tools/benchmark_scale.py --sizes 3000 6000 --dim 256 --approx-n 6000   # quick check
+    nice -n 10 python tools/benchmark_scale.py                       # 25k, 50k, 100k x 2048 (~30 min, 2 cores)
+    python tools/benchmark_scale.py --sizes 3000 6000 --dim 256 --approx-n 6000 --eval-sizes 300x2000  # quick check
 """
 import argparse
 import json
@@ -115,6 +117,33 @@ def bench_size(a, n, tmp):
     return row
 
 
+def evaluator_sizes(a, tmp):
+    """``benchmark_eval.py``'s run of our evaluator at ``--eval-sizes``, in this run: its JSON
+    ({size: {"ours": {...}, "product_s": {...}}, ...}), or {} when no size is asked for."""
+    if not a.eval_sizes:
+        return {}
+    out = os.path.join(tmp, "eval.json")
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "benchmark_eval.py"), "--methods", "ours",
+           "--dim", str(a.dim), "--json", out, "--sizes", *a.eval_sizes]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(Path(out).read_text())
+
+
+def eval_table(results):
+    """Markdown: our evaluator per size against the raw float32 distance product of the same run."""
+    out = ["| Q x G | evaluator s | of which distances s | fp32 distance product alone s (fastest) | "
+           "evaluator / product | peak RSS GiB |", "|---|---|---|---|---|---|"]
+    for size, r in results.items():
+        if size in ("machine", "gemm_gflops") or "time_s" not in r.get("ours", {}):
+            continue
+        o, p = r["ours"], r.get("product_s", {})
+        fastest = min(p, key=p.get) if p else None
+        prod = f"{p[fastest]:.2f} ({fastest})" if fastest else "-"
+        ratio = f"{o['time_s'] / p[fastest]:.2f}" if fastest else "-"
+        out.append(f"| {size} | {o['time_s']:.2f} | {o['dist_s']:.2f} | {prod} | {ratio} | {o['peak_gib']:.2f} |")
+    return "\n".join(out)
+
+
 def _gen_args(a, n):
     return argparse.Namespace(dim=a.dim, seed=a.seed, imgs_per_id=a.imgs_per_id, k1=a.k1, k2=a.k2, eps=a.eps,
                               min_samples=a.min_samples, workers=a.workers)
@@ -185,6 +214,8 @@ def parse_args(argv=None):
     bc.add_common_args(p)
     p.add_argument("--project", type=int, default=1000000, help="project the fitted model to this N")
     p.add_argument("--gpu-tflops", type=float, default=50.0, help="sustained GPU rate assumed for the projection")
+    p.add_argument("--eval-sizes", nargs="*", default=["3368x19732", "11659x82161"],
+                   help="QxG sizes at which our evaluator runs too (benchmark_eval.py; none: skip)")
     p.add_argument("--json", default="", help="also write the results here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", help=argparse.SUPPRESS)
@@ -208,13 +239,17 @@ def main(argv=None):
         for n in a.sizes:
             print(f"N={n} D={a.dim} ...", file=sys.stderr, flush=True)
             rows.append(bench_size(a, n, tmp))
+        print("evaluator ...", file=sys.stderr, flush=True)
+        evals = evaluator_sizes(a, tmp)
     models = [fit(rows, b) for b in a.backends]
     proj = [project(m, a.project, a.gpu_tflops) for m in models]
     print("GEMM on this machine (GFLOP/s): " + ", ".join(f"{rate_label(p)} {r:.0f}" for p, r in gemm.items()) + "\n")
     print(table(rows, models, proj, a.gpu_tflops))
+    if evals:
+        print("\n" + eval_table(evals))
     if a.json:
-        Path(a.json).write_text(json.dumps({"gemm_gflops": gemm, "rows": rows, "models": models, "projection": proj},
-                                           indent=1))
+        Path(a.json).write_text(json.dumps({"gemm_gflops": gemm, "rows": rows, "models": models, "projection": proj,
+                                            "evaluator": evals}, indent=1))
     return 0 if all(r["labels_equal_first"] for row in rows for r in row["runs"] if r["backend"] != "faiss-ivf") else 1
 
 if __name__ == "__main__":

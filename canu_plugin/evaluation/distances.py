@@ -6,8 +6,9 @@ is computed
 
 * by the machine's fastest float32 product: on the CPU, torch's (MKL / oneDNN) and numpy's
   (OpenBLAS in the PyPI wheels) run at different rates on different CPUs (either can be 1.5x the
-  other), so ``product="auto"`` times both on a sample of the real features once per process
-  (:func:`product_backend`); CUDA always uses torch's;
+  other), so ``product="auto"`` computes the first two blocks one with each and keeps the faster,
+  once per process (:func:`product_backend`; a sample's small products would time both too
+  slowly and too noisily to tell them apart); CUDA always uses torch's;
 * in blocks of up to ``PRODUCT_BYTES`` of distances, written into one buffer that every block
   reuses (a fresh block would fault in its pages each time; small blocks run the GEMM slower),
   and handed out as views of ``chunk`` rows (the ranking's blocks).
@@ -32,8 +33,7 @@ METRICS = ("cosine", "euclidean")
 PRODUCTS = ("auto", "torch", "numpy")
 PRODUCT_BYTES = 256 << 20   # distances computed at once (one reused buffer)
 MIN_GFLOP = 20.0            # below 2 Q G D / 1e9 = this, "auto" does not time: torch's product runs
-SAMPLE = (128, 4096)        # "auto" times (queries, gallery rows) of the real features ...
-ROUNDS = 1                  # ... this many rounds per backend, after one warm-up, interleaved
+TRIAL_ROWS = 256            # "auto": the first blocks of this many queries, one per product, are timed
 MARGIN = 0.10               # numpy's product is taken when > 10 % faster (else torch's, fast-reid's own)
 _CHOICE = {}                # (D, threads) -> backend, per process
 
@@ -61,14 +61,15 @@ _MM = {"torch": _torch_mm, "numpy": _numpy_mm}
 
 
 def product_backend(q, g, product="auto"):
-    """The float32 product that computes ``q @ g.T`` ("torch" or "numpy").
+    """The float32 product that computes ``q @ g.T``: "torch", "numpy", or None (to be measured).
 
     Args:
         q: (Q, D), g: (G, D) float32 tensors on one device; product: one of ``PRODUCTS``.
     Returns:
-        "torch" on CUDA, for small products and when asked for; "numpy" when asked for (CPU only);
-        for "auto" on the CPU the faster of the two on a ``SAMPLE`` of the rows (best of
-        ``ROUNDS``), measured once per process, feature dim and thread count, and logged.
+        "torch" on CUDA, for products under ``MIN_GFLOP`` and when asked for; "numpy" when asked
+        for (CPU only); for "auto" on the CPU the choice measured earlier in this process for
+        this feature dim and thread count, else None: :class:`FeatureBlocks` then times its first
+        blocks with each product (:data:`TRIAL_ROWS` rows each, real work) and keeps the faster.
     """
     if product not in PRODUCTS:
         raise CanuError(f"TEST.CANU.PRODUCT={product!r} is not one of {PRODUCTS}")
@@ -81,19 +82,17 @@ def product_backend(q, g, product="auto"):
         return product
     if 2.0 * len(q) * len(g) * q.shape[1] / 1e9 < MIN_GFLOP:
         return "torch"
-    key = (q.shape[1], torch.get_num_threads())
-    if key not in _CHOICE:
-        a, b = q[:SAMPLE[0]], g[:SAMPLE[1]]
-        out, best = torch.empty(len(a), len(b)), {name: float("inf") for name in _MM}
-        for r in range(ROUNDS + 1):
-            for name, mm in _MM.items():
-                t0 = time.perf_counter()
-                mm(a, b, out)
-                best[name] = min(best[name], time.perf_counter() - t0) if r else best[name]
-        _CHOICE[key] = "numpy" if best["numpy"] < (1.0 - MARGIN) * best["torch"] else "torch"
-        logger.info("evaluation distances: %s's float32 product (sample %dx%d: %s)", _CHOICE[key], len(a), len(b),
-                    ", ".join(f"{n} {1e3 * s:.1f} ms" for n, s in best.items()))
-    return _CHOICE[key]
+    return _CHOICE.get((q.shape[1], torch.get_num_threads()))
+
+
+def _chosen(seconds_per_row, dim):
+    """Keep the faster product (numpy only when ``MARGIN`` faster), remember it, log the trial."""
+    t, n = seconds_per_row["torch"], seconds_per_row["numpy"]
+    choice = "numpy" if n < (1.0 - MARGIN) * t else "torch"
+    _CHOICE[(dim, torch.get_num_threads())] = choice
+    logger.info("evaluation distances: %s's float32 product (first blocks: torch %.2f ms, numpy %.2f ms a query)",
+                choice, 1e3 * t, 1e3 * n)
+    return choice
 
 
 class FeatureBlocks:
@@ -121,7 +120,7 @@ class FeatureBlocks:
             self.q_sq, self.g_sq = q.pow(2).sum(1), g.pow(2).sum(1)
         self.product = product_backend(self.q, self.g, product)
         self.rows = max(1, min(len(q), PRODUCT_BYTES // (4 * max(1, len(g)))))
-        self.buf, self.span = None, (0, 0)
+        self.buf, self.span, self.trials = None, (0, 0), {}
 
     def _compute(self, start, stop, out):
         """Write the distances of query rows start:stop into ``out`` ((stop - start, G) float32)."""
@@ -131,7 +130,13 @@ class FeatureBlocks:
             with strict_matmul():
                 out.addmm_(q, self.g.t(), alpha=-2.0)
             return
-        _MM[self.product](q, self.g, out)
+        name = self.product or next(n for n in _MM if n not in self.trials)
+        t0 = time.perf_counter()
+        _MM[name](q, self.g, out)
+        if self.product is None:  # a trial block: real rows, timed
+            self.trials[name] = (time.perf_counter() - t0) / len(q)
+            if len(self.trials) == len(_MM):
+                self.product = _chosen(self.trials, q.shape[1])
         if self.metric == "cosine":  # 1 - mm, as fast-reid's
             out.neg_().add_(1.0)
         else:
@@ -147,10 +152,13 @@ class FeatureBlocks:
             return out
         if self.buf is None:
             self.buf = torch.empty((self.rows, len(self.g)), dtype=torch.float32, device=self.q.device)
-        end = min(len(self.q), start + self.rows)
+            if self.product is None:  # the trials write here: its pages faulted in before either is timed
+                self.buf[:TRIAL_ROWS].zero_()
+        rows = self.rows if self.product else max(stop - start, min(self.rows, TRIAL_ROWS))
+        end = min(len(self.q), start + rows)
         self._compute(start, end, self.buf[:end - start])
         self.span = (start, end)
         return self.buf[:stop - start]
 
 
-__all__ = ["METRICS", "PRODUCTS", "PRODUCT_BYTES", "product_backend", "FeatureBlocks"]
+__all__ = ["METRICS", "PRODUCTS", "PRODUCT_BYTES", "TRIAL_ROWS", "product_backend", "FeatureBlocks"]

@@ -171,8 +171,8 @@ def _nonzero(mask):
     CPU by numpy's ``flatnonzero`` (~4x torch's ``nonzero`` there)."""
     if mask.device.type != "cpu":
         return mask.nonzero(as_tuple=True)
-    flat = torch.from_numpy(np.flatnonzero(mask.numpy()))
-    return flat // mask.shape[1], flat % mask.shape[1]
+    rows, cols = np.divmod(np.flatnonzero(mask.numpy()), mask.shape[1])
+    return torch.from_numpy(rows), torch.from_numpy(cols)
 
 
 def positive_ranks(dist, lab, start, stop):
