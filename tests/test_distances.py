@@ -30,6 +30,8 @@ def test_torch_blocks_are_fastreid_values_across_buffers(feats, metric, monkeypa
     assert blocks.rows == 10
     for start, stop in [(0, 4), (4, 10), (10, 13), (13, 37), (2, 5), (30, 37)]:
         np.testing.assert_allclose(blocks(start, stop).numpy(), ref[start:stop], rtol=0, atol=1e-5)
+    monkeypatch.setattr(distances, "PRODUCT_BYTES", 1 << 20)  # all queries in one product, as fast-reid's
+    np.testing.assert_array_equal(distances.FeatureBlocks(q, g, metric, product="torch")(0, len(q)).numpy(), ref)
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])

@@ -1,6 +1,7 @@
 """"auto"'s measured choice among the exact k-NN backends (knn_calibrate): both outcomes from
 injected timings, the margin that keeps the default, the cache, the size below which nothing is
 measured, and the same lists whichever backend wins."""
+import argparse
 import logging
 
 import numpy as np
@@ -126,6 +127,21 @@ def test_benchmark_prints_every_backend_next_to_the_gemm_rates(capsys):
     # a torch backend's time over its precision's raw GEMM time for the search's 2 N^2 D
     assert benchmark_knn._gemm_ratio("torch/bf16", {"s": 3.0, "gflop": 1000.0}, {"bf16": 500.0}) == "1.50x"
     assert benchmark_knn._gemm_ratio("faiss-cpu", {"s": 3.0, "gflop": 1000.0}, {"bf16": 500.0}) == "-"
+
+
+def test_benchmark_scale_evaluator_table():
+    """The growth table's evaluator rows: our time over the fastest raw product of the same run."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import benchmark_scale
+    res = {"machine": {}, "gemm_gflops": {"fp32": 1.0},
+           "300x2000": {"ours": {"time_s": 3.0, "dist_s": 2.0, "peak_gib": 1.25},
+                        "product_s": {"torch": 4.0, "numpy": 2.0}},
+           "10x20": {"ours": {"skipped": "failed"}, "product_s": {}}}
+    rows = benchmark_scale.eval_table(res).splitlines()
+    assert len(rows) == 3 and rows[2] == "| 300x2000 | 3.00 | 2.00 | 2.00 (numpy) | 1.50 | 1.25 |"
+    assert benchmark_scale.evaluator_sizes(argparse.Namespace(eval_sizes=[]), "/nonexistent") == {}
     out = capsys.readouterr().out
     assert "| torch fp32 |" in out and "| torch bf16 |" in out
     for row in ("| torch/fp32 |", "| faiss-cpu |", "| torch/bf16 |", "| auto -> "):
