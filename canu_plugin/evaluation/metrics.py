@@ -151,11 +151,11 @@ def _ranks_sparse(dist, flagged, last, gidx, same, good, pos_dist):
     pr, pk = good.nonzero(as_tuple=True)
     pos = _row_keys(pr, pos_dist[pr, pk], gidx[pr, pk], col_bits).sort().values  # rows in order
     npos = good.sum(1)
-    first = npos.cumsum(0) - npos
+    offset = torch.arange(num, device=dist.device) * (width + 1) - (npos.cumsum(0) - npos)  # row's bins - its first positive
 
     def located(rows, values, cols):  # (row, positives of the row before it), as one bin index
         before = torch.searchsorted(pos, _row_keys(rows, values, cols, col_bits))
-        return before - first[rows] + rows * (width + 1)
+        return before.add_(offset[rows])
 
     nr, nc = flagged
     values = dist.view(-1).index_select(0, nr * dist.shape[1] + nc)
