@@ -124,6 +124,11 @@ def test_benchmark_prints_every_backend_next_to_the_gemm_rates(capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     import benchmark_knn
     assert benchmark_knn.main(["--n", "400", "--dim", "32", "--k", "7", "--gemm-size", "256"]) == 0
+    out = capsys.readouterr().out
+    assert "| torch fp32 |" in out and "| torch bf16 |" in out
+    for row in ("| torch/fp32 |", "| faiss-cpu |", "| torch/bf16 |", "| auto -> "):
+        assert row in out
+    assert "auto / fastest:" in out and "speed-up over fp32" in out and "raw bf16 GEMM time" in out
     # a torch backend's time over its precision's raw GEMM time for the search's 2 N^2 D
     assert benchmark_knn._gemm_ratio("torch/bf16", {"s": 3.0, "gflop": 1000.0}, {"bf16": 500.0}) == "1.50x"
     assert benchmark_knn._gemm_ratio("faiss-cpu", {"s": 3.0, "gflop": 1000.0}, {"bf16": 500.0}) == "-"
@@ -142,11 +147,6 @@ def test_benchmark_scale_evaluator_table():
     rows = benchmark_scale.eval_table(res).splitlines()
     assert len(rows) == 3 and rows[2] == "| 300x2000 | 3.00 | 2.00 | 2.00 (numpy) | 1.50 | 1.25 |"
     assert benchmark_scale.evaluator_sizes(argparse.Namespace(eval_sizes=[]), "/nonexistent") == {}
-    out = capsys.readouterr().out
-    assert "| torch fp32 |" in out and "| torch bf16 |" in out
-    for row in ("| torch/fp32 |", "| faiss-cpu |", "| torch/bf16 |", "| auto -> "):
-        assert row in out
-    assert "auto / fastest:" in out and "speed-up over fp32" in out
 
 
 def test_reranking_and_jaccard_go_through_the_same_choice(fresh, monkeypatch):
