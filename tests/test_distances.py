@@ -98,3 +98,20 @@ def test_nonzero_is_row_major_like_torch():
     rows, cols = _nonzero(mask)
     ref = mask.nonzero(as_tuple=True)
     assert torch.equal(rows, ref[0]) and torch.equal(cols, ref[1]) and rows.dtype == torch.int64
+
+
+def test_benchmark_eval_times_ours_beside_the_raw_product(tmp_path, capsys):
+    """A tiny run of tools/benchmark_eval.py: our evaluator, fast-reid's python one (same metrics) and
+    the raw products of the size, with the product ours ended with."""
+    import json
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import benchmark_eval
+    out = tmp_path / "eval.json"
+    assert benchmark_eval.main(["--sizes", "60x400", "--dim", "16", "--methods", "ours", "fastreid-py",
+                                "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["60x400"]
+    assert set(res["product_s"]) == {"torch", "numpy"} and res["ours"]["product"] == "torch"  # below MIN_GFLOP
+    assert res["fastreid-py"]["max_diff"] <= 1e-6
+    assert "x the fp32 distance product alone" in capsys.readouterr().out
