@@ -115,3 +115,47 @@ def test_benchmark_eval_times_ours_beside_the_raw_product(tmp_path, capsys):
     assert set(res["product_s"]) == {"torch", "numpy"} and res["ours"]["product"] == "torch"  # below MIN_GFLOP
     assert res["fastreid-py"]["max_diff"] <= 1e-6
     assert "x the fp32 distance product alone" in capsys.readouterr().out
+
+
+def _stable_map64(q, g, qp, gp, qc, gc):
+    """mAP from float64 cosine distances with a stable sort (ties by gallery index), Market protocol."""
+    qn = q.double() / q.double().norm(dim=1, keepdim=True)
+    gn = g.double() / g.double().norm(dim=1, keepdim=True)
+    dist = (1.0 - qn @ gn.T).numpy()
+    aps = []
+    for i in range(len(q)):
+        order = np.argsort(dist[i], kind="stable")
+        keep = ~((gp[order] == qp[i]) & (gc[order] == qc[i]))
+        hits = (gp[order] == qp[i])[keep]
+        if hits.any():
+            ranks = np.flatnonzero(hits)
+            aps.append(np.mean((np.arange(len(ranks)) + 1) / (ranks + 1)))
+    return float(np.mean(aps))
+
+
+@pytest.mark.parametrize("product", ["torch", "numpy"])
+def test_map_equals_float64_with_ties(product):
+    """mAP equal to the float64 distances' (stable ties) to 1e-6, with exactly tied gallery items."""
+    rng = np.random.default_rng(5)
+    gp, gc = rng.integers(0, 12, 300), rng.integers(0, 4, 300)
+    centres = rng.standard_normal((12, 32))
+    g = centres[gp] + 0.9 * rng.standard_normal((300, 32))
+    g[150:200] = g[100:150]  # exact duplicates: tied distances, of the same and of other identities
+    gp[175:200] = rng.integers(0, 12, 25)
+    qp, qc = rng.integers(0, 12, 60), rng.integers(0, 4, 60)
+    q = centres[qp] + 0.9 * rng.standard_normal((60, 32))
+    q, g = torch.tensor(q, dtype=torch.float32), torch.tensor(g, dtype=torch.float32)
+    ours = evaluate(q, g, qp, gp, qc, gc, product=product)
+    assert abs(ours["mAP"] - _stable_map64(q, g, qp, gp, qc, gc)) <= 1e-6
+
+
+def test_duplicate_rows_are_found_exactly():
+    g = torch.randn(50, 70)
+    g[[7, 30, 41]] = g[3].clone()
+    g[12] = g[5]
+    g[20, :64] = g[9, :64]  # the same leading values, another row: not a duplicate
+    g[44] = g[8]
+    g[44, 0], g[8, 0] = 0.0, -0.0  # -0.0 equals +0.0
+    dst, src = distances.duplicate_rows(g)
+    assert sorted(zip(dst.tolist(), src.tolist())) == [(7, 3), (12, 5), (30, 3), (41, 3), (44, 8)]
+    assert distances.duplicate_rows(torch.randn(50, 70)) is None

@@ -96,6 +96,27 @@ def _chosen(seconds_per_row, dim):
     return choice
 
 
+def duplicate_rows(g, lead=64):
+    """Rows of ``g`` equal to an earlier row, and that row: (dst, src) (K,) int64 tensors, or None.
+
+    A BLAS rounds a product's columns by their position, so two equal gallery rows can get distances
+    a float32 ulp apart, which breaks their tie (float64 distances tie them, and the ranking orders
+    ties by gallery index). Candidates share an exact integer hash of their first ``lead`` values
+    (-0.0 as +0.0); their equality is then checked on the whole row.
+    """
+    bits = (g[:, :lead] + 0.0).view(torch.int32).long()
+    odd = torch.randint(1, 1 << 62, (bits.shape[1],), generator=torch.Generator().manual_seed(0)) * 2 + 1
+    _, inv, counts = torch.unique((bits * odd.to(g.device)).sum(1), return_inverse=True, return_counts=True)
+    cand = (counts[inv] > 1).nonzero().view(-1)
+    if len(cand) == 0:
+        return None
+    inv = torch.unique(g[cand] + 0.0, dim=0, return_inverse=True)[1]
+    first = torch.full((int(inv.max()) + 1,), len(g), dtype=torch.int64, device=g.device)
+    src = first.scatter_reduce_(0, inv, cand, "amin")[inv]
+    keep = src != cand
+    return (cand[keep], src[keep]) if bool(keep.any()) else None
+
+
 class FeatureBlocks:
     """Distance blocks of query rows to the gallery: ``blocks(start, stop)`` -> (stop - start, G)
     float32 tensor (the callable :func:`.metrics.rank_metrics` takes).
@@ -120,6 +141,7 @@ class FeatureBlocks:
         else:
             self.q, self.g = q, g
             self.q_sq, self.g_sq = q.pow(2).sum(1), g.pow(2).sum(1)
+        self.dups = duplicate_rows(self.g) if len(self.g) else None
         self.product = product_backend(self.q, self.g, product)
         self.rows = max(1, min(len(q), PRODUCT_BYTES // (4 * max(1, len(g)))))
         self.buf, self.span, self.trials = None, (0, 0), {}
@@ -131,7 +153,13 @@ class FeatureBlocks:
             torch.add(self.q_sq[start:stop, None], self.g_sq[None, :], out=out)
             with strict_matmul():
                 out.addmm_(q, self.g.t(), alpha=-2.0)
-            return
+        else:
+            self._product(q, start, stop, out)
+        if self.dups is not None:  # equal gallery rows, equal distances (their tie kept)
+            out[:, self.dups[0]] = out[:, self.dups[1]]
+
+    def _product(self, q, start, stop, out):
+        """The float32 product (timed when it is a trial) and the metric's elementwise part."""
         name = self.product or next(n for n in _MM if n not in self.trials)
         t0 = time.perf_counter()
         _MM[name](q, self.g, out)
@@ -163,4 +191,4 @@ class FeatureBlocks:
         return self.buf[:stop - start]
 
 
-__all__ = ["METRICS", "PRODUCTS", "PRODUCT_BYTES", "TRIAL_ROWS", "product_backend", "FeatureBlocks"]
+__all__ = ["METRICS", "PRODUCTS", "PRODUCT_BYTES", "TRIAL_ROWS", "product_backend", "duplicate_rows", "FeatureBlocks"]
