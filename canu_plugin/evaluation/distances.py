@@ -61,6 +61,12 @@ def _torch_mm(a, b, out):
 _MM = {"torch": _torch_mm, "numpy": _numpy_mm}
 
 
+def product_into(name, a, b, out):
+    """out[:] = a @ b.T by the float32 product ``name`` ("torch" or "numpy", as the evaluator runs it);
+    a (B, D), b (G, D), out (B, G) float32 tensors (numpy: on the CPU)."""
+    _MM[name](a, b, out)
+
+
 def product_backend(q, g, product="auto"):
     """The float32 product that computes ``q @ g.T``: "torch", "numpy", or None (to be measured).
 
@@ -191,4 +197,5 @@ class FeatureBlocks:
         return self.buf[:stop - start]
 
 
-__all__ = ["METRICS", "PRODUCTS", "PRODUCT_BYTES", "TRIAL_ROWS", "product_backend", "duplicate_rows", "FeatureBlocks"]
+__all__ = ["METRICS", "PRODUCTS", "PRODUCT_BYTES", "TRIAL_ROWS", "product_backend", "product_into", "duplicate_rows",
+           "FeatureBlocks"]
