@@ -8,7 +8,7 @@ import torch
 
 from canu_plugin.errors import CanuError
 from canu_plugin.evaluation import distances, evaluate
-from canu_plugin.evaluation.metrics import _nonzero
+from canu_plugin.evaluation.ranking import _flagged, _row_col
 from fastreid.utils.compute_dist import build_dist
 
 
@@ -44,9 +44,9 @@ def test_numpy_product_agrees_with_fastreid_to_float32_rounding(feats, metric, m
 
 
 @pytest.mark.parametrize("slow", ["torch", "numpy"])
-def test_auto_times_the_first_blocks_and_keeps_the_faster(feats, slow, monkeypatch):
-    """auto computes its first two blocks one with each product, keeps the faster for the rest (and
-    for later evaluations in the process), and the distances are right throughout."""
+def test_auto_times_the_first_rows_and_keeps_the_faster(feats, slow, monkeypatch):
+    """auto computes its first rows with each product (after an untimed warm-up), keeps the faster for
+    the rest (and for later evaluations in the process), and the distances are right throughout."""
     q, g = feats
     calls = []
 
@@ -59,6 +59,8 @@ def test_auto_times_the_first_blocks_and_keeps_the_faster(feats, slow, monkeypat
 
     monkeypatch.setattr(distances, "MIN_GFLOP", 0.0)
     monkeypatch.setattr(distances, "TRIAL_ROWS", 5)
+    monkeypatch.setattr(distances, "WARM_ROWS", 2)
+    monkeypatch.setattr(distances, "WARM_COLS", 3)
     monkeypatch.setattr(distances, "_CHOICE", {})
     monkeypatch.setattr(distances, "_MM", {"torch": timed("torch", distances._torch_mm),
                                            "numpy": timed("numpy", distances._numpy_mm)})
@@ -67,7 +69,9 @@ def test_auto_times_the_first_blocks_and_keeps_the_faster(feats, slow, monkeypat
     got = np.concatenate([blocks(s, min(s + 3, len(q))).numpy().copy() for s in range(0, len(q), 3)])
     np.testing.assert_allclose(got, build_dist(q, g, "cosine"), rtol=0, atol=1e-5)
     fast = "numpy" if slow == "torch" else "torch"
-    assert calls[:2] == [("torch", 5), ("numpy", 5)] and {n for n, _ in calls[2:]} == {fast}
+    trial = [("torch", 2), ("torch", 5), ("torch", 5), ("numpy", 2), ("numpy", 5), ("numpy", 5)]
+    assert calls[:6] == trial  # each product: a warm-up, then two timed pieces of real rows
+    assert {n for n, _ in calls[6:]} == {fast} and 20 + sum(n for _, n in calls[6:]) == len(q)  # every row once
     assert distances.FeatureBlocks(q, g, product="auto").product == fast  # remembered
 
 
@@ -93,9 +97,9 @@ def test_evaluate_gives_the_same_metrics_with_either_product(feats):
     assert abs(a["mAP"] - b["mAP"]) <= 1e-6 and np.array_equal(a["cmc"], b["cmc"])
 
 
-def test_nonzero_is_row_major_like_torch():
+def test_flagged_items_are_row_major_like_torch():
     mask = torch.rand(13, 29) < 0.3
-    rows, cols = _nonzero(mask)
+    rows, cols = _row_col(_flagged(mask), mask.shape[1])
     ref = mask.nonzero(as_tuple=True)
     assert torch.equal(rows, ref[0]) and torch.equal(cols, ref[1]) and rows.dtype == torch.int64
 

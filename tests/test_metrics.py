@@ -5,6 +5,7 @@ import torch
 
 from canu_plugin.errors import CanuError
 from canu_plugin.evaluation import metrics as M
+from canu_plugin.evaluation import ranking as R
 from fastreid.evaluation.rank import evaluate_rank
 from fastreid.utils.compute_dist import build_dist
 
@@ -59,7 +60,7 @@ def test_parity_with_fastreid(q, g, pids, cams, spread, metric):
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0])
 def test_sparse_and_dense_paths_agree_with_fastreid(fraction, monkeypatch):
-    monkeypatch.setattr(M, "SPARSE_MAX_FRACTION", fraction)  # 0: always bucket, 1: always sort
+    monkeypatch.setattr(R, "SPARSE_MAX_FRACTION", fraction)  # 0: always bucket, 1: always sort
     rng = np.random.default_rng(3)
     qp, gp, qc, gc = _labels(rng, 50, 400, 30, 4)
     qf, gf = _clustered(rng, 50, 12, qp, 0.8), _clustered(rng, 400, 12, gp, 0.8)
@@ -67,17 +68,45 @@ def test_sparse_and_dense_paths_agree_with_fastreid(fraction, monkeypatch):
     _assert_same(M.evaluate_dist(dist, qp, gp, qc, gc, chunk=13), _fastreid(dist, qp, gp, qc, gc))
 
 
-@pytest.mark.parametrize("fraction", [0.0, 1.0])
-def test_ties_follow_a_stable_sort(fraction, monkeypatch):
+@pytest.mark.parametrize("fraction, bin_bits", [(0.0, 9), (1.0, 9), (1.0, 0), (1.0, 2)])
+def test_ties_follow_a_stable_sort(fraction, bin_bits, monkeypatch):
     """Integer distances (many ties, -0.0 among them): ours equals fast-reid on the tie-free matrix
-    of stable ranks, i.e. fast-reid's python path with a stable argsort."""
-    monkeypatch.setattr(M, "SPARSE_MAX_FRACTION", fraction)
+    of stable ranks, i.e. fast-reid's python path with a stable argsort; with every item bucketed
+    (fraction 0) or only the near ones located, with one bin per row (every item searched) or few."""
+    monkeypatch.setattr(R, "SPARSE_MAX_FRACTION", fraction)
+    monkeypatch.setattr(R, "ROW_BIN_BITS", bin_bits)
     rng = np.random.default_rng(1)
     qp, gp, qc, gc = _labels(rng, 30, 250, 20, 3)
     dist = rng.integers(0, 5, (30, 250)).astype(np.float32)
     dist[2, :40] = -0.0
     stable_ranks = np.argsort(np.argsort(dist, axis=1, kind="stable"), axis=1).astype(np.float32)
     _assert_same(M.evaluate_dist(dist, qp, gp, qc, gc, chunk=7), _fastreid(stable_ranks, qp, gp, qc, gc))
+
+
+@pytest.mark.parametrize("bin_bits", [0, 3, 9])
+def test_row_bins_place_items_like_a_search(bin_bits, monkeypatch):
+    """The bin table places every item where a search among its row's sorted (value, column) keys
+    does, on values of every sign and scale (infinities, denormals, equal values, -0.0)."""
+    monkeypatch.setattr(R, "ROW_BIN_BITS", bin_bits)
+    rng = np.random.default_rng(5)
+    pool = np.array([-np.inf, -3e38, -1.0, -1e-40, -0.0, 0.0, 1e-40, 1e-30, 0.5, 0.5000001, 1.0, 7.0, 3e38, np.inf],
+                    np.float32)
+    num, cols = 6, 40
+    values = torch.from_numpy(np.where(rng.random((num, cols)) < 0.5, rng.choice(pool, (num, cols)),
+                                       rng.normal(0, 2, (num, cols))).astype(np.float32))
+    good = torch.from_numpy(rng.random((num, cols)) < 0.3)
+    good[0] = False  # a row without positives
+    values[1, good[1]] = torch.tensor([0.5, 0.5000001]).repeat(cols)[:int(good[1].sum())]  # a narrow span
+    values[2, good[2]] = 0.25  # a span of one value
+    col_bits = max(int(cols - 1).bit_length(), 1)
+    pr, pc = good.nonzero(as_tuple=True)
+    where = R._RowBins(pr, R.float_order(values[pr, pc]), pc, num, col_bits)
+    rows, cols_ = (a.reshape(-1) for a in torch.meshgrid(torch.arange(num), torch.arange(cols), indexing="ij"))
+    items = values.reshape(-1)
+    keep = rows > 0
+    got = where.positions(rows[keep], items[keep], cols_[keep])
+    want = torch.searchsorted(where.pos, R._row_keys(rows[keep], R.float_order(items[keep]), cols_[keep], col_bits))
+    assert torch.equal(got, want)
 
 
 def test_float_order_is_the_float_order():
@@ -153,9 +182,9 @@ def test_cuda_gives_the_cpu_numbers():
     qp, gp, qc, gc = _labels(rng, 80, 700, 50, 6)
     dist = build_dist(_clustered(rng, 80, 32, qp, 0.9), _clustered(rng, 700, 32, gp, 0.9), "cosine")
     for fraction in (0.0, 1.0):
-        M.SPARSE_MAX_FRACTION, old = fraction, M.SPARSE_MAX_FRACTION
+        R.SPARSE_MAX_FRACTION, old = fraction, R.SPARSE_MAX_FRACTION
         try:
             _assert_same(M.evaluate_dist(torch.from_numpy(dist).cuda(), qp, gp, qc, gc, device="cuda"),
                          _fastreid(dist, qp, gp, qc, gc))
         finally:
-            M.SPARSE_MAX_FRACTION = old
+            R.SPARSE_MAX_FRACTION = old

@@ -6,7 +6,7 @@ is computed
 
 * by the machine's fastest float32 product: on the CPU, torch's (MKL / oneDNN) and numpy's
   (OpenBLAS in the PyPI wheels) run at different rates on different CPUs (either can be 1.5x the
-  other), so ``product="auto"`` computes the first two blocks one with each and keeps the faster,
+  other), so ``product="auto"`` computes its first rows, ``TRIAL_ROWS`` with each, and keeps the faster,
   once per process (:func:`product_backend`; a sample's small products would time both too
   slowly and too noisily to tell them apart); CUDA always uses torch's;
 * in blocks of up to ``PRODUCT_BYTES`` of distances, written into one buffer that every block
@@ -34,8 +34,9 @@ METRICS = ("cosine", "euclidean")
 PRODUCTS = ("auto", "torch", "numpy")
 PRODUCT_BYTES = 256 << 20   # distances computed at once (one reused buffer)
 MIN_GFLOP = 20.0            # below 2 Q G D / 1e9 = this, "auto" does not time: torch's product runs
-TRIAL_ROWS = 128            # "auto": the first blocks of this many queries, one per product, are timed
-MARGIN = 0.10               # numpy's product is taken when > 10 % faster (else torch's, fast-reid's own)
+TRIAL_ROWS, TRIAL_PIECES = 128, 2  # "auto": times each product on 2 pieces of 128 real rows, keeps the best of each
+WARM_ROWS, WARM_COLS = 16, 1024  # "auto": the untimed product before each trial
+MARGIN = 0.05               # numpy's product is taken when > 5 % faster in the trials (else torch's, fast-reid's own)
 _CHOICE = {}                # (D, threads) -> backend, per process
 
 
@@ -75,8 +76,8 @@ def product_backend(q, g, product="auto"):
     Returns:
         "torch" on CUDA, for products under ``MIN_GFLOP`` and when asked for; "numpy" when asked
         for (CPU only); for "auto" on the CPU the choice measured earlier in this process for
-        this feature dim and thread count, else None: :class:`FeatureBlocks` then times its first
-        blocks with each product (:data:`TRIAL_ROWS` rows each, real work) and keeps the faster.
+        this feature dim and thread count, else None: :class:`FeatureBlocks` then computes its first
+        rows, :data:`TRIAL_ROWS` with each product (real work, timed), and keeps the faster.
     """
     if product not in PRODUCTS:
         raise CanuError(f"TEST.CANU.PRODUCT={product!r} is not one of {PRODUCTS}")
@@ -97,9 +98,16 @@ def _chosen(seconds_per_row, dim):
     t, n = seconds_per_row["torch"], seconds_per_row["numpy"]
     choice = "numpy" if n < (1.0 - MARGIN) * t else "torch"
     _CHOICE[(dim, torch.get_num_threads())] = choice
-    logger.info("evaluation distances: %s's float32 product (first blocks: torch %.2f ms, numpy %.2f ms a query)",
+    logger.info("evaluation distances: %s's float32 product (first rows: torch %.2f ms, numpy %.2f ms a query)",
                 choice, 1e3 * t, 1e3 * n)
     return choice
+
+
+def _warm_up(name, q, g):
+    """An untimed small product by ``name`` (``WARM_ROWS`` x ``WARM_COLS``): its threads and buffers
+    start before its trial is timed."""
+    out = torch.empty((min(len(q), WARM_ROWS), min(len(g), WARM_COLS)), dtype=torch.float32, device=q.device)
+    _MM[name](q[:out.shape[0]], g[:out.shape[1]], out)
 
 
 def duplicate_rows(g, lead=64):
@@ -140,10 +148,10 @@ class FeatureBlocks:
     def __init__(self, q, g, metric="cosine", product="auto"):
         if metric not in METRICS:
             raise CanuError(f"unknown metric {metric!r}: set TEST.METRIC to one of {METRICS}")
-        self.metric = metric
+        self.metric, self.g_unit, self.g_scale = metric, None, None
         if metric == "cosine":
             # -q: the product is then -<q, g> exactly (rounding is symmetric), and 1 + it = fast-reid's 1 - mm, one pass
-            self.q, self.g = F.normalize(q, dim=1).neg_(), F.normalize(g, dim=1)
+            self.q, self.g = F.normalize(q, dim=1).neg_(), g
         else:
             self.q, self.g = q, g
             self.q_sq, self.g_sq = q.pow(2).sum(1), g.pow(2).sum(1)
@@ -152,31 +160,68 @@ class FeatureBlocks:
         self.rows = max(1, min(len(q), PRODUCT_BYTES // (4 * max(1, len(g)))))
         self.buf, self.span, self.trials = None, (0, 0), {}
 
-    def _compute(self, start, stop, out):
-        """Write the distances of query rows start:stop into ``out`` ((stop - start, G) float32)."""
+    def _cosine_gallery(self, name):
+        """The gallery for a cosine product: torch's once chosen (or asked for) gets unit rows, as
+        fast-reid's (bit for bit); numpy's and the trials get the raw rows, the product scaled by
+        1 / |g| per column afterwards (no unit copy of the gallery to write: an ulp here and there).
+        Returns (gallery (G, D), per-column scale (G,) or None)."""
+        if name == "torch" and self.product == "torch":
+            if self.g_unit is None:
+                self.g_unit = F.normalize(self.g, dim=1)
+            return self.g_unit, None
+        if self.g_scale is None:
+            self.g_scale = torch.linalg.vector_norm(self.g, dim=1).clamp_min_(1e-12).reciprocal_()
+        return self.g, self.g_scale
+
+    def _compute(self, start, stop, out, name):
+        """Write the distances of query rows start:stop into ``out`` ((stop - start, G) float32) with
+        the float32 product ``name``."""
         q = self.q[start:stop]
-        if self.metric == "euclidean" and self.product == "torch":  # fast-reid's: (|q|^2 + |g|^2).addmm_(q, g.T, alpha=-2)
+        if self.metric == "euclidean" and name == "torch":  # fast-reid's: (|q|^2 + |g|^2).addmm_(q, g.T, alpha=-2)
             torch.add(self.q_sq[start:stop, None], self.g_sq[None, :], out=out)
             with strict_matmul():
                 out.addmm_(q, self.g.t(), alpha=-2.0)
+        elif self.metric == "cosine":  # 1 + (-q) g^T = 1 - mm, as fast-reid's
+            g, scale = self._cosine_gallery(name)
+            _MM[name](q, g, out)
+            if scale is None:
+                out.add_(1.0)
+            else:
+                torch.addcmul(out.new_ones(()), out, scale, out=out)
         else:
-            self._product(q, start, stop, out)
+            _MM[name](q, self.g, out)
+            out.mul_(-2.0).add_(self.q_sq[start:stop, None] + self.g_sq[None, :])
         if self.dups is not None:  # equal gallery rows, equal distances (their tie kept)
             out[:, self.dups[0]] = out[:, self.dups[1]]
 
-    def _product(self, q, start, stop, out):
-        """The float32 product (timed when it is a trial) and the metric's elementwise part."""
-        name = self.product or next(n for n in _MM if n not in self.trials)
-        t0 = time.perf_counter()
-        _MM[name](q, self.g, out)
-        if self.product is None:  # a trial block: real rows, timed
-            self.trials[name] = (time.perf_counter() - t0) / len(q)
-            if len(self.trials) == len(_MM):
-                self.product = _chosen(self.trials, q.shape[1])
-        if self.metric == "cosine":  # 1 + (-q) g^T = 1 - mm, as fast-reid's
-            out.add_(1.0)
-        else:
-            out.mul_(-2.0).add_(self.q_sq[start:stop, None] + self.g_sq[None, :])
+    def _fill(self, start, out):
+        """Write the distances of query rows start:start + len(out) into ``out``. While "auto" has not
+        chosen, the first rows are its trials (:meth:`_trial`); the rest use the product it keeps."""
+        at, stop = start, start + len(out)
+        while self.product is None and at < stop:
+            at += self._trial(at, out[at - start:])
+        if at < stop:
+            self._compute(at, stop, out[at - start:], self.product)
+
+    def _trial(self, start, out):
+        """One product's trial on query rows from ``start`` (into ``out``): a warm-up, then
+        ``TRIAL_PIECES`` timed pieces of ``TRIAL_ROWS`` real rows, its best per-row time kept.
+        Products go in ``_MM``'s order, torch's first: OpenBLAS's idle threads spin for a while
+        after each product and would slow the next one. Returns the rows computed."""
+        name = next(n for n in _MM if n not in self.trials)
+        _warm_up(name, self.q, self.g)
+        best, done = float("inf"), 0
+        for _ in range(TRIAL_PIECES):
+            rows = min(TRIAL_ROWS, len(out) - done)
+            if rows == 0:
+                break
+            t0 = time.perf_counter()
+            self._compute(start + done, start + done + rows, out[done:done + rows], name)
+            best, done = min(best, (time.perf_counter() - t0) / rows), done + rows
+        self.trials[name] = best
+        if len(self.trials) == len(_MM):
+            self.product = _chosen(self.trials, self.q.shape[1])
+        return done
 
     def __call__(self, start, stop):
         a, b = self.span
@@ -184,15 +229,14 @@ class FeatureBlocks:
             return self.buf[start - a:stop - a]
         if stop - start > self.rows:  # larger than the buffer: a tensor of its own
             out = torch.empty((stop - start, len(self.g)), dtype=torch.float32, device=self.q.device)
-            self._compute(start, stop, out)
+            self._fill(start, out)
             return out
         if self.buf is None:
             self.buf = torch.empty((self.rows, len(self.g)), dtype=torch.float32, device=self.q.device)
-            if self.product is None:  # the trials write here: its pages faulted in before either is timed
-                self.buf[:TRIAL_ROWS].zero_()
-        rows = self.rows if self.product else max(stop - start, min(self.rows, TRIAL_ROWS))
-        end = min(len(self.q), start + rows)
-        self._compute(start, end, self.buf[:end - start])
+            if self.product is None:  # the trials write here: its pages faulted in before any is timed
+                self.buf[:len(_MM) * TRIAL_PIECES * TRIAL_ROWS].zero_()
+        end = min(len(self.q), start + self.rows)
+        self._fill(start, self.buf[:end - start])
         self.span = (start, end)
         return self.buf[:stop - start]
 

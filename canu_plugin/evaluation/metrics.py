@@ -5,11 +5,9 @@ camera are removed; a query with no remaining item of its pid is skipped. fast-r
 dense (Q, G) distance matrix; :func:`rank_metrics` takes the distances of ``chunk`` queries to the
 gallery at a time (from a callable: features -> distances is :mod:`.evaluator`'s ``evaluate``),
 so memory is <~ 40 bytes x chunk x G, on the GPU when torch sees one, and nothing is fully sorted:
-the metrics need only the rank of each valid positive among the valid items. Only items not
-farther than a query's last positive can precede one; each is located among the block's sorted
-positive keys with one ``searchsorted`` and counted per (query, positives before it), the
-query's own pid's items subtracted the same way (:func:`_ranks_sparse`); when they are most of
-the block, every negative is bucketed per row instead (:func:`_ranks_dense`). Then, with
+the metrics need only the rank of each valid positive among the valid items, which
+:func:`.ranking.positive_ranks` finds from the few items not farther than a query's last positive
+(see :mod:`.ranking`). Then, with
 rank_k the 0-based rank of the k-th positive: AP = mean_k (k + 1) / (rank_k + 1),
 CMC@r = [rank_0 <= r], INP = npos / (rank_last + 1), as fast-reid reads them off its sorted rows.
 
@@ -26,9 +24,8 @@ import numpy as np
 import torch
 
 from canu_plugin.errors import CanuError
+from canu_plugin.evaluation.ranking import float_order, positive_ranks, sortable_keys  # noqa: F401  (public here too)
 
-_INT64_MAX = torch.iinfo(torch.int64).max
-SPARSE_MAX_FRACTION = 0.25  # count only the items before the last positive when at most this fraction of a block
 
 
 def resolve_device(device=None):
@@ -71,131 +68,6 @@ class LabelIndex:
         self.q_cam, self.g_cam = put(cam_codes[:num_query]), put(cam_codes[num_query:])
         self.count, self.start = put(count), put(np.cumsum(count) - count)
         self.order = put(np.argsort(g_code, kind="stable"))
-
-
-def float_order(values):
-    """(...) int64 codes in [0, 2^32) that order float32 values: equal iff equal, smaller iff smaller.
-
-    The IEEE bits as int32, with the magnitude bits of negative numbers flipped, shifted by 2^31;
-    ``-0.0`` is first made ``+0.0`` (they compare equal). Values must not be NaN.
-    """
-    bits = (values + 0.0).contiguous().view(torch.int32)
-    key = bits >> 31
-    key &= 0x7FFFFFFF
-    key ^= bits
-    out = key.to(torch.int64)
-    out += 1 << 31
-    return out
-
-
-def sortable_keys(values, cols, num_gallery):
-    """(...) int64 keys strictly increasing in (value, col) for float32 values and int64 cols < G."""
-    out = float_order(values)
-    out *= num_gallery
-    out += cols
-    return out
-
-
-def _block_positives(dist, lab, start, stop):
-    """The gallery items of each query's pid, queries start:stop: (gidx, same, good, pos_dist),
-    each (B, W), W = the largest gallery count of a query pid in the block; ``same`` masks the real
-    entries, ``good`` those of another camera (the valid positives)."""
-    code, cam = lab.q_pid[start:stop], lab.q_cam[start:stop]
-    count = lab.count[code]
-    slot = torch.arange(max(int(count.max()), 1), device=dist.device)
-    gidx = lab.order[(lab.start[code][:, None] + slot).clamp_(max=dist.shape[1] - 1)]
-    same = slot < count[:, None]
-    return gidx, same, same & (lab.g_cam[gidx] != cam[:, None]), dist.gather(1, gidx)
-
-
-def _ranks_dense(dist, neg, gidx, good, pos_dist):
-    """Ranks by bucketing every flagged negative among the sorted positive keys (searchsorted) and
-    counting per bucket. Same arguments and result as :func:`_ranks_sparse`."""
-    num, num_gallery = dist.shape
-    width = gidx.shape[1]
-    pos_keys = sortable_keys(pos_dist, gidx, num_gallery).masked_fill_(~good, _INT64_MAX).sort(dim=1).values
-    keys = sortable_keys(dist, torch.arange(num_gallery, device=dist.device), num_gallery)
-    bucket = torch.searchsorted(pos_keys, keys.masked_fill_(~neg, _INT64_MAX))  # positives before it
-    del keys
-    bins = width + 1  # an unflagged item (INT64_MAX) lands in bin npos: it precedes no positive
-    bucket += (torch.arange(num, device=dist.device) * bins)[:, None]
-    hist = torch.bincount(bucket.view(-1), minlength=num * bins).view(num, bins)
-    return hist[:, :width].cumsum(1) + torch.arange(width, device=dist.device)
-
-
-def _row_keys(rows, values, cols, col_bits):
-    """int64 keys increasing in (row, value, col): row above bit 32 + col_bits, then the value's
-    order (:func:`float_order`), then the column."""
-    key = float_order(values)
-    key <<= col_bits
-    key |= cols
-    key |= rows << (32 + col_bits)
-    return key
-
-
-def _ranks_sparse(dist, flagged, last, gidx, same, good, pos_dist):
-    """Ranks from the items not farther than each query's last positive: each is located among
-    its row's sorted positives (one search in the sorted (row, value, col) keys of the block's
-    positives) and counted per (row, positives before it); the query's own pid's items (positives,
-    same-camera junk) are located the same way and subtracted. No sort of the gallery.
-
-    Args:
-        dist: (B, G) float32; flagged: ((F,) rows, (F,) columns) of the items with dist <= the
-        row's last positive; last: (B,) that distance; gidx, same, good, pos_dist: (B, W) from
-        :func:`_block_positives`.
-    Returns:
-        (B, W) int64: entry [b, k] = 0-based rank of query b's k-th valid positive (k < npos[b]).
-    """
-    num, width = gidx.shape
-    col_bits = max(int(dist.shape[1] - 1).bit_length(), 1)
-    pr, pk = good.nonzero(as_tuple=True)
-    pos = _row_keys(pr, pos_dist[pr, pk], gidx[pr, pk], col_bits).sort().values  # rows in order
-    npos = good.sum(1)
-    offset = torch.arange(num, device=dist.device) * (width + 1) - (npos.cumsum(0) - npos)  # row's bins - its first positive
-
-    def located(rows, values, cols):  # (row, positives of the row before it), as one bin index
-        before = torch.searchsorted(pos, _row_keys(rows, values, cols, col_bits))
-        return before.add_(offset[rows])
-
-    nr, nc = flagged
-    values = dist.view(-1).index_select(0, nr * dist.shape[1] + nc)
-    hist = torch.bincount(located(nr, values, nc), minlength=num * (width + 1))
-    sr, sk = (same & (pos_dist <= last[:, None])).nonzero(as_tuple=True)
-    hist -= torch.bincount(located(sr, pos_dist[sr, sk], gidx[sr, sk]), minlength=num * (width + 1))
-    hist = hist.view(num, width + 1)
-    return hist[:, :width].cumsum(1) + torch.arange(width, device=dist.device)
-
-
-def _nonzero(mask):
-    """((F,) rows, (F,) cols) int64 of the True entries of a (B, G) bool tensor, row-major; on the
-    CPU by numpy's ``flatnonzero`` (~4x torch's ``nonzero`` there)."""
-    if mask.device.type != "cpu":
-        return mask.nonzero(as_tuple=True)
-    rows, cols = np.divmod(np.flatnonzero(mask.numpy()), mask.shape[1])
-    return torch.from_numpy(rows), torch.from_numpy(cols)
-
-
-def positive_ranks(dist, lab, start, stop):
-    """0-based ranks of each query's valid positives among its valid gallery items (counting the
-    items not farther than the last positive when they are at most ``SPARSE_MAX_FRACTION`` of the
-    block, else bucketing every item).
-
-    Args:
-        dist: (B, G) float32 distances of queries ``start:stop`` to the whole gallery.
-        lab: the :class:`LabelIndex`.
-    Returns:
-        (ranks, npos): (B, W) int64, ranks[b, k] = rank of the k-th nearest valid positive of
-        query b (entries k >= npos[b] are meaningless), and (B,) int64 valid positives per query.
-    """
-    gidx, same, good, pos_dist = _block_positives(dist, lab, start, stop)
-    last = pos_dist.masked_fill(~good, float("-inf")).amax(1)
-    flagged = dist <= last[:, None]
-    if int(dist.shape[0] - 1).bit_length() + 32 + int(dist.shape[1] - 1).bit_length() <= 63:
-        items = _nonzero(flagged)
-        if len(items[0]) <= SPARSE_MAX_FRACTION * flagged.numel():
-            return _ranks_sparse(dist, items, last, gidx, same, good, pos_dist), good.sum(1)
-    flagged &= lab.g_pid[None, :] != lab.q_pid[start:stop, None]  # the negatives (another person)
-    return _ranks_dense(dist, flagged, gidx, good, pos_dist), good.sum(1)
 
 
 def query_scores(ranks, npos):
