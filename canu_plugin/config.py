@@ -139,8 +139,8 @@ def _add_eval_config(cfg):
     _C.TEST.CANU.DEVICE = "auto"           # "auto" (CUDA when torch sees it, else CPU), "cpu", "cuda", "cuda:1", ...
     _C.TEST.CANU.MAX_RANK = 50             # length of the CMC curve computed (Rank-1/5/10 are reported)
     _C.TEST.CANU.THREADS = 1               # CPU threads for the ranking ops (0 = torch's); distances use torch's threads
-    _C.TEST.CANU.PRODUCT = "auto"          # distances' float32 product: "auto" (torch's or numpy's BLAS: the first two
-                                           # blocks one with each, the faster kept for the process), "torch", "numpy"
+    _C.TEST.CANU.PRODUCT = "auto"          # distances' float32 product: "auto" (torch's or numpy's BLAS: each timed on
+                                           # the first rows, the faster kept for the process), "torch", "numpy"
     _C.TEST.CANU.CAMERA_DIAGNOSTICS = True  # add cam_probe (held-out linear camera probe, %), d_inter, cam_nmi (NMI of
                                            # cameras and clusters of the test features) and mAP_cn / Rank-1_cn (the
                                            # metrics after per-camera normalization) to the results

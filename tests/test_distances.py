@@ -118,7 +118,9 @@ def test_benchmark_eval_times_ours_beside_the_raw_product(tmp_path, capsys):
     res = json.loads(out.read_text())["60x400"]
     assert set(res["product_s"]) == {"torch", "numpy"} and res["ours"]["product"] == "torch"  # below MIN_GFLOP
     assert res["fastreid-py"]["max_diff"] <= 1e-6
-    assert "x the fp32 distance product alone" in capsys.readouterr().out
+    assert res["ours"]["warm_time_s"] > 0 and res["ours"]["warm_dist_s"] > 0  # a second evaluation, same process
+    out = capsys.readouterr().out
+    assert "x the fp32 distance product alone" in out and "a later evaluation in the same process" in out
 
 
 def _stable_map64(q, g, qp, gp, qc, gc):
@@ -163,3 +165,22 @@ def test_duplicate_rows_are_found_exactly():
     dst, src = distances.duplicate_rows(g)
     assert sorted(zip(dst.tolist(), src.tolist())) == [(7, 3), (12, 5), (30, 3), (41, 3), (44, 8)]
     assert distances.duplicate_rows(torch.randn(50, 70)) is None
+
+
+def test_each_row_is_computed_once_when_chunks_do_not_divide_the_buffer(feats, monkeypatch):
+    """A buffer of 7 rows served in chunks of 3: the buffer holds 6 (two whole chunks), so no chunk
+    straddles two fills and no row is computed twice."""
+    q, g = feats
+    rows = []
+    real = distances._MM["torch"]
+
+    def counted(a, b, out):
+        rows.append(len(a))
+        real(a, b, out)
+
+    monkeypatch.setattr(distances, "_MM", {"torch": counted, "numpy": distances._numpy_mm})
+    monkeypatch.setattr(distances, "PRODUCT_BYTES", 4 * len(g) * 7)
+    blocks = distances.FeatureBlocks(q, g, product="torch")
+    got = np.concatenate([blocks(s, min(s + 3, len(q))).numpy().copy() for s in range(0, len(q), 3)])
+    np.testing.assert_allclose(got, build_dist(q, g, "cosine"), rtol=0, atol=1e-5)
+    assert sum(rows) == len(q) and max(rows) == 6

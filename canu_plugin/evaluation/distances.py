@@ -6,17 +6,20 @@ is computed
 
 * by the machine's fastest float32 product: on the CPU, torch's (MKL / oneDNN) and numpy's
   (OpenBLAS in the PyPI wheels) run at different rates on different CPUs (either can be 1.5x the
-  other), so ``product="auto"`` computes its first rows, ``TRIAL_ROWS`` with each, and keeps the faster,
-  once per process (:func:`product_backend`; a sample's small products would time both too
-  slowly and too noisily to tell them apart); CUDA always uses torch's;
+  other), so ``product="auto"`` times each on its first real rows (:meth:`FeatureBlocks._trial`) and
+  keeps the faster, once per process (:func:`product_backend`; a sample's small products would time
+  both too slowly and too noisily to tell them apart); CUDA always uses torch's;
 * in blocks of up to ``PRODUCT_BYTES`` of distances, written into one buffer that every block
-  reuses (a fresh block would fault in its pages each time; small blocks run the GEMM slower),
-  and handed out as views of ``chunk`` rows (the ranking's blocks).
+  reuses (a fresh block would fault in its pages each time; each block switches between the
+  product's threads and the ranking's, which costs a little), and handed out as views of
+  ``chunk`` rows (the ranking's blocks).
 
 Plain IEEE float32 products (no TF32), as fast-reid's. With torch's product in one block the
-distances are fast-reid's bit for bit (cosine as 1 + (-q) g^T: the negation is exact); numpy's
-BLAS, or torch's on blocks of another height, may sum in another order and round a few distances a
-float32 ulp away, so metrics agree to ~1e-7. Ties are ordered by gallery index either way.
+distances are fast-reid's bit for bit (cosine as 1 + (-q) g^T of unit rows: the negation is exact).
+numpy's product takes the raw gallery and scales each column by 1 / |g| afterwards (no unit copy of
+the gallery), and its BLAS, or torch's on blocks of another height, may sum in another order, so a
+few distances are a float32 ulp away and metrics agree to ~1e-7. Ties are ordered by gallery index
+either way.
 """
 import logging
 import time
@@ -135,9 +138,10 @@ class FeatureBlocks:
     """Distance blocks of query rows to the gallery: ``blocks(start, stop)`` -> (stop - start, G)
     float32 tensor (the callable :func:`.metrics.rank_metrics` takes).
 
-    Rows are computed ``PRODUCT_BYTES`` at a time into one buffer; a block is a view of it, valid
-    until the next call (the caller may change it in place). Calls in increasing, non-overlapping
-    order (the ranking's) compute each row once.
+    Rows are computed ``PRODUCT_BYTES`` at a time into one buffer, a whole number of the first
+    call's rows (the ranking's chunk, so that no later chunk straddles two fills); a block is a view
+    of it, valid until the next call (the caller may change it in place). Calls of that size in
+    increasing, non-overlapping order (the ranking's) compute each row once.
 
     Args:
         q: (Q, D), g: (G, D) float32 tensors on the compute device.
@@ -232,6 +236,8 @@ class FeatureBlocks:
             self._fill(start, out)
             return out
         if self.buf is None:
+            if self.rows < len(self.q):  # a whole number of chunks (all the queries need no rounding)
+                self.rows = max(stop - start, self.rows // (stop - start) * (stop - start))
             self.buf = torch.empty((self.rows, len(self.g)), dtype=torch.float32, device=self.q.device)
             if self.product is None:  # the trials write here: its pages faulted in before any is timed
                 self.buf[:len(_MM) * TRIAL_PIECES * TRIAL_ROWS].zero_()
