@@ -79,8 +79,8 @@ def product_backend(q, g, product="auto"):
     Returns:
         "torch" on CUDA, for products under ``MIN_GFLOP`` and when asked for; "numpy" when asked
         for (CPU only); for "auto" on the CPU the choice measured earlier in this process for
-        this feature dim and thread count, else None: :class:`FeatureBlocks` then computes its first
-        rows, :data:`TRIAL_ROWS` with each product (real work, timed), and keeps the faster.
+        this feature dim and thread count, else None: :class:`FeatureBlocks` then times each product
+        on its first real rows (:meth:`FeatureBlocks._trial`) and keeps the faster.
     """
     if product not in PRODUCTS:
         raise CanuError(f"TEST.CANU.PRODUCT={product!r} is not one of {PRODUCTS}")
