@@ -116,6 +116,22 @@ def tiny_trainer(use_synth_root):
     return make
 
 
+def _watched(limit_s, fn, *args):
+    """One spawned process of :func:`launch_watched`: ``fn(*args)`` under a watchdog."""
+    import faulthandler
+    faulthandler.dump_traceback_later(limit_s, exit=True)  # stays armed through the group's teardown
+    fn(*args)
+
+
+def launch_watched(fn, args, nprocs=2, limit_s=240):
+    """fast-reid's ``launch`` of ``fn(*args)`` on ``nprocs`` processes, each of which prints every
+    thread's stack and exits if it is still running after ``limit_s`` seconds. A hung process then
+    fails the test with its stacks, and spawn ends the others; without it, pytest's timeout would
+    leave the processes alive and the interpreter would wait for them at exit (CI hangs)."""
+    from fastreid.engine import launch
+    launch(_watched, nprocs, dist_url="auto", args=(limit_s, fn, *args))
+
+
 def kill_and_resume(make, root, checkpoint="model_0000.pth"):
     """Train ``make(root / "full")`` to the end, copy it to ``root / "cut"`` as if killed after
     ``checkpoint`` (its ``last_checkpoint``), resume it there with ``make(root / "cut")`` and finish.

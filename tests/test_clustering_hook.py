@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from canu_plugin.engine import Trainer, set_datasets_root, setup_cfg
+from canu_plugin.engine import Trainer, seed_from_config, set_datasets_root, setup_cfg
 from canu_plugin.engine.hooks import ClusteringHook
 from canu_plugin.engine.run_files import epoch_records, read_final_results
 from canu_plugin.errors import CanuError
 from fastreid.engine.train_loop import HookBase
 
-from conftest import kill_and_resume
+from conftest import kill_and_resume, launch_watched
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = "configs/synthetic/quick_pseudo.yml"
@@ -148,7 +148,8 @@ def test_later_failure_keeps_the_last_labels(make_trainer, tmp_path, monkeypatch
 
 def _ddp_run(out, root):
     set_datasets_root(root)
-    cfg = setup_cfg(os.path.join(REPO, QUICK), FAST + ["SOLVER.MAX_EPOCH", "1", "OUTPUT_DIR", out])
+    cfg = setup_cfg(os.path.join(REPO, QUICK), FAST + ["SOLVER.MAX_EPOCH", "1", "SEED", "0", "OUTPUT_DIR", out])
+    seed_from_config(cfg)  # as canu-train does: the same clusters in every run of the test
     trainer = Trainer(cfg)
     trainer.train()
     pseudo = next(h for h in trainer._hooks if isinstance(h, ClusteringHook)).pseudo
@@ -159,8 +160,7 @@ def _ddp_run(out, root):
 
 @pytest.mark.timeout(300)
 def test_two_processes_share_the_same_pseudo_labels(synth_root, tmp_path):
-    from fastreid.engine import launch
-    launch(_ddp_run, 2, dist_url="auto", args=(str(tmp_path), synth_root))
+    launch_watched(_ddp_run, (str(tmp_path), synth_root))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert torch.equal(r0["labels"], r1["labels"]) and torch.equal(r0["centroids"], r1["centroids"])
     assert (r0["labels"] >= 0).sum() > 0 and r0["iters"] == r1["iters"] == 3
@@ -187,8 +187,7 @@ def _ddp_sharded(out, root):
 
 @pytest.mark.timeout(300)
 def test_two_processes_shard_the_knn_and_get_rank0s_labels(synth_root, tmp_path):
-    from fastreid.engine import launch
-    launch(_ddp_sharded, 2, dist_url="auto", args=(str(tmp_path), synth_root))
+    launch_watched(_ddp_sharded, (str(tmp_path), synth_root))
     res = torch.load(tmp_path / "labels.pt")
     assert torch.equal(res["sharded"], res["plain"]) and (res["plain"] >= 0).sum() > 0
 

@@ -8,6 +8,7 @@ import torch
 import canu_plugin
 from canu_plugin import compat
 from canu_plugin.errors import CanuError
+from conftest import launch_watched
 
 
 def test_apply_is_idempotent():
@@ -75,16 +76,26 @@ def _ddp_worker(out_dir):
 
 @pytest.mark.timeout(120)
 def test_launch_two_cpu_processes_with_ddp(tmp_path):
-    from fastreid.engine import launch
     if torch.cuda.is_available():
         pytest.skip("this test covers the CPU (gloo) path")
-    launch(_ddp_worker, 2, dist_url="auto", args=(str(tmp_path),))
+    launch_watched(_ddp_worker, (str(tmp_path),), limit_s=100)
     res = [torch.load(tmp_path / f"r{r}.pt") for r in range(2)]
     assert [r["rank"] for r in res] == [0, 1] and all(r["world"] == 2 for r in res)
     assert res[0]["backend"] == "gloo"
     # DDP all-reduced the gradients: both ranks see the mean of (2*1) and (2*2) per weight
     assert torch.allclose(res[0]["grad"], res[1]["grad"])
     assert torch.allclose(res[0]["grad"], torch.full((1, 4), 3.0))
+
+
+@pytest.mark.timeout(120)
+def test_a_hung_process_fails_the_watched_launch_with_its_stack(tmp_path, capfd):
+    import time
+    from torch.multiprocessing import ProcessExitedException
+    start = time.monotonic()
+    with pytest.raises(ProcessExitedException):
+        launch_watched(time.sleep, (600,), limit_s=5)
+    assert time.monotonic() - start < 60
+    assert "Timeout (0:00:05)!" in capfd.readouterr().err  # faulthandler's header, then the stacks
 
 
 def _seen_group(box):

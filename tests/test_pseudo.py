@@ -54,6 +54,24 @@ def test_pseudo_loader_refuses_too_few_clusters(tiny_items):
         _loader(_cfg(), target, np.array([0] * 8), seed=0)
 
 
+def test_two_processes_need_the_clusters_of_one_global_batch(tiny_items, monkeypatch):
+    """fast-reid's identity sampler draws the global batch (W processes x P/W identities) and drops
+    the identities that do not fill one: with fewer it loops forever without yielding. Process 0 of
+    2 is simulated: 4 clusters give a batch, 3 are refused (per-process arithmetic asked for 2)."""
+    from fastreid.utils import comm
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    cfg = _cfg()
+    cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_INSTANCE", "2"])
+    assert pseudo.required_clusters(cfg) == 4
+    target = pseudo.TargetSet(tiny_items)
+    for name in pseudo.IDENTITY_SAMPLERS:
+        cfg.DATALOADER.SAMPLER_TRAIN = name
+        batch = next(iter(_loader(cfg, target, np.array([0, 0, 1, 1, 2, 2, 3, 3]), seed=1)))
+        assert batch["targets"].numel() == 4 and len(set(batch["targets"].tolist())) == 2  # this process's half
+        with pytest.raises(CanuError, match="only 3 clusters to train on, fewer than the 4"):
+            _loader(cfg, target, np.array([0, 0, 1, 1, 2, 2, 2, 2]), seed=1)
+
+
 def test_swap_parameter_resets_or_moves_state():
     old = torch.nn.Parameter(torch.ones(3, 2))
     other = torch.nn.Parameter(torch.ones(2))

@@ -11,9 +11,10 @@ import time
 import pytest
 import torch
 
-from canu_plugin.engine import Trainer, set_datasets_root, setup_cfg
+from canu_plugin.engine import Trainer, seed_from_config, set_datasets_root, setup_cfg
 from canu_plugin.engine.run_files import epoch_records, read_final_results
 from canu_plugin.errors import CanuError
+from conftest import launch_watched
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(REPO, "configs", "synthetic", "quick_pseudo.yml")
@@ -95,7 +96,8 @@ def test_plugin_log_lines_reach_log_txt(tmp_path):
 def _ddp_train(out, root, epochs, resume):
     set_datasets_root(root)
     cfg = setup_cfg(QUICK, FAST[:4] + ["SOLVER.MAX_EPOCH", str(epochs), "TEST.EVAL_PERIOD", "100",
-                                       "OUTPUT_DIR", out])
+                                       "SEED", "0", "OUTPUT_DIR", out])
+    seed_from_config(cfg)  # as canu-train does: the same clusters in every run of the test
     os.makedirs(out, exist_ok=True)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=resume)
@@ -108,9 +110,8 @@ def _ddp_train(out, root, epochs, resume):
 
 @pytest.mark.timeout(900)
 def test_two_process_crash_and_resume_reproduces_the_run(synth_root, tmp_path):
-    from fastreid.engine import launch
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
-    launch(_ddp_train, 2, dist_url="auto", args=(full, synth_root, 2, False))
+    launch_watched(_ddp_train, (full, synth_root, 2, False), limit_s=400)
     a = torch.load(os.path.join(full, "bn_rank0.pt"))["bn1"]
     b = torch.load(os.path.join(full, "bn_rank1.pt"))["bn1"]
     assert torch.equal(a, b)  # every rank extracts, evaluates and saves with rank 0's statistics
@@ -118,7 +119,7 @@ def test_two_process_crash_and_resume_reproduces_the_run(synth_root, tmp_path):
     with open(os.path.join(cut, "last_checkpoint"), "w") as f:
         f.write("model_0000.pth")  # killed during epoch 1
     os.remove(os.path.join(cut, "final_results.json"))
-    launch(_ddp_train, 2, dist_url="auto", args=(cut, synth_root, 2, True))
+    launch_watched(_ddp_train, (cut, synth_root, 2, True), limit_s=400)
     x = torch.load(os.path.join(full, "model_final.pth"), weights_only=True)
     y = torch.load(os.path.join(cut, "model_final.pth"), weights_only=True)
     assert torch.equal(x["pseudo_labels"]["labels"], y["pseudo_labels"]["labels"])

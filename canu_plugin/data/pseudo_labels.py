@@ -171,9 +171,17 @@ class PseudoLabels:
 
 
 def required_clusters(cfg):
-    """The fewest clusters a P x K batch of this config can be drawn from (at least 2: negatives)."""
-    mini_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
-    return max(mini_batch // cfg.DATALOADER.NUM_INSTANCE, 2)
+    """The fewest clusters a P x K batch of this config can be drawn from (at least 2: negatives).
+
+    fast-reid's identity samplers draw one global batch for all processes: each of the W processes
+    takes ``(SOLVER.IMS_PER_BATCH // W) // NUM_INSTANCE`` identities, and identities that do not fill
+    a whole global batch are dropped. With fewer clusters than one global batch needs, the sampler
+    drops them all and loops forever without yielding (every process hangs), so the count is per
+    global batch, not per process.
+    """
+    world = comm.get_world_size()
+    per_process = (cfg.SOLVER.IMS_PER_BATCH // world) // cfg.DATALOADER.NUM_INSTANCE
+    return max(per_process * world, 2)
 
 
 class _KeepInput:
